@@ -146,7 +146,10 @@ impl<'a> Request<'a> {
     }
 
     /// Every header field line, in the order received, names as sent.
-    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + 'a {
+    ///
+    /// The iterator borrows the call's buffers, not `self` (`use<'a>`), so
+    /// the body can still be read while it is alive.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
         let all: &'a [ffi::Header] = if self.raw.header_count == 0 {
             &[]
         } else {
@@ -190,7 +193,10 @@ impl io::Read for Body<'_> {
         // writable slice of `buf.len()` bytes.
         let n = unsafe { (self.server.read_body)(self.call, buf.as_mut_ptr(), buf.len()) };
         usize::try_from(n).map_err(|_| {
-            io::Error::new(io::ErrorKind::ConnectionAborted, "request body cannot be read")
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "request body cannot be read",
+            )
         })
     }
 }
@@ -264,6 +270,9 @@ impl<'a> IntoBytes<'a> for Cow<'a, str> {
     }
 }
 
+/// A response header's name and value, borrowed or owned.
+type HeaderField<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
 type StreamFn<'a> = Box<dyn FnOnce(&mut BodyWriter<'_>) -> io::Result<()> + 'a>;
 
 enum Payload<'a> {
@@ -277,7 +286,7 @@ enum Payload<'a> {
 pub struct Response<'a> {
     status: u16,
     reason: Cow<'a, str>,
-    headers: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>,
+    headers: Vec<HeaderField<'a>>,
     payload: Payload<'a>,
 }
 
@@ -307,11 +316,7 @@ impl<'a> Response<'a> {
 
     /// Add a header. It is checked by the server, not here: a name that is no
     /// token or a value with CR, LF or NUL turns the answer into a `500`.
-    pub fn header(
-        mut self,
-        name: impl IntoBytes<'a>,
-        value: impl IntoBytes<'a>,
-    ) -> Self {
+    pub fn header(mut self, name: impl IntoBytes<'a>, value: impl IntoBytes<'a>) -> Self {
         self.headers.push((name.into_bytes(), value.into_bytes()));
         self
     }
@@ -460,7 +465,10 @@ pub unsafe fn __handle(
 /// # Safety
 /// `server` must be the pointer the server passed to `init`.
 #[doc(hidden)]
-pub unsafe fn __init(server: *const ffi::Server, init: fn(&Worker<'_>) -> Result<(), Error>) -> i32 {
+pub unsafe fn __init(
+    server: *const ffi::Server,
+    init: fn(&Worker<'_>) -> Result<(), Error>,
+) -> i32 {
     remember(server);
     // SAFETY: the server's table lives as long as the process.
     let server = unsafe { &*server };
@@ -500,7 +508,10 @@ macro_rules! export_app {
         pub static $name: $crate::ffi::App = $crate::ffi::App {
             magic: $crate::ffi::APP_MAGIC,
             abi_version: $crate::ffi::ABI_VERSION,
-            flags: 0,
+            // Safe Rust cannot race: the handler is a plain `fn`, so any state
+            // it shares lives in statics that must be `Sync`. That makes every
+            // SDK application fit for `--threads`.
+            flags: $crate::ffi::APP_THREAD_SAFE,
             init: $crate::__export_init!($($init)?),
             handle: {
                 unsafe extern "C" fn __rgun_handle(
