@@ -1,1 +1,14 @@
-//! Integration tests: they start the real rgun binary and talk to it over real sockets.
+//! Integration tests: they start the real `rgun` binary and talk to it over
+//! real sockets, as an operator and a client would. Each test starts its own
+//! server on a free port, so the tests run in parallel. The example
+//! applications must be built first: `cargo build --workspace`.
+
+mod c_app;
+mod cli;
+mod harness;
+mod http1;
+mod lifecycle;
+mod load_errors;
+mod malformed;
+mod routes;
+mod split;

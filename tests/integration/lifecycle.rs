@@ -1,0 +1,283 @@
+//! The processes' lives: workers that fail and are replaced, several workers
+//! sharing the listening socket, the worker timeout, and the shutdown
+//! signals (TERM graceful, INT and QUIT quick), each ending with no process
+//! of the server's group left behind.
+
+use crate::harness::{Conn, Server, WAIT, get, testapp};
+use std::collections::HashSet;
+
+fn pid_of(conn: &mut Conn) -> u32 {
+    let response = conn.request(&get("/pid"));
+    response.assert_status(200);
+    response.text().parse().expect("a decimal pid")
+}
+
+fn fresh_pid(server: &Server) -> u32 {
+    pid_of(&mut server.connect())
+}
+
+/// Whether a process exists (a zombie counts as existing).
+fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+#[test]
+fn panic_is_a_500_and_the_same_worker_serves_on() {
+    let server = Server::testapp();
+    let before = fresh_pid(&server);
+    let response = server.get("/panic");
+    response.assert_status(500);
+    // The 500 is the server's, not whatever the app had started.
+    assert!(
+        response
+            .header("content-type")
+            .is_none_or(|t| !t.contains("json")),
+        "{response:#?}"
+    );
+    assert_eq!(fresh_pid(&server), before, "the worker must live on");
+    server.get("/").assert_status(200);
+    // And the failure is in the error log.
+    server.wait_for_log("[ERROR]", WAIT);
+    assert_eq!(server.wait_for_workers(1).len(), 1);
+}
+
+#[test]
+fn panic_on_a_keep_alive_connection_leaves_it_usable_or_closed() {
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    let before = pid_of(&mut conn);
+    let response = conn.request(&get("/panic"));
+    response.assert_status(500);
+    if response.connection_has("close") {
+        conn.assert_closed();
+    } else {
+        assert_eq!(pid_of(&mut conn), before);
+    }
+}
+
+#[test]
+fn crashed_worker_is_replaced() {
+    let server = Server::testapp();
+    let first = server.wait_for_workers(1)[0];
+    assert_eq!(fresh_pid(&server), first);
+
+    let mut conn = server.connect();
+    conn.send(&get("/crash"));
+    // The worker aborted: no answer, just the end of the connection.
+    let (answer, _err) = conn.read_to_end();
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A new connection waits in the listen queue until the replacement
+    // worker takes it.
+    let second = fresh_pid(&server);
+    assert_ne!(second, first, "a new worker must have taken over");
+    assert_eq!(server.wait_for_workers(2), vec![first, second]);
+    server.get("/").assert_status(200);
+
+    // The dead worker was reaped, not left a zombie.
+    let deadline = std::time::Instant::now() + WAIT;
+    while process_exists(first) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker {first} was never reaped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn repeated_crashes_are_survived() {
+    let server = Server::testapp_with(["--workers", "2"]);
+    let mut seen = HashSet::new();
+    for _ in 0..3 {
+        seen.insert(fresh_pid(&server));
+        let mut conn = server.connect();
+        conn.send(&get("/crash"));
+        let _ = conn.read_to_end();
+    }
+    server.get("/").assert_status(200);
+    // Two at the start and one per crash.
+    server.wait_for_workers(5);
+}
+
+#[test]
+fn several_workers_share_the_connections() {
+    let server = Server::builder(testapp())
+        .args(["--workers", "4"])
+        .wait_for_workers(4)
+        .start();
+    let booted: HashSet<u32> = server.wait_for_workers(4).into_iter().collect();
+    let mut seen = HashSet::new();
+    for _ in 0..2000 {
+        seen.insert(fresh_pid(&server));
+        if seen.len() >= 2 {
+            break;
+        }
+    }
+    assert!(
+        seen.len() >= 2,
+        "2000 fresh connections all went to worker(s) {seen:?}"
+    );
+    assert!(seen.is_subset(&booted), "{seen:?} not among {booted:?}");
+}
+
+#[test]
+fn web_concurrency_sets_the_worker_count() {
+    let server = Server::builder(testapp())
+        .env("WEB_CONCURRENCY", "3")
+        .wait_for_workers(3)
+        .start();
+    server.get("/").assert_status(200);
+}
+
+#[test]
+fn workers_flag_wins_over_web_concurrency() {
+    let server = Server::builder(testapp())
+        .env("WEB_CONCURRENCY", "1")
+        .args(["-w", "2"])
+        .wait_for_workers(2)
+        .start();
+    server.get("/").assert_status(200);
+}
+
+#[test]
+fn term_lets_the_in_flight_request_finish_then_exits_0() {
+    let mut server = Server::testapp();
+    let mut conn = server.connect();
+    conn.request(&get("/")).assert_status(200);
+    conn.send(&get("/sleep?ms=1500"));
+    // The worker has read the request, so it is in the app now.
+    conn.wait_until_server_read();
+    server.signal(libc::SIGTERM);
+    let response = conn.read_response();
+    response.assert_status(200);
+    assert_eq!(response.text(), "slept 1500");
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+    server.stderr.wait_closed(WAIT);
+    assert!(!server.group_alive(), "a worker outlived the master");
+}
+
+#[test]
+fn term_while_streaming_finishes_the_stream() {
+    let mut server = Server::testapp();
+    let mut conn = server.connect();
+    conn.send(&get("/stream?chunks=3&size=10&delay_ms=300"));
+    // The worker has read the request: the app is between two chunks
+    // when TERM arrives.
+    conn.wait_until_server_read();
+    server.signal(libc::SIGTERM);
+    let response = conn.read_response();
+    response.assert_status(200);
+    assert_eq!(response.body.len(), 30);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+}
+
+#[test]
+fn term_with_idle_server_exits_0() {
+    let mut server = Server::testapp_with(["-w", "3"]);
+    server.wait_for_workers(3);
+    server.get("/").assert_status(200);
+    // An idle keep-alive connection must not hold the shutdown up.
+    let mut idle = server.connect();
+    idle.request(&get("/")).assert_status(200);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+    server.stderr.wait_closed(WAIT);
+    assert!(!server.group_alive(), "a worker outlived the master");
+}
+
+#[test]
+fn term_gives_up_on_a_request_after_the_graceful_timeout() {
+    let mut server = Server::testapp_with(["--graceful-timeout", "1"]);
+    let mut conn = server.connect();
+    conn.send(&get("/sleep?ms=60000"));
+    conn.wait_until_server_read();
+    server.signal(libc::SIGTERM);
+    // The process exits long before the sleep ends; the request is lost.
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+    let (answer, _err) = conn.read_to_end();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("slept"),
+        "{answer:?}"
+    );
+    assert!(!server.group_alive(), "a worker outlived the master");
+}
+
+fn quick_exit(signal: libc::c_int) {
+    // A request that would keep a graceful shutdown waiting for a minute.
+    let mut server = Server::testapp_with(["--graceful-timeout", "60"]);
+    let mut conn = server.connect();
+    conn.send(&get("/sleep?ms=60000"));
+    conn.wait_until_server_read();
+    server.signal(signal);
+    let status = server.wait_exit(WAIT);
+    assert!(
+        status.code() == Some(0),
+        "expected a clean quick exit, got {}",
+        Server::describe(status)
+    );
+    let (answer, _err) = conn.read_to_end();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("slept"),
+        "the request was finished, not cut short"
+    );
+    server.stderr.wait_closed(WAIT);
+    assert!(!server.group_alive(), "a worker outlived the master");
+}
+
+#[test]
+fn int_is_a_quick_exit() {
+    quick_exit(libc::SIGINT);
+}
+
+#[test]
+fn quit_is_a_quick_exit() {
+    quick_exit(libc::SIGQUIT);
+}
+
+#[test]
+fn worker_past_the_timeout_is_killed_and_replaced() {
+    let server = Server::testapp_with(["--timeout", "1"]);
+    let first = server.wait_for_workers(1)[0];
+    let mut conn = server.connect();
+    conn.send(&get("/sleep?ms=60000"));
+    // The stuck worker is killed: its connection ends without an answer.
+    let (answer, _err) = conn.read_to_end();
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("slept"),
+        "{answer:?}"
+    );
+    let second = fresh_pid(&server);
+    assert_ne!(second, first);
+    server.get("/").assert_status(200);
+}
+
+#[test]
+fn log_lines_carry_the_master_and_worker_pids() {
+    let server = Server::testapp();
+    let listening = server.wait_for_log("Listening at: ", WAIT);
+    let master = server.pid().to_string();
+    assert!(
+        listening.ends_with(&format!("({master})")),
+        "{listening:?} should end with the master pid"
+    );
+    assert!(
+        listening.contains(&format!("[{master}] [INFO]")),
+        "{listening:?}"
+    );
+    // `[2026-11-21 03:37:36 +0000] [PID] [INFO] ...`
+    let stamp = &listening[..listening.find(']').unwrap() + 1];
+    assert_eq!(stamp.len(), 27, "{listening:?}");
+    assert!(stamp.starts_with("[20") && stamp.ends_with(" +0000]"));
+    let worker = fresh_pid(&server);
+    assert_eq!(server.wait_for_workers(1), vec![worker]);
+}
