@@ -2,7 +2,9 @@
 //! with the system `cc` as an application author would, and served by the
 //! real binary: the header is the contract for everything that is not Rust.
 
-use crate::harness::{Server, TempDir, chunked, compile_c_app, get, manifest_dir, request};
+use crate::harness::{
+    Framing, Prng, Server, TempDir, WAIT, chunked, compile_c_app, get, manifest_dir, request,
+};
 
 #[test]
 fn c_hello_example_is_served() {
@@ -15,6 +17,22 @@ fn c_hello_example_is_served() {
     let response = server.get("/");
     response.assert_status(200);
     assert_eq!(response.text(), "Hello from C\n");
+
+    // Its init hook logs through the server, into the error log.
+    server.wait_for_log("hello_c: worker 0 ready (ABI 1)", WAIT);
+
+    // `/echo-body` streams the body back with no length: chunked.
+    let body = Prng::new(7).bytes(100_000);
+    let mut conn = server.connect();
+    let response = conn.request(&request("POST", "/echo-body", &[], &body));
+    response.assert_status(200);
+    assert!(
+        matches!(response.framing, Framing::Chunked(_)),
+        "{:?}",
+        response.headers
+    );
+    assert!(response.body == body, "the echoed body differs");
+    conn.request(&get("/nope")).assert_status(404);
 }
 
 /// A C application that reads the body in small pieces with `read_body`
