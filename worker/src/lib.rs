@@ -1,1 +1,163 @@
+//! The rgun worker: what runs in each forked process. It loads the
+//! application, then serves HTTP/1.1 on the listeners the master bound, in
+//! one event loop, handing each request to the application. It never decides
+//! how many workers there are, and never binds or forks.
+//!
+//! A few pieces are shared with the master because they are the contract
+//! between the two: the scoreboard, the signal queue, the exit codes, and the
+//! log time format.
 
+mod access_log;
+mod app;
+mod call;
+pub mod chunked;
+mod conn;
+pub mod parse;
+mod response;
+pub mod scoreboard;
+mod server;
+pub mod signals;
+pub mod timefmt;
+
+use std::path::PathBuf;
+
+use nix::sys::signal::{SigHandler, Signal};
+
+pub use app::LoadError;
+pub use conn::ListenerInfo;
+pub use parse::Limits;
+pub use server::ListenerFd;
+
+/// A worker's exit code when it cannot boot (the init hook failed).
+/// Gunicorn's WORKER_BOOT_ERROR: the master stops instead of respawning.
+pub const EXIT_BOOT_ERROR: i32 = 3;
+/// A worker's exit code when the application cannot be loaded. Gunicorn's
+/// APP_LOAD_ERROR.
+pub const EXIT_APP_LOAD_ERROR: i32 = 4;
+
+/// What a worker needs to run, from the master.
+pub struct WorkerConfig {
+    pub app_path: PathBuf,
+    pub app_symbol: String,
+    pub limits: Limits,
+    pub keep_alive_ms: u64,
+    pub header_timeout_ms: u64,
+    /// The longest wait on one client read or write inside a request.
+    pub io_timeout_ms: u64,
+    pub access_log: Option<PathBuf>,
+}
+
+/// Run a worker in a freshly forked process: returns its exit code.
+pub fn run(
+    worker_id: u32,
+    master_pid: i32,
+    slot: &'static scoreboard::Slot,
+    listeners: Vec<ListenerFd>,
+    config: WorkerConfig,
+) -> i32 {
+    slot.set_pid(std::process::id() as i32);
+    let _ = ABORT_SLOT.set(slot);
+    let signals = match install_signals() {
+        Ok(signals) => signals,
+        Err(e) => {
+            log::error!("worker could not set up its signal handlers: {e}");
+            return EXIT_BOOT_ERROR;
+        }
+    };
+    let app = match app::LoadedApp::load(&config.app_path, &config.app_symbol, worker_id) {
+        Ok(app) => app,
+        Err(e) => {
+            log::error!("{e}");
+            return EXIT_APP_LOAD_ERROR;
+        }
+    };
+    let access_log = match config
+        .access_log
+        .map(access_log::AccessLog::open)
+        .transpose()
+    {
+        Ok(log) => log,
+        Err(e) => {
+            log::error!("cannot open the access log: {e}");
+            return EXIT_BOOT_ERROR;
+        }
+    };
+    if !app.init() {
+        log::error!(
+            "the application's init hook failed in worker {}",
+            std::process::id()
+        );
+        return EXIT_BOOT_ERROR;
+    }
+    slot.set_booted();
+    let shared = conn::Shared::new(
+        config.limits,
+        config.keep_alive_ms,
+        config.header_timeout_ms,
+        config.io_timeout_ms,
+        app,
+        slot,
+        access_log,
+    );
+    let mut event_loop = match server::EventLoop::new(listeners, shared, signals, master_pid) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("worker could not start its event loop: {e}");
+            return EXIT_BOOT_ERROR;
+        }
+    };
+    let result = event_loop.run();
+    event_loop.shutdown_app();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("worker event loop failed: {e}");
+            1
+        }
+    }
+}
+
+/// `TERM` drains, `USR1` reopens logs (through the queue); `INT` and `QUIT`
+/// leave at once; `ABRT` (a timeout from the master, or the application
+/// aborting) answers the request in hand before the process dies.
+fn install_signals() -> std::io::Result<signals::SignalQueue> {
+    let queue = signals::SignalQueue::install(&[Signal::SIGTERM, Signal::SIGUSR1])?;
+    signals::set_handler(
+        &[Signal::SIGINT, Signal::SIGQUIT],
+        SigHandler::Handler(exit_now),
+    )?;
+    signals::set_handler(&[Signal::SIGABRT], SigHandler::Handler(on_abort))?;
+    signals::set_handler(
+        &[
+            Signal::SIGHUP,
+            Signal::SIGTTIN,
+            Signal::SIGTTOU,
+            Signal::SIGWINCH,
+            Signal::SIGUSR2,
+            Signal::SIGPIPE,
+        ],
+        SigHandler::SigIgn,
+    )?;
+    signals::set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl)?;
+    Ok(queue)
+}
+
+extern "C" fn exit_now(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(0) }
+}
+
+/// The slot the abort handler reads; set once before the handler is armed.
+static ABORT_SLOT: std::sync::OnceLock<&'static scoreboard::Slot> = std::sync::OnceLock::new();
+
+extern "C" fn on_abort(_: libc::c_int) {
+    let timed_out = ABORT_SLOT.get().is_some_and(|slot| slot.is_timed_out());
+    call::answer_inflight_on_abort(timed_out);
+    // Die of SIGABRT as the process would have: default action, re-raised
+    // (it is delivered once this handler returns).
+    // SAFETY: signal(2) and raise(3) are async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGABRT, libc::SIG_DFL);
+        libc::raise(libc::SIGABRT);
+    }
+}

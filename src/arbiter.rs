@@ -1,0 +1,444 @@
+//! The master's loop, after Gunicorn's arbiter: wait for a signal or a tick,
+//! then reap dead workers, abort hung ones, and start or stop workers to match
+//! the wanted count. Signal handlers only queue; this loop acts. The master
+//! never runs application code and never parses HTTP; it spawns no threads.
+
+use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
+
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+
+use rgun_worker::scoreboard::{Scoreboard, monotonic_ms};
+use rgun_worker::signals::{self, SignalQueue};
+use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, ListenerFd, WorkerConfig};
+
+use crate::sockets::Listener;
+
+/// How often the loop wakes without a signal (Gunicorn sleeps up to 1 s).
+const TICK_MS: u16 = 1000;
+/// A worker still alive this long after SIGABRT is killed.
+const KILL_AFTER_ABORT_MS: u64 = 5000;
+/// A worker that dies this soon after its start counts as failing to boot
+/// for the back-off.
+const EARLY_DEATH_MS: u64 = 1000;
+/// The back-off before replacing workers that keep dying early: doubles from
+/// the first to the last.
+const FIRST_BACKOFF_MS: u64 = 100;
+const MAX_BACKOFF_MS: u64 = 10_000;
+
+const HANDLED_SIGNALS: [Signal; 10] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// What the master knows of one worker.
+struct Worker {
+    slot: usize,
+    started_ms: u64,
+    aborted_ms: Option<u64>,
+    /// Sent TERM: leaving, no longer counted among the wanted.
+    retiring: bool,
+}
+
+/// Everything a worker is started with, kept by the master.
+pub struct Settings {
+    pub workers: usize,
+    pub timeout_ms: u64,
+    pub graceful_timeout_ms: u64,
+    pub worker: WorkerConfig,
+}
+
+pub struct Arbiter {
+    settings: Settings,
+    listeners: Vec<Listener>,
+    scoreboard: Scoreboard,
+    signals: SignalQueue,
+    workers: HashMap<Pid, Worker>,
+    wanted: usize,
+    master_pid: i32,
+    /// The first worker of a boot: the others wait until it has loaded the
+    /// application, so that a broken app fails once, not once per worker.
+    probe: Option<Pid>,
+    early_deaths: u32,
+    next_spawn_ms: u64,
+    /// Why and with what code the master must stop (a worker cannot boot).
+    halt: Option<(&'static str, i32)>,
+}
+
+impl Arbiter {
+    pub fn new(settings: Settings, listeners: Vec<Listener>) -> Result<Arbiter> {
+        let scoreboard = Scoreboard::new(crate::cli::MAX_WORKERS * 2)?;
+        let signals = SignalQueue::install(&HANDLED_SIGNALS)?;
+        Ok(Arbiter {
+            wanted: settings.workers,
+            settings,
+            listeners,
+            scoreboard,
+            signals,
+            workers: HashMap::new(),
+            master_pid: std::process::id() as i32,
+            probe: None,
+            early_deaths: 0,
+            next_spawn_ms: 0,
+            halt: None,
+        })
+    }
+
+    /// Run until stopped: returns the process's exit code.
+    pub fn run(&mut self) -> i32 {
+        loop {
+            self.manage_workers();
+            self.wait(TICK_MS);
+            self.signals.drain();
+            self.reap_workers();
+            if let Some((reason, code)) = self.halt {
+                self.stop(false);
+                log::info!("Shutting down: Master");
+                log::info!("Reason: {reason}");
+                return code;
+            }
+            if self.signals.take(Signal::SIGINT) + self.signals.take(Signal::SIGQUIT) > 0 {
+                log::info!("Handling signal: int/quit");
+                self.stop(false);
+                log::info!("Shutting down: Master");
+                return 0;
+            }
+            if self.signals.take(Signal::SIGTERM) > 0 {
+                log::info!("Handling signal: term");
+                self.stop(true);
+                log::info!("Shutting down: Master");
+                return 0;
+            }
+            self.handle_queued();
+            self.murder_workers();
+        }
+    }
+
+    fn handle_queued(&mut self) {
+        let _ = self.signals.take(Signal::SIGCHLD);
+        if self.signals.take(Signal::SIGHUP) > 0 {
+            self.handle_hup();
+        }
+        for _ in 0..self.signals.take(Signal::SIGTTIN) {
+            self.wanted = (self.wanted + 1).min(crate::cli::MAX_WORKERS);
+            log::info!("Handling signal: ttin; {} workers wanted", self.wanted);
+        }
+        for _ in 0..self.signals.take(Signal::SIGTTOU) {
+            self.wanted = self.wanted.saturating_sub(1).max(1);
+            log::info!("Handling signal: ttou; {} workers wanted", self.wanted);
+        }
+        if self.signals.take(Signal::SIGUSR1) > 0 {
+            log::info!("Handling signal: usr1; reopening log files");
+            crate::logging::reopen();
+            self.signal_workers(Signal::SIGUSR1);
+        }
+        if self.signals.take(Signal::SIGWINCH) > 0 {
+            log::info!("Handling signal: winch; stopping all workers gracefully");
+            self.wanted = 0;
+        }
+        if self.signals.take(Signal::SIGUSR2) > 0 {
+            log::warn!(
+                "Handling signal: usr2; binary upgrade is not supported by this rgun, ignored"
+            );
+        }
+    }
+
+    /// HUP: new workers first (they load the library afresh, so a rebuilt
+    /// one goes live), then the old ones leave gracefully: no request is
+    /// refused, the listeners never close.
+    fn handle_hup(&mut self) {
+        log::info!("Handling signal: hup; reloading");
+        let old: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.retiring)
+            .map(|(p, _)| *p)
+            .collect();
+        if self.wanted == 0 {
+            self.wanted = self.settings.workers;
+        }
+        for _ in 0..self.wanted {
+            self.spawn_worker();
+        }
+        for pid in old {
+            self.retire(pid);
+        }
+    }
+
+    fn retire(&mut self, pid: Pid) {
+        if let Some(worker) = self.workers.get_mut(&pid) {
+            worker.retiring = true;
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// Sleep until a signal arrives or `timeout_ms` passes.
+    fn wait(&self, timeout_ms: u16) {
+        // SAFETY: the queue's descriptor stays open as long as `self`.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.signals.fd()) };
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(timeout_ms)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => log::error!("waiting for signals failed: {e}"),
+        }
+    }
+
+    fn reap_workers(&mut self) {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(status) => status,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("reaping workers failed: {e}");
+                    return;
+                }
+            };
+            let (pid, code, signal) = match status {
+                WaitStatus::Exited(pid, code) => (pid, Some(code), None),
+                WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
+                _ => continue,
+            };
+            let Some(worker) = self.workers.remove(&pid) else {
+                continue;
+            };
+            if self.probe == Some(pid) {
+                self.probe = None;
+            }
+            match (code, signal) {
+                (Some(EXIT_APP_LOAD_ERROR), _) => {
+                    self.halt = Some(("App failed to load.", EXIT_APP_LOAD_ERROR))
+                }
+                (Some(EXIT_BOOT_ERROR), _) => {
+                    self.halt = Some(("Worker failed to boot.", EXIT_BOOT_ERROR))
+                }
+                (Some(0), _) if worker.retiring => log::info!("Worker exiting (pid: {pid})"),
+                (Some(code), _) => log::warn!("Worker (pid:{pid}) exited with code {code}"),
+                (None, Some(Signal::SIGKILL)) => {
+                    log::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
+                }
+                (None, Some(signal)) => log::error!("Worker (pid:{pid}) was killed by {signal}"),
+                _ => {}
+            }
+            let now = monotonic_ms();
+            if !worker.retiring && now.saturating_sub(worker.started_ms) < EARLY_DEATH_MS {
+                self.early_deaths += 1;
+                let backoff = (FIRST_BACKOFF_MS << self.early_deaths.min(16)).min(MAX_BACKOFF_MS);
+                self.next_spawn_ms = now + backoff;
+            } else if !worker.retiring {
+                self.early_deaths = 0;
+            }
+        }
+    }
+
+    /// A worker whose heartbeat is older than `--timeout` is hung in the
+    /// application: SIGABRT (its handler answers the request in hand), then
+    /// SIGKILL if it is still there.
+    fn murder_workers(&mut self) {
+        if self.settings.timeout_ms == 0 {
+            return;
+        }
+        let now = monotonic_ms();
+        for (pid, worker) in &mut self.workers {
+            let slot = self.scoreboard.slot(worker.slot);
+            match worker.aborted_ms {
+                None if now.saturating_sub(slot.heartbeat_ms()) > self.settings.timeout_ms => {
+                    log::error!("WORKER TIMEOUT (pid:{pid})");
+                    slot.mark_timed_out();
+                    let _ = kill(*pid, Signal::SIGABRT);
+                    worker.aborted_ms = Some(now);
+                }
+                Some(at) if now.saturating_sub(at) > KILL_AFTER_ABORT_MS => {
+                    let _ = kill(*pid, Signal::SIGKILL);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn manage_workers(&mut self) {
+        if self.halt.is_some() {
+            return;
+        }
+        if let Some(probe) = self.probe {
+            match self.workers.get(&probe) {
+                Some(w) if !self.scoreboard.slot(w.slot).is_booted() => return,
+                _ => self.probe = None,
+            }
+        }
+        let active: Vec<(Pid, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.retiring)
+            .map(|(p, w)| (*p, w.started_ms))
+            .collect();
+        if active.len() < self.wanted && monotonic_ms() >= self.next_spawn_ms {
+            let booted_any = self
+                .workers
+                .values()
+                .any(|w| self.scoreboard.slot(w.slot).is_booted());
+            if !booted_any {
+                // Nothing has proven the application loads: one first.
+                if let Some(pid) = self.spawn_worker() {
+                    self.probe = Some(pid);
+                }
+                return;
+            }
+            for _ in active.len()..self.wanted {
+                self.spawn_worker();
+            }
+        } else if active.len() > self.wanted {
+            // Like Gunicorn: the oldest go first.
+            let mut by_age = active;
+            by_age.sort_by_key(|(_, started)| *started);
+            for (pid, _) in by_age.iter().take(by_age.len() - self.wanted) {
+                self.retire(*pid);
+            }
+        }
+    }
+
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.scoreboard.len()).find(|i| !self.workers.values().any(|w| w.slot == *i))
+    }
+
+    fn spawn_worker(&mut self) -> Option<Pid> {
+        let Some(slot_index) = self.free_slot() else {
+            log::error!("no free scoreboard slot for another worker");
+            return None;
+        };
+        let now = monotonic_ms();
+        self.scoreboard.slot(slot_index).reset(now);
+        // Signals stay blocked across fork so that the child never runs the
+        // master's handlers (nginx does the same).
+        let mask = match signals::block_all() {
+            Ok(mask) => mask,
+            Err(e) => {
+                log::error!("cannot block signals to fork a worker: {e}");
+                return None;
+            }
+        };
+        // SAFETY: the master is single-threaded, so the child starts with a
+        // consistent heap and no lock held by another thread.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let _ =
+                    signals::set_handler(&HANDLED_SIGNALS, nix::sys::signal::SigHandler::SigDfl);
+                let _ = signals::restore_mask(&mask);
+                let code = self.run_worker(slot_index);
+                std::process::exit(code);
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let _ = signals::restore_mask(&mask);
+                log::info!("Booting worker with pid: {child}");
+                self.workers.insert(
+                    child,
+                    Worker {
+                        slot: slot_index,
+                        started_ms: now,
+                        aborted_ms: None,
+                        retiring: false,
+                    },
+                );
+                Some(child)
+            }
+            Err(e) => {
+                let _ = signals::restore_mask(&mask);
+                log::error!("cannot fork a worker: {e}");
+                self.next_spawn_ms = now + MAX_BACKOFF_MS;
+                None
+            }
+        }
+    }
+
+    /// In the child: become a worker. Never returns to the master's loop.
+    fn run_worker(&mut self, slot_index: usize) -> i32 {
+        // SAFETY: the child never unmaps the scoreboard: it leaves through
+        // process::exit, which runs no destructor of this arbiter.
+        let slot: &'static rgun_worker::scoreboard::Slot =
+            unsafe { &*(self.scoreboard.slot(slot_index) as *const _) };
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| ListenerFd {
+                fd: l.fd(),
+                unix: matches!(l.addr, crate::sockets::BindAddr::Unix(_)),
+                info: l.info(),
+            })
+            .collect();
+        let config = std::mem::replace(&mut self.settings.worker, placeholder_config());
+        rgun_worker::run(slot_index as u32, self.master_pid, slot, listeners, config)
+    }
+
+    fn signal_workers(&self, signal: Signal) {
+        for pid in self.workers.keys() {
+            let _ = kill(*pid, signal);
+        }
+    }
+
+    /// Stop every worker: TERM and up to `--graceful-timeout` for a graceful
+    /// stop, QUIT for a quick one; SIGKILL for whatever is left.
+    fn stop(&mut self, graceful: bool) {
+        for listener in &self.listeners {
+            listener.unlink();
+        }
+        self.signal_workers(if graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGQUIT
+        });
+        let deadline = monotonic_ms() + self.settings.graceful_timeout_ms;
+        while !self.workers.is_empty() && monotonic_ms() < deadline {
+            self.wait(100);
+            self.signals.drain();
+            if graceful
+                && self.signals.take(Signal::SIGINT) + self.signals.take(Signal::SIGQUIT) > 0
+            {
+                self.signal_workers(Signal::SIGQUIT);
+            }
+            self.reap_workers();
+        }
+        if !self.workers.is_empty() {
+            log::warn!(
+                "{} workers still running after the graceful timeout; killing them",
+                self.workers.len()
+            );
+            self.signal_workers(Signal::SIGKILL);
+            for pid in self.workers.keys() {
+                let _ = waitpid(*pid, None);
+            }
+            self.workers.clear();
+        }
+    }
+}
+
+/// What stays in a child's copy of the arbiter once the real configuration
+/// has moved into its worker.
+fn placeholder_config() -> WorkerConfig {
+    WorkerConfig {
+        app_path: Default::default(),
+        app_symbol: String::new(),
+        limits: rgun_worker::Limits {
+            request_line: 0,
+            request_fields: 0,
+            request_field_size: 0,
+            request_body: 0,
+        },
+        keep_alive_ms: 0,
+        header_timeout_ms: 0,
+        io_timeout_ms: 0,
+        access_log: None,
+    }
+}

@@ -1,0 +1,221 @@
+//! The command line, with Gunicorn's names and defaults so that an operator's
+//! habits carry over. Where Gunicorn has a value, the constant says so.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Gunicorn's `workers` default (overridden by `WEB_CONCURRENCY`).
+pub const DEFAULT_WORKERS: usize = 1;
+/// Gunicorn's default `bind`.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// Gunicorn's `backlog`.
+pub const DEFAULT_BACKLOG: i32 = 2048;
+/// Gunicorn's `timeout`, seconds; 0 disables it.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Gunicorn's `graceful_timeout`, seconds.
+pub const DEFAULT_GRACEFUL_TIMEOUT_SECS: u64 = 30;
+/// Gunicorn's `keepalive`, seconds.
+pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 2;
+/// rgun's own: the time a client has to send a whole request head (Gunicorn's
+/// sync worker has none and leans on `timeout`).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Gunicorn's `limit_request_line`, and its maximum.
+pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 4094;
+pub const MAX_LIMIT_REQUEST_LINE: usize = 8190;
+/// Gunicorn's `limit_request_fields`.
+pub const DEFAULT_LIMIT_REQUEST_FIELDS: usize = 100;
+/// Gunicorn's `limit_request_field_size`.
+pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
+/// How long a client read or write may wait inside a request when
+/// `--timeout 0` turns the worker timeout off.
+pub const UNLIMITED_IO_TIMEOUT_SECS: u64 = 24 * 3600;
+/// The most workers one master runs (scoreboard slots, twice over for the
+/// overlap of a reload).
+pub const MAX_WORKERS: usize = 512;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "rgun",
+    version,
+    about = "A pre-forking HTTP/1.1 application server: rgun path/to/libapp.so:app",
+    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files, WINCH stop all workers."
+)]
+pub struct Cli {
+    /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to `app`).
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// Worker processes.
+    #[arg(short = 'w', long, env = "WEB_CONCURRENCY", default_value_t = DEFAULT_WORKERS)]
+    pub workers: usize,
+
+    /// Where to listen: `HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`; repeatable.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    pub bind: Vec<String>,
+
+    /// The listen queue's length.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: i32,
+
+    /// Seconds a worker may stay silent (one request held that long) before
+    /// it is aborted and replaced; 0 disables.
+    #[arg(short = 't', long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
+
+    /// Seconds in-flight requests get to finish after TERM or a reload.
+    #[arg(long = "graceful-timeout", value_name = "SECONDS", default_value_t = DEFAULT_GRACEFUL_TIMEOUT_SECS)]
+    pub graceful_timeout: u64,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = DEFAULT_KEEP_ALIVE_SECS)]
+    pub keep_alive: u64,
+
+    /// Seconds a client has to send a whole request head (then 408).
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout: u64,
+
+    /// The longest request line, in bytes (0: the maximum, 8190); longer: 414.
+    #[arg(long = "limit-request-line", value_name = "BYTES", default_value_t = DEFAULT_LIMIT_REQUEST_LINE)]
+    pub limit_request_line: usize,
+
+    /// The most header fields in a request; more: 431.
+    #[arg(long = "limit-request-fields", value_name = "COUNT", default_value_t = DEFAULT_LIMIT_REQUEST_FIELDS)]
+    pub limit_request_fields: usize,
+
+    /// The longest header field line, in bytes (0: unlimited); longer: 431.
+    #[arg(
+        long = "limit-request-field_size",
+        alias = "limit-request-field-size",
+        value_name = "BYTES",
+        default_value_t = DEFAULT_LIMIT_REQUEST_FIELD_SIZE
+    )]
+    pub limit_request_field_size: usize,
+
+    /// The largest request body, in bytes (0: unlimited); larger: 413.
+    #[arg(long = "limit-request-body", value_name = "BYTES", default_value_t = 0)]
+    pub limit_request_body: u64,
+
+    /// Write the master's pid to this file.
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Change to this directory before loading the application.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// The error log's level.
+    #[arg(long = "log-level", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// The error log: a file, or `-` for standard error.
+    #[arg(
+        long = "error-logfile",
+        alias = "log-file",
+        value_name = "FILE",
+        default_value = "-"
+    )]
+    pub error_logfile: PathBuf,
+
+    /// The access log (Apache combined format): a file, or `-` for standard
+    /// output. Off by default.
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    pub access_logfile: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Warning => log::LevelFilter::Warn,
+            LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
+        }
+    }
+}
+
+/// Where the application comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSpec {
+    /// `path.so[:symbol]`.
+    Native { path: PathBuf, symbol: String },
+    /// `module[:callable]`: a Python WSGI application.
+    Python { module: String },
+}
+
+/// The symbol a native application is exported under by default.
+pub const DEFAULT_APP_SYMBOL: &str = "app";
+
+impl AppSpec {
+    pub fn parse(spec: &str) -> AppSpec {
+        let (path, symbol) = match spec.rsplit_once(':') {
+            Some((path, symbol)) if !symbol.contains('/') => (path, symbol),
+            _ => (spec, ""),
+        };
+        let is_library = path.ends_with(".so") || path.contains(".so.") || path.contains('/');
+        if is_library {
+            let symbol = if symbol.is_empty() {
+                DEFAULT_APP_SYMBOL
+            } else {
+                symbol
+            };
+            AppSpec::Native {
+                path: PathBuf::from(path),
+                symbol: symbol.to_string(),
+            }
+        } else {
+            AppSpec::Python {
+                module: spec.to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_specs() {
+        assert_eq!(
+            AppSpec::parse("target/release/libapp.so:handler"),
+            AppSpec::Native {
+                path: "target/release/libapp.so".into(),
+                symbol: "handler".into()
+            }
+        );
+        assert_eq!(
+            AppSpec::parse("libapp.so"),
+            AppSpec::Native {
+                path: "libapp.so".into(),
+                symbol: "app".into()
+            }
+        );
+        assert_eq!(
+            AppSpec::parse("myproject.wsgi:application"),
+            AppSpec::Python {
+                module: "myproject.wsgi:application".into()
+            }
+        );
+    }
+
+    #[test]
+    fn gunicorn_defaults() {
+        let cli = Cli::try_parse_from(["rgun", "x.so"]).unwrap();
+        assert_eq!(cli.backlog, 2048);
+        assert_eq!(cli.timeout, 30);
+        assert_eq!(cli.limit_request_line, 4094);
+        let cli =
+            Cli::try_parse_from(["rgun", "x.so", "--limit-request-field_size", "10"]).unwrap();
+        assert_eq!(cli.limit_request_field_size, 10);
+    }
+}

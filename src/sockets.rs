@@ -1,0 +1,170 @@
+//! Binding the listening sockets, in the master, before any worker exists:
+//! TCP over IPv4 and IPv6 and Unix sockets, close-on-exec and non-blocking
+//! (the workers share them). It accepts nothing itself.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// The port of a `--bind HOST` without one, as Gunicorn does.
+pub const DEFAULT_PORT: u16 = 8000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl BindAddr {
+    pub fn parse(spec: &str) -> Result<BindAddr> {
+        if let Some(path) = spec.strip_prefix("unix:") {
+            if path.is_empty() {
+                bail!("invalid --bind {spec:?}: no socket path after unix:");
+            }
+            return Ok(BindAddr::Unix(PathBuf::from(path)));
+        }
+        let with_port = if spec.starts_with('[') {
+            if spec.ends_with(']') {
+                format!("{spec}:{DEFAULT_PORT}")
+            } else {
+                spec.to_string()
+            }
+        } else if spec.contains(':') {
+            spec.to_string()
+        } else {
+            format!("{spec}:{DEFAULT_PORT}")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .with_context(|| {
+                format!("invalid --bind {spec:?}: expected HOST:PORT, [IPV6]:PORT or unix:PATH")
+            })?
+            .next()
+            .with_context(|| format!("invalid --bind {spec:?}: the host resolves to no address"))?;
+        Ok(BindAddr::Tcp(addr))
+    }
+}
+
+/// A bound, listening socket.
+pub struct Listener {
+    socket: Socket,
+    pub addr: BindAddr,
+}
+
+impl Listener {
+    pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Listener> {
+        let socket = match addr {
+            BindAddr::Tcp(sa) => {
+                let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)
+                    .with_context(|| format!("cannot create a socket for {sa}"))?;
+                socket.set_reuse_address(true)?;
+                socket
+                    .bind(&SockAddr::from(*sa))
+                    .with_context(|| format!("cannot bind {sa}"))?;
+                socket
+            }
+            BindAddr::Unix(path) => {
+                // A socket file left by an earlier run is replaced; any other
+                // file is not ours to delete.
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if !meta.file_type().is_socket() {
+                        bail!(
+                            "cannot bind unix:{}: the path exists and is not a socket",
+                            path.display()
+                        );
+                    }
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("cannot remove the stale socket {}", path.display())
+                    })?;
+                }
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None).with_context(|| {
+                    format!("cannot create a socket for unix:{}", path.display())
+                })?;
+                socket
+                    .bind(&SockAddr::unix(path)?)
+                    .with_context(|| format!("cannot bind unix:{}", path.display()))?;
+                socket
+            }
+        };
+        socket
+            .listen(backlog)
+            .with_context(|| format!("cannot listen on {}", describe(addr)))?;
+        socket.set_nonblocking(true)?;
+        // A port of 0 is chosen by the kernel: say which.
+        let addr = match addr {
+            BindAddr::Tcp(_) => BindAddr::Tcp(
+                socket
+                    .local_addr()?
+                    .as_socket()
+                    .context("a TCP socket without an address")?,
+            ),
+            unix => unix.clone(),
+        };
+        Ok(Listener { socket, addr })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// What a worker tells the application about this socket.
+    pub fn info(&self) -> rgun_worker::ListenerInfo {
+        match &self.addr {
+            BindAddr::Tcp(sa) => rgun_worker::ListenerInfo {
+                server_name: sa.ip().to_string().into_bytes().into_boxed_slice(),
+                server_port: sa.port(),
+            },
+            BindAddr::Unix(_) => rgun_worker::ListenerInfo {
+                server_name: b"localhost".to_vec().into_boxed_slice(),
+                server_port: 0,
+            },
+        }
+    }
+
+    /// Remove a Unix socket's file when the master stops.
+    pub fn unlink(&self) {
+        if let BindAddr::Unix(path) = &self.addr {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `http://127.0.0.1:8000`, `http://[::1]:8000` or `unix:/run/rgun.sock`, as
+/// Gunicorn's "Listening at" line says it.
+pub fn describe(addr: &BindAddr) -> String {
+    match addr {
+        BindAddr::Tcp(sa) => format!("http://{sa}"),
+        BindAddr::Unix(path) => format!("unix:{}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_specs() {
+        assert_eq!(
+            BindAddr::parse("127.0.0.1:9000").unwrap(),
+            BindAddr::Tcp("127.0.0.1:9000".parse().unwrap())
+        );
+        assert_eq!(
+            BindAddr::parse("[::1]:9000").unwrap(),
+            BindAddr::Tcp("[::1]:9000".parse().unwrap())
+        );
+        assert_eq!(
+            BindAddr::parse("127.0.0.1").unwrap(),
+            BindAddr::Tcp("127.0.0.1:8000".parse().unwrap())
+        );
+        assert_eq!(
+            BindAddr::parse("unix:/tmp/x.sock").unwrap(),
+            BindAddr::Unix("/tmp/x.sock".into())
+        );
+        assert!(BindAddr::parse("unix:").is_err());
+        assert!(BindAddr::parse("127.0.0.1:notaport").is_err());
+    }
+}

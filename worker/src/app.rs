@@ -1,0 +1,168 @@
+//! Loading the application library in a worker (`RTLD_NOW | RTLD_LOCAL`,
+//! never unloaded) and checking that the symbol is an rgun application of a
+//! version this server speaks. Also the table of server callbacks handed to
+//! the application. It does not run requests: see `call`.
+
+use std::path::{Path, PathBuf};
+
+use rgun_gateway::ffi;
+
+use crate::call;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot load application library {path}: no such file")]
+    NotFound { path: PathBuf },
+    #[error("cannot load application library {path}: {reason}")]
+    NotLoadable { path: PathBuf, reason: String },
+    #[error("cannot load application {symbol:?} from {path}: no such symbol")]
+    NoSymbol { path: PathBuf, symbol: String },
+    #[error(
+        "cannot load application {symbol:?} from {path}: it is not an rgun application (no rgun magic number)"
+    )]
+    NotAnApp { path: PathBuf, symbol: String },
+    #[error(
+        "cannot load application {symbol:?} from {path}: it speaks gateway ABI version {found}, this rgun speaks version {expected}"
+    )]
+    AbiVersion {
+        path: PathBuf,
+        symbol: String,
+        found: u32,
+        expected: u32,
+    },
+    #[error("cannot load application {symbol:?} from {path}: it has no handle function")]
+    NoHandler { path: PathBuf, symbol: String },
+}
+
+/// A loaded application: its exported table and the server table it is
+/// given, both living until the process exits.
+pub struct LoadedApp {
+    table: &'static ffi::App,
+    server: &'static ffi::Server,
+}
+
+impl LoadedApp {
+    /// Open `path` and find the application table `symbol` in it.
+    pub fn load(path: &Path, symbol: &str, worker_id: u32) -> Result<LoadedApp, LoadError> {
+        if !path.exists() {
+            return Err(LoadError::NotFound { path: path.into() });
+        }
+        // dlopen searches the library path for a bare name; the operator
+        // means a file.
+        let file = if path.components().count() == 1 {
+            Path::new(".").join(path)
+        } else {
+            path.to_path_buf()
+        };
+        // SAFETY: loading a library runs its initialisers: that is the point
+        // of `rgun lib.so:app`, and the operator chose the file.
+        let library = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&file),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| LoadError::NotLoadable {
+            path: path.into(),
+            reason: dl_reason(&e.to_string(), &file),
+        })?;
+        // SAFETY: the symbol is read as the address of an `ffi::App`; its
+        // contents are checked (magic, version, handler) before any use.
+        let table: *const ffi::App = unsafe { library.get::<*const ffi::App>(symbol.as_bytes()) }
+            .map(|s| *s)
+            .map_err(|_| LoadError::NoSymbol {
+                path: path.into(),
+                symbol: symbol.into(),
+            })?;
+        // The library stays for the life of the worker: the table and the
+        // code it points to must never be unmapped.
+        std::mem::forget(library);
+        if table.is_null() {
+            return Err(LoadError::NotAnApp {
+                path: path.into(),
+                symbol: symbol.into(),
+            });
+        }
+        // SAFETY: a non-null address of an exported symbol in a library that
+        // is never unloaded; its first two words are read to check that it is
+        // an `ffi::App` before anything else of it is used.
+        let (magic, version) = unsafe {
+            (
+                std::ptr::read_unaligned(&raw const (*table).magic),
+                std::ptr::read_unaligned(&raw const (*table).abi_version),
+            )
+        };
+        if magic != ffi::APP_MAGIC {
+            return Err(LoadError::NotAnApp {
+                path: path.into(),
+                symbol: symbol.into(),
+            });
+        }
+        if version != ffi::ABI_VERSION {
+            return Err(LoadError::AbiVersion {
+                path: path.into(),
+                symbol: symbol.into(),
+                found: version,
+                expected: ffi::ABI_VERSION,
+            });
+        }
+        // SAFETY: magic and version match, so the symbol is an `ffi::App`
+        // of this ABI, in a library that is never unloaded.
+        let table: &'static ffi::App = unsafe { &*table };
+        if table.handle.is_none() {
+            return Err(LoadError::NoHandler {
+                path: path.into(),
+                symbol: symbol.into(),
+            });
+        }
+        Ok(LoadedApp {
+            table,
+            server: server_table(worker_id, symbol.as_bytes()),
+        })
+    }
+
+    /// Run the per-worker init hook; `false` when it failed.
+    pub fn init(&self) -> bool {
+        match self.table.init {
+            // SAFETY: the hook is called with the server table, as the ABI
+            // says, once, before any request.
+            Some(init) => unsafe { init(self.server) == ffi::OK },
+            None => true,
+        }
+    }
+
+    pub fn shutdown(&self) {
+        if let Some(shutdown) = self.table.shutdown {
+            // SAFETY: once, after the last request, with the server table.
+            unsafe { shutdown(self.server) }
+        }
+    }
+
+    /// Hand one request to the application.
+    pub fn handle(&self, call: *mut ffi::Call, request: &ffi::Request) -> i32 {
+        let handle = self.table.handle.expect("checked at load");
+        // SAFETY: `call` and `request` are valid for this call (see
+        // `call::dispatch`), the server table for the process.
+        unsafe { handle(self.server, call, request) }
+    }
+}
+
+/// dlerror's text starts with the path it was given; say it once.
+fn dl_reason(message: &str, file: &Path) -> String {
+    let prefix = format!("{}: ", file.display());
+    message.strip_prefix(&prefix).unwrap_or(message).to_string()
+}
+
+fn server_table(worker_id: u32, app_arg: &[u8]) -> &'static ffi::Server {
+    let app_arg: &'static [u8] = Box::leak(app_arg.to_vec().into_boxed_slice());
+    Box::leak(Box::new(ffi::Server {
+        abi_version: ffi::ABI_VERSION,
+        worker_id,
+        app_arg: ffi::Str::new(app_arg),
+        read_body: call::read_body,
+        start_response: call::start_response,
+        write_body: call::write_body,
+        respond: call::respond,
+        log: call::log,
+    }))
+}

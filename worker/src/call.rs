@@ -1,0 +1,840 @@
+//! One request handed to the application: the context behind the opaque
+//! `rgun_call`, and the callbacks the application reaches it through. The
+//! application runs synchronously on the worker's thread, so the body is read
+//! and the answer written here with blocking waits on this one socket; the
+//! event loop resumes when the call returns.
+//!
+//! Framing is the server's: Content-Length when known, chunked on HTTP/1.1,
+//! close-delimited on HTTP/1.0 (RFC 9112 §6). A failure before the first
+//! byte of the answer is sent becomes the server's own error answer.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use rgun_gateway::ffi;
+
+use crate::chunked::ChunkedDecoder;
+use crate::parse::Framing;
+use crate::response;
+use crate::scoreboard::{Slot, monotonic_ms};
+
+/// Unread request body the server will read and discard to keep a
+/// connection alive; past this the connection is closed instead.
+pub const MAX_DRAIN_BYTES: u64 = 1 << 20;
+/// How long a blocking wait polls before it beats the heartbeat again.
+const WAIT_SLICE_MS: u64 = 1000;
+
+/// The socket a call reads and writes, with its time limit.
+#[derive(Clone, Copy)]
+pub struct CallIo {
+    pub fd: RawFd,
+    pub timeout_ms: u64,
+    pub slot: &'static Slot,
+}
+
+impl CallIo {
+    /// Wait until the socket is ready for `events`, beating the heartbeat:
+    /// the worker is alive, only the peer is slow.
+    fn wait(&self, events: libc::c_short) -> io::Result<()> {
+        let deadline = monotonic_ms() + self.timeout_ms;
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.fd,
+                events,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let rc = unsafe { libc::poll(&mut pfd, 1, WAIT_SLICE_MS as libc::c_int) };
+            let now = monotonic_ms();
+            self.slot.beat(now);
+            if rc > 0 {
+                return Ok(());
+            }
+            if rc < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            if now >= deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+    }
+
+    /// Read what the socket has, waiting for at least one byte.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
+            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => self.wait(libc::POLLIN)?,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
+        }
+    }
+
+    /// Write all of `data`.
+    pub fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            // SAFETY: `data` is a valid readable region.
+            let n = unsafe { libc::write(self.fd, data.as_ptr().cast(), data.len()) };
+            if n >= 0 {
+                data = &data[n as usize..];
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT)?,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(err),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Body bytes read from the socket during a call, kept by the worker across
+/// calls: what follows the body in them belongs to the next request.
+pub struct Spill {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Spill {
+    pub fn new(size: usize) -> Spill {
+        Spill {
+            buf: vec![0; size],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn clear(&mut self) {
+        (self.start, self.end) = (0, 0);
+    }
+}
+
+/// Why the request body could not be read; what the client is answered
+/// when the response has not started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge,
+    Malformed,
+    TimedOut,
+    Gone,
+}
+
+impl BodyError {
+    fn status(self) -> Option<u16> {
+        match self {
+            BodyError::TooLarge => Some(413),
+            BodyError::Malformed => Some(400),
+            BodyError::TimedOut => Some(408),
+            BodyError::Gone => None,
+        }
+    }
+
+    fn from_io(err: &io::Error) -> BodyError {
+        if err.kind() == io::ErrorKind::TimedOut {
+            BodyError::TimedOut
+        } else {
+            BodyError::Gone
+        }
+    }
+}
+
+enum BodyState {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+/// How the answer's body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutFraming {
+    /// HEAD, 204, 304: whatever the application writes is dropped.
+    NoBody,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Why the server refused what the application asked.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("status {0} is not a final status code (200-999)")]
+    Status(u16),
+    #[error("invalid reason phrase")]
+    Reason,
+    #[error("invalid response header name {0:?}")]
+    HeaderName(String),
+    #[error("invalid value of response header {0:?} (CR, LF, NUL or another control byte)")]
+    HeaderValue(String),
+    #[error("invalid or conflicting Content-Length {0:?}")]
+    ContentLength(String),
+    #[error("the response has already started")]
+    AlreadySent,
+    #[error("body written before start_response")]
+    NotStarted,
+    #[error("body longer than the Content-Length it declared")]
+    TooLong,
+}
+
+/// What the signal handler needs to answer the request in hand when the
+/// worker is aborted (a timeout, or the application calling abort()).
+static INFLIGHT_FD: AtomicI32 = AtomicI32::new(-1);
+static INFLIGHT_COMMITTED: AtomicBool = AtomicBool::new(false);
+
+const TIMEOUT_ANSWER: &[u8] = b"HTTP/1.1 504 Gateway Timeout\r\nServer: rgun\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nGateway Timeout\n";
+const CRASH_ANSWER: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nServer: rgun\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n";
+
+/// From the worker's SIGABRT handler: answer the request in hand if nothing
+/// of its answer was sent yet. Only async-signal-safe calls.
+pub fn answer_inflight_on_abort(timed_out: bool) {
+    let fd = INFLIGHT_FD.load(Ordering::Relaxed);
+    if fd >= 0 && !INFLIGHT_COMMITTED.load(Ordering::Relaxed) {
+        let answer = if timed_out {
+            TIMEOUT_ANSWER
+        } else {
+            CRASH_ANSWER
+        };
+        // SAFETY: write(2) on a descriptor this process owns, from a static
+        // buffer; async-signal-safe.
+        unsafe { libc::write(fd, answer.as_ptr().cast(), answer.len()) };
+    }
+}
+
+/// The request's side that outlives the application call, for the caller.
+pub struct Outcome {
+    pub keep_alive: bool,
+    pub status: u16,
+    pub body_bytes: u64,
+}
+
+/// The state behind one `rgun_call`.
+pub struct CallCtx<'a> {
+    io: CallIo,
+    input: &'a [u8],
+    input_pos: usize,
+    spill: &'a mut Spill,
+    body: BodyState,
+    body_read: u64,
+    body_limit: u64,
+    body_error: Option<BodyError>,
+    continue_pending: bool,
+    out: &'a mut Vec<u8>,
+    out_pos: &'a mut usize,
+    date: &'a [u8],
+    head_start: usize,
+    started: bool,
+    committed: bool,
+    failed: bool,
+    framing: OutFraming,
+    head_request: bool,
+    minor: u8,
+    keep_alive: bool,
+    status: u16,
+    body_sent: u64,
+}
+
+/// What a call starts from.
+pub struct CallSetup<'a> {
+    pub io: CallIo,
+    /// The bytes after the head in the read buffer.
+    pub input: &'a [u8],
+    pub spill: &'a mut Spill,
+    pub framing: Framing,
+    pub body_limit: u64,
+    pub expect_continue: bool,
+    pub out: &'a mut Vec<u8>,
+    pub out_pos: &'a mut usize,
+    pub date: &'a [u8],
+    pub head_request: bool,
+    pub minor: u8,
+    pub keep_alive: bool,
+}
+
+impl<'a> CallCtx<'a> {
+    pub fn new(setup: CallSetup<'a>) -> Self {
+        let body = match setup.framing {
+            Framing::None => BodyState::Done,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(ChunkedDecoder::default()),
+        };
+        let head_start = setup.out.len();
+        CallCtx {
+            io: setup.io,
+            input: setup.input,
+            input_pos: 0,
+            spill: setup.spill,
+            continue_pending: setup.expect_continue && !matches!(body, BodyState::Done),
+            body,
+            body_read: 0,
+            body_limit: setup.body_limit,
+            body_error: None,
+            out: setup.out,
+            out_pos: setup.out_pos,
+            date: setup.date,
+            head_start,
+            started: false,
+            committed: false,
+            failed: false,
+            framing: OutFraming::Close,
+            head_request: setup.head_request,
+            minor: setup.minor,
+            keep_alive: setup.keep_alive,
+            status: 0,
+            body_sent: 0,
+        }
+    }
+
+    pub fn as_ffi(&mut self) -> *mut ffi::Call {
+        (self as *mut CallCtx<'a>).cast()
+    }
+
+    /// How many bytes of `input` the body took (the rest, or the spill's
+    /// pending bytes, are the next request).
+    pub fn input_used(&self) -> usize {
+        self.input_pos
+    }
+
+    /// Mark the call as in hand for the abort handler.
+    pub fn enter(&self) {
+        INFLIGHT_COMMITTED.store(false, Ordering::Relaxed);
+        INFLIGHT_FD.store(self.io.fd, Ordering::Relaxed);
+    }
+
+    fn available(&self) -> &[u8] {
+        if self.input_pos < self.input.len() {
+            &self.input[self.input_pos..]
+        } else {
+            self.spill.pending()
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        if self.input_pos < self.input.len() {
+            self.input_pos += n;
+        } else {
+            self.spill.start += n;
+        }
+    }
+
+    /// Read more of the body from the socket into the spill.
+    fn refill(&mut self) -> Result<(), BodyError> {
+        self.send_continue()?;
+        self.spill.clear();
+        let n = self
+            .io
+            .read(&mut self.spill.buf)
+            .map_err(|e| BodyError::from_io(&e))?;
+        if n == 0 {
+            return Err(BodyError::Gone);
+        }
+        self.spill.end = n;
+        Ok(())
+    }
+
+    /// Answer `Expect: 100-continue` the first time the body is wanted
+    /// (RFC 9110 §10.1.1): before the final answer, even if that is already
+    /// written but not sent.
+    fn send_continue(&mut self) -> Result<(), BodyError> {
+        if !self.continue_pending {
+            return Ok(());
+        }
+        self.continue_pending = false;
+        self.out.splice(
+            self.head_start..self.head_start,
+            response::CONTINUE.iter().copied(),
+        );
+        self.head_start += response::CONTINUE.len();
+        let end = self.head_start;
+        self.flush_to(end).map_err(|e| BodyError::from_io(&e))
+    }
+
+    fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
+        if let Some(e) = self.body_error {
+            return Err(e);
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let result = self.read_body_inner(buf);
+        if let Err(e) = result {
+            self.body_error = Some(e);
+        }
+        result
+    }
+
+    fn read_body_inner(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
+        match self.body {
+            BodyState::Done => Ok(0),
+            BodyState::Length(remaining) => {
+                let want = buf
+                    .len()
+                    .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                let avail = self.available();
+                let n = if avail.is_empty() {
+                    // Nothing buffered: read straight into the caller's buffer,
+                    // never past the body's end.
+                    self.send_continue()?;
+                    let n = self
+                        .io
+                        .read(&mut buf[..want])
+                        .map_err(|e| BodyError::from_io(&e))?;
+                    if n == 0 {
+                        return Err(BodyError::Gone);
+                    }
+                    n
+                } else {
+                    let n = want.min(avail.len());
+                    buf[..n].copy_from_slice(&avail[..n]);
+                    self.consume(n);
+                    n
+                };
+                let left = remaining - n as u64;
+                self.body = if left == 0 {
+                    BodyState::Done
+                } else {
+                    BodyState::Length(left)
+                };
+                self.body_read += n as u64;
+                Ok(n)
+            }
+            BodyState::Chunked(_) => loop {
+                if self.available().is_empty() {
+                    self.refill()?;
+                }
+                // The pending bytes and the decoder are disjoint fields.
+                let avail: &[u8] = if self.input_pos < self.input.len() {
+                    &self.input[self.input_pos..]
+                } else {
+                    &self.spill.buf[self.spill.start..self.spill.end]
+                };
+                let BodyState::Chunked(decoder) = &mut self.body else {
+                    unreachable!("matched above")
+                };
+                let (used, made) = decoder
+                    .decode(avail, buf)
+                    .map_err(|_| BodyError::Malformed)?;
+                let done = decoder.is_done();
+                self.consume(used);
+                self.body_read += made as u64;
+                if self.body_limit != 0 && self.body_read > self.body_limit {
+                    return Err(BodyError::TooLarge);
+                }
+                if done {
+                    self.body = BodyState::Done;
+                }
+                if made > 0 || done {
+                    return Ok(made);
+                }
+            },
+        }
+    }
+
+    /// Write `out` up to `end` to the socket, waiting as needed.
+    fn flush_to(&mut self, end: usize) -> io::Result<()> {
+        if *self.out_pos < end {
+            self.io.write_all(&self.out[*self.out_pos..end])?;
+            *self.out_pos = end;
+        }
+        Ok(())
+    }
+
+    /// Send everything written so far: the answer is committed.
+    fn flush_all(&mut self) -> io::Result<()> {
+        let end = self.out.len();
+        self.flush_to(end)?;
+        self.out.clear();
+        *self.out_pos = 0;
+        self.head_start = 0;
+        if self.started {
+            self.committed = true;
+            INFLIGHT_COMMITTED.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Check the application's status and headers and write the head.
+    /// `whole_body`: the length of a body given all at once (`respond`).
+    fn start_response(
+        &mut self,
+        status: u16,
+        reason: &[u8],
+        headers: &[ffi::Header],
+        whole_body: Option<u64>,
+    ) -> Result<(), Refusal> {
+        if self.committed {
+            return Err(Refusal::AlreadySent);
+        }
+        if !(200..=999).contains(&status) {
+            return Err(Refusal::Status(status));
+        }
+        if !response::is_valid_value(reason) {
+            return Err(Refusal::Reason);
+        }
+        // A second call replaces the first head (PEP 3333's exc_info).
+        self.out.truncate(self.head_start);
+        self.started = false;
+        let result = self.write_head(status, reason, headers, whole_body);
+        if result.is_err() {
+            self.out.truncate(self.head_start);
+        }
+        result
+    }
+
+    fn write_head(
+        &mut self,
+        status: u16,
+        reason: &[u8],
+        headers: &[ffi::Header],
+        whole_body: Option<u64>,
+    ) -> Result<(), Refusal> {
+        let out = &mut *self.out;
+        response::status_line(out, status, reason);
+        let (mut has_server, mut has_date, mut close) = (false, false, false);
+        let mut declared: Option<u64> = None;
+        for header in headers {
+            // SAFETY: the application passes headers valid for this call.
+            let (name, value) = unsafe { (header.name.as_bytes(), header.value.as_bytes()) };
+            if !response::is_valid_name(name) {
+                return Err(Refusal::HeaderName(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+            }
+            if !response::is_valid_value(value) {
+                return Err(Refusal::HeaderValue(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|n| {
+                        declared.is_none_or(|d| d == *n) && whole_body.is_none_or(|w| w == *n)
+                    });
+                declared = Some(n.ok_or_else(|| {
+                    Refusal::ContentLength(String::from_utf8_lossy(value).into_owned())
+                })?);
+                continue;
+            }
+            if response::is_server_owned(name) {
+                // The server frames and keeps connections; `Connection:
+                // close` from the application is still honoured.
+                close |= name.eq_ignore_ascii_case(b"connection")
+                    && value.eq_ignore_ascii_case(b"close");
+                continue;
+            }
+            has_server |= name.eq_ignore_ascii_case(b"server");
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            response::header(out, name, value);
+        }
+        if !has_server {
+            out.extend_from_slice(response::SERVER_HEADER);
+        }
+        if !has_date {
+            response::date_header(out, self.date);
+        }
+        let length = declared.or(whole_body);
+        // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §8.6: no
+        // Content-Length in a 204.
+        let no_body = self.head_request || status == 204 || status == 304;
+        self.framing = if no_body {
+            // A length the application stated is passed on (RFC 9110 §8.6:
+            // what a GET would have had); an empty whole body says nothing.
+            let stated = declared.or(whole_body.filter(|&n| n > 0 && status != 304));
+            if let (Some(n), false) = (stated, status == 204) {
+                response::content_length(out, n);
+            }
+            OutFraming::NoBody
+        } else if let Some(n) = length {
+            response::content_length(out, n);
+            OutFraming::Length(n)
+        } else if self.minor == 1 {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            OutFraming::Chunked
+        } else {
+            OutFraming::Close
+        };
+        // A connection stays open only if the next request can be found:
+        // the client is not left waiting for a 100 and the unread body is
+        // small enough to skip.
+        let unread_ok = match self.body {
+            BodyState::Done => true,
+            BodyState::Length(n) => !self.continue_pending && n <= MAX_DRAIN_BYTES,
+            BodyState::Chunked(_) => !self.continue_pending,
+        };
+        self.keep_alive &= !close && unread_ok && self.framing != OutFraming::Close;
+        if !self.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.minor == 0 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        self.started = true;
+        self.status = status;
+        Ok(())
+    }
+
+    /// One piece of the body. Every piece but the last of a response whose
+    /// length is known is sent before returning (PEP 3333: no delaying).
+    fn write_body(&mut self, data: &[u8]) -> Result<(), Refusal> {
+        if !self.started {
+            return Err(Refusal::NotStarted);
+        }
+        let flush = match self.framing {
+            OutFraming::NoBody => {
+                self.body_sent += data.len() as u64;
+                return Ok(());
+            }
+            OutFraming::Length(remaining) => {
+                let fits = data.len() as u64 <= remaining;
+                let take = if fits { data.len() } else { remaining as usize };
+                self.out.extend_from_slice(&data[..take]);
+                self.body_sent += take as u64;
+                self.framing = OutFraming::Length(remaining - take as u64);
+                if !fits {
+                    return Err(Refusal::TooLong);
+                }
+                remaining - take as u64 > 0
+            }
+            OutFraming::Chunked => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                let mut size = [0u8; 16];
+                let hex = format_hex(data.len(), &mut size);
+                self.out.extend_from_slice(hex);
+                self.out.extend_from_slice(b"\r\n");
+                self.out.extend_from_slice(data);
+                self.out.extend_from_slice(b"\r\n");
+                self.body_sent += data.len() as u64;
+                true
+            }
+            OutFraming::Close => {
+                self.out.extend_from_slice(data);
+                self.body_sent += data.len() as u64;
+                true
+            }
+        };
+        if flush {
+            // The client is gone or too slow: the answer cannot go on.
+            self.flush_all().map_err(|_| Refusal::AlreadySent)?;
+        }
+        Ok(())
+    }
+
+    /// After the application returned `rc`: finish the answer, or replace it
+    /// with the server's error if nothing of it was sent; skip the unread
+    /// body so that the connection can serve the next request.
+    pub fn finish(mut self, rc: i32) -> Outcome {
+        INFLIGHT_FD.store(-1, Ordering::Relaxed);
+        let complete = rc == ffi::OK && self.started && !self.failed;
+        if !complete {
+            if rc == ffi::OK && !self.started {
+                log::error!("the application returned without starting a response");
+            }
+            if self.committed {
+                // Part of the answer is on the wire: all that can be done
+                // is to end the connection, so the client sees it cut short.
+                self.keep_alive = false;
+            } else {
+                let status = self.body_error.and_then(BodyError::status).unwrap_or(500);
+                self.out.truncate(self.head_start);
+                response::error(self.out, status, self.date);
+                self.status = status;
+                self.body_sent = 0;
+                self.keep_alive = false;
+            }
+        } else {
+            match self.framing {
+                OutFraming::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
+                OutFraming::Length(left) if left > 0 => {
+                    log::warn!(
+                        "the application wrote {left} bytes less than its Content-Length; closing the connection"
+                    );
+                    self.keep_alive = false;
+                }
+                _ => {}
+            }
+        }
+        if self.keep_alive && !matches!(self.body, BodyState::Done) {
+            self.keep_alive = self.drain_body();
+        }
+        Outcome {
+            keep_alive: self.keep_alive,
+            status: self.status,
+            body_bytes: self.body_sent,
+        }
+    }
+
+    /// Read and drop what is left of the body, up to MAX_DRAIN_BYTES.
+    fn drain_body(&mut self) -> bool {
+        let mut sink = [0u8; 8192];
+        let mut drained = 0u64;
+        while !matches!(self.body, BodyState::Done) {
+            match self.read_body(&mut sink) {
+                Ok(0) => return true,
+                Ok(n) => drained += n as u64,
+                Err(_) => return false,
+            }
+            if drained > MAX_DRAIN_BYTES {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn format_hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// # Safety
+/// `call` must be the pointer `dispatch` passed to the application, during
+/// that call.
+unsafe fn ctx<'c>(call: *mut ffi::Call) -> &'c mut CallCtx<'c> {
+    // SAFETY: the caller's promise: `call` is a live `CallCtx` owned by the
+    // dispatching frame, and no other reference to it is in use meanwhile.
+    unsafe { &mut *call.cast::<CallCtx<'c>>() }
+}
+
+/// # Safety
+/// `ptr..ptr+len` must be a valid slice for the call (or `len` 0).
+unsafe fn bytes<'c>(ptr: *const u8, len: usize) -> &'c [u8] {
+    if len == 0 || ptr.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// # Safety
+/// As the header array of `rgun_server.start_response`.
+unsafe fn header_slice<'c>(headers: *const ffi::Header, count: usize) -> &'c [ffi::Header] {
+    if count == 0 || headers.is_null() {
+        return &[];
+    }
+    // SAFETY: the application passes `count` headers valid for the call.
+    unsafe { std::slice::from_raw_parts(headers, count) }
+}
+
+fn refused(ctx: &mut CallCtx<'_>, what: &str, refusal: &Refusal) -> i32 {
+    log::error!("{what}: {refusal}; answering 500 instead");
+    ctx.failed = true;
+    ffi::ERR
+}
+
+pub unsafe extern "C" fn read_body(call: *mut ffi::Call, buf: *mut u8, len: usize) -> isize {
+    // SAFETY: the ABI: `call` is the live call, `buf` holds `len` bytes.
+    let (ctx, buf) = unsafe { (ctx(call), bytes_mut(buf, len)) };
+    match ctx.read_body(buf) {
+        Ok(n) => n as isize,
+        Err(_) => -1,
+    }
+}
+
+/// # Safety
+/// `ptr..ptr+len` must be a valid writable slice (or `len` 0).
+unsafe fn bytes_mut<'c>(ptr: *mut u8, len: usize) -> &'c mut [u8] {
+    if len == 0 || ptr.is_null() {
+        return &mut [];
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+}
+
+pub unsafe extern "C" fn start_response(
+    call: *mut ffi::Call,
+    status: u16,
+    reason: ffi::Str,
+    headers: *const ffi::Header,
+    count: usize,
+) -> i32 {
+    // SAFETY: the ABI: every pointer is valid for the call.
+    let (ctx, reason, headers) =
+        unsafe { (ctx(call), reason.as_bytes(), header_slice(headers, count)) };
+    match ctx.start_response(status, reason, headers, None) {
+        Ok(()) => ffi::OK,
+        Err(e) => refused(ctx, "start_response", &e),
+    }
+}
+
+pub unsafe extern "C" fn write_body(call: *mut ffi::Call, data: *const u8, len: usize) -> i32 {
+    // SAFETY: the ABI: `data` holds `len` bytes for the call.
+    let (ctx, data) = unsafe { (ctx(call), bytes(data, len)) };
+    if ctx.failed {
+        return ffi::ERR;
+    }
+    match ctx.write_body(data) {
+        Ok(()) => ffi::OK,
+        Err(Refusal::AlreadySent) => {
+            // The peer went away or stalled; nothing to answer any more.
+            ctx.failed = true;
+            ffi::ERR
+        }
+        Err(e) => refused(ctx, "write_body", &e),
+    }
+}
+
+pub unsafe extern "C" fn respond(
+    call: *mut ffi::Call,
+    status: u16,
+    reason: ffi::Str,
+    headers: *const ffi::Header,
+    count: usize,
+    body: *const u8,
+    body_len: usize,
+) -> i32 {
+    // SAFETY: the ABI: every pointer is valid for the call.
+    let (ctx, reason, headers, body) = unsafe {
+        (
+            ctx(call),
+            reason.as_bytes(),
+            header_slice(headers, count),
+            bytes(body, body_len),
+        )
+    };
+    if let Err(e) = ctx.start_response(status, reason, headers, Some(body.len() as u64)) {
+        return refused(ctx, "respond", &e);
+    }
+    match ctx.write_body(body) {
+        Ok(()) => ffi::OK,
+        Err(e) => refused(ctx, "respond", &e),
+    }
+}
+
+pub unsafe extern "C" fn log(level: i32, message: ffi::Str) {
+    // SAFETY: the ABI: `message` is valid for the call.
+    let message = String::from_utf8_lossy(unsafe { message.as_bytes() });
+    let level = match level {
+        ..=ffi::LOG_ERROR => log::Level::Error,
+        ffi::LOG_WARNING => log::Level::Warn,
+        ffi::LOG_DEBUG.. => log::Level::Debug,
+        _ => log::Level::Info,
+    };
+    log::log!(level, "{message}");
+}

@@ -1,0 +1,482 @@
+//! One client connection: reading what the socket has, parsing every
+//! complete request head in it, handing each to the application in order,
+//! and writing the answers in one batch. Buffers are taken from the worker's
+//! pools while a connection has bytes in flight and given back when it goes
+//! idle, so an idle keep-alive connection holds no buffer.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+
+use rgun_gateway::ffi;
+
+use crate::access_log::{AccessLog, Entry};
+use crate::app::LoadedApp;
+use crate::call::{CallCtx, CallIo, CallSetup, Spill};
+use crate::parse::{self, Limits};
+use crate::response::{self, DateCache};
+use crate::scoreboard::Slot;
+
+/// A read buffer's starting size; it grows to the largest head allowed.
+pub const READ_BUFFER_SIZE: usize = 16 * 1024;
+/// Output kept unsent before the connection stops reading more requests.
+const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+/// Buffers kept for reuse by a worker.
+const MAX_POOLED_BUFFERS: usize = 64;
+
+pub enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+}
+
+/// What a listener tells the application about where a request came in.
+pub struct ListenerInfo {
+    pub server_name: Box<[u8]>,
+    pub server_port: u16,
+}
+
+/// The peer's address as the application sees it, rendered once at accept.
+pub struct Peer {
+    text: [u8; 48],
+    len: u8,
+    pub port: u16,
+}
+
+impl Peer {
+    pub fn new(addr: Option<std::net::SocketAddr>) -> Peer {
+        let mut peer = Peer {
+            text: [0; 48],
+            len: 0,
+            port: 0,
+        };
+        if let Some(addr) = addr {
+            let mut cursor = io::Cursor::new(&mut peer.text[..]);
+            let _ = write!(cursor, "{}", addr.ip());
+            peer.len = cursor.position() as u8;
+            peer.port = addr.port();
+        }
+        peer
+    }
+
+    pub fn addr(&self) -> &[u8] {
+        &self.text[..self.len as usize]
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests, waiting up to `--keep-alive`.
+    Idle,
+    /// Part of a request head is in; waiting up to `--header-timeout`.
+    Head,
+    /// Answers go out, then the connection closes.
+    Closing,
+}
+
+/// Everything a connection borrows from its worker while it works.
+pub struct Shared {
+    pub limits: Limits,
+    pub keep_alive_ms: u64,
+    pub header_timeout_ms: u64,
+    pub io_timeout_ms: u64,
+    pub app: LoadedApp,
+    pub slot: &'static Slot,
+    pub date: DateCache,
+    pub now_ms: u64,
+    pub draining: bool,
+    pub access_log: Option<AccessLog>,
+    pub fields: Vec<ffi::Header>,
+    pub path: Vec<u8>,
+    pub spill: Spill,
+    read_pool: Vec<Vec<u8>>,
+    write_pool: Vec<Vec<u8>>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        limits: Limits,
+        keep_alive_ms: u64,
+        header_timeout_ms: u64,
+        io_timeout_ms: u64,
+        app: LoadedApp,
+        slot: &'static Slot,
+        access_log: Option<AccessLog>,
+    ) -> Shared {
+        Shared {
+            fields: Vec::with_capacity(limits.request_fields.min(parse::MAX_REQUEST_FIELDS_CAP)),
+            limits,
+            keep_alive_ms,
+            header_timeout_ms,
+            io_timeout_ms,
+            app,
+            slot,
+            date: DateCache::new(),
+            now_ms: 0,
+            draining: false,
+            access_log,
+            path: Vec::new(),
+            spill: Spill::new(READ_BUFFER_SIZE * 4),
+            read_pool: Vec::new(),
+            write_pool: Vec::new(),
+        }
+    }
+
+    fn take_read_buffer(&mut self) -> Vec<u8> {
+        self.read_pool
+            .pop()
+            .unwrap_or_else(|| vec![0; READ_BUFFER_SIZE])
+    }
+
+    fn give_read_buffer(&mut self, mut buf: Vec<u8>) {
+        if self.read_pool.len() < MAX_POOLED_BUFFERS && buf.len() >= READ_BUFFER_SIZE {
+            buf.truncate(READ_BUFFER_SIZE);
+            self.read_pool.push(buf);
+        }
+    }
+
+    fn take_write_buffer(&mut self) -> Vec<u8> {
+        self.write_pool.pop().unwrap_or_default()
+    }
+
+    fn give_write_buffer(&mut self, mut buf: Vec<u8>) {
+        if self.write_pool.len() < MAX_POOLED_BUFFERS && buf.capacity() <= MAX_PENDING_OUTPUT {
+            buf.clear();
+            self.write_pool.push(buf);
+        }
+    }
+}
+
+pub struct Conn {
+    pub stream: Stream,
+    listener: usize,
+    peer: Peer,
+    /// `rbuf[rstart..rend]` is received and not yet consumed.
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    /// `wbuf[wpos..]` is yet to be sent.
+    wbuf: Vec<u8>,
+    wpos: usize,
+    pub phase: Phase,
+    pub deadline_ms: u64,
+    peer_closed: bool,
+}
+
+/// What the loop should do with a connection after it worked.
+#[derive(PartialEq, Eq, Debug)]
+pub enum Next {
+    Keep,
+    Close,
+}
+
+impl Conn {
+    pub fn new(stream: Stream, listener: usize, peer: Peer, now_ms: u64, shared: &Shared) -> Conn {
+        Conn {
+            stream,
+            listener,
+            peer,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            phase: Phase::Idle,
+            deadline_ms: now_ms + shared.header_timeout_ms,
+            peer_closed: false,
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle && self.rstart == self.rend && self.wpos == self.wbuf.len()
+    }
+
+    /// The socket is readable (or writable): do all the work there is.
+    pub fn on_ready(&mut self, shared: &mut Shared, listeners: &[ListenerInfo]) -> Next {
+        loop {
+            if self.flush(shared).is_err() {
+                return Next::Close;
+            }
+            if self.wbuf.len() - self.wpos > MAX_PENDING_OUTPUT {
+                return Next::Keep;
+            }
+            if self.phase == Phase::Closing || self.peer_closed {
+                return self.closing_state(shared);
+            }
+            let drained = match self.read_some(shared) {
+                Ok(drained) => drained,
+                Err(_) => return Next::Close,
+            };
+            self.process(shared, listeners);
+            if drained {
+                break;
+            }
+        }
+        if self.flush(shared).is_err() {
+            return Next::Close;
+        }
+        if self.phase == Phase::Closing || self.peer_closed {
+            return self.closing_state(shared);
+        }
+        if self.rstart == self.rend {
+            self.release_read_buffer(shared);
+        }
+        Next::Keep
+    }
+
+    fn closing_state(&mut self, shared: &mut Shared) -> Next {
+        if self.wpos == self.wbuf.len() {
+            return Next::Close;
+        }
+        // Output is still pending: give it until the I/O timeout.
+        self.phase = Phase::Closing;
+        self.deadline_ms = shared.now_ms + shared.io_timeout_ms;
+        Next::Keep
+    }
+
+    /// One read of what the socket has. `Ok(true)`: the socket is drained
+    /// for now (a short read means nothing more is queued; the next arrival
+    /// raises a new edge).
+    fn read_some(&mut self, shared: &mut Shared) -> io::Result<bool> {
+        if self.rbuf.is_empty() {
+            self.rbuf = shared.take_read_buffer();
+        }
+        if self.rend == self.rbuf.len() {
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                (self.rstart, self.rend) = (0, self.rend - self.rstart);
+            } else {
+                // A head larger than the buffer: grow up to what the limits
+                // allow (the parser refuses anything beyond).
+                let max = shared.limits.max_head_bytes() + READ_BUFFER_SIZE;
+                let grown = (self.rbuf.len() * 2).min(max.max(self.rbuf.len() + 1));
+                self.rbuf.resize(grown, 0);
+            }
+        }
+        let space = self.rbuf.len() - self.rend;
+        loop {
+            match self.stream.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    self.rend += n;
+                    return Ok(n < space);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Answer every complete request in the buffer, in order.
+    fn process(&mut self, shared: &mut Shared, listeners: &[ListenerInfo]) {
+        while self.rstart < self.rend && self.phase != Phase::Closing {
+            if self.phase == Phase::Idle {
+                self.phase = Phase::Head;
+                self.deadline_ms = shared.now_ms + shared.header_timeout_ms;
+            }
+            if self.wbuf.capacity() == 0 {
+                self.wbuf = shared.take_write_buffer();
+            }
+            let buf = &self.rbuf[self.rstart..self.rend];
+            let head = match parse::parse_head(buf, &shared.limits, &mut shared.fields) {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(e) => {
+                    log::debug!(
+                        "refusing a request from {}: {e}",
+                        String::from_utf8_lossy(self.peer.addr())
+                    );
+                    response::error(&mut self.wbuf, e.status(), shared.date.get());
+                    self.phase = Phase::Closing;
+                    return;
+                }
+            };
+            let listener = &listeners[self.listener];
+            let path: &[u8] = if head.path.contains(&b'%') {
+                parse::percent_decode(head.path, &mut shared.path);
+                &shared.path
+            } else {
+                head.path
+            };
+            let request = ffi::Request {
+                method: ffi::Str::new(head.method),
+                raw_uri: ffi::Str::new(head.target),
+                path: ffi::Str::new(path),
+                query: ffi::Str::new(head.query),
+                script_name: ffi::Str::EMPTY,
+                protocol: ffi::Str::new(if head.minor == 1 {
+                    b"HTTP/1.1"
+                } else {
+                    b"HTTP/1.0"
+                }),
+                scheme: ffi::Str::new(b"http"),
+                server_name: ffi::Str::new(&listener.server_name),
+                remote_addr: ffi::Str::new(self.peer.addr()),
+                content_type: ffi::Str::new(head.content_type),
+                headers: shared.fields.as_ptr(),
+                header_count: shared.fields.len(),
+                content_length: match head.framing {
+                    parse::Framing::Length(n) => n as i64,
+                    parse::Framing::None if has_content_length(&shared.fields) => 0,
+                    _ => -1,
+                },
+                server_port: listener.server_port,
+                remote_port: self.peer.port,
+                body_chunked: u8::from(head.framing == parse::Framing::Chunked),
+            };
+            let mut call = CallCtx::new(CallSetup {
+                io: CallIo {
+                    fd: self.stream.fd(),
+                    timeout_ms: shared.io_timeout_ms,
+                    slot: shared.slot,
+                },
+                input: &buf[head.len..],
+                spill: &mut shared.spill,
+                framing: head.framing,
+                body_limit: shared.limits.request_body,
+                expect_continue: head.expect_continue,
+                out: &mut self.wbuf,
+                out_pos: &mut self.wpos,
+                date: shared.date.get(),
+                head_request: head.is_head_method(),
+                minor: head.minor,
+                keep_alive: head.keep_alive && !shared.draining,
+            });
+            shared.slot.request_started(shared.now_ms);
+            call.enter();
+            let rc = shared.app.handle(call.as_ffi(), &request);
+            let used = head.len + call.input_used();
+            let outcome = call.finish(rc);
+            shared.slot.request_finished();
+            if let Some(log) = &mut shared.access_log {
+                log.write(&Entry {
+                    remote_addr: self.peer.addr(),
+                    method: head.method,
+                    target: head.target,
+                    minor: head.minor,
+                    status: outcome.status,
+                    body_bytes: outcome.body_bytes,
+                    referer: field(&shared.fields, b"referer"),
+                    user_agent: field(&shared.fields, b"user-agent"),
+                });
+            }
+            // What follows the request: the rest of the buffer, or, if the
+            // body was read from the socket, what the spill holds past it.
+            if shared.spill.pending().is_empty() {
+                self.rstart += used;
+            } else {
+                let pending = shared.spill.pending();
+                if self.rbuf.len() < pending.len() {
+                    self.rbuf.resize(pending.len(), 0);
+                }
+                self.rbuf[..pending.len()].copy_from_slice(pending);
+                (self.rstart, self.rend) = (0, pending.len());
+                shared.spill.clear();
+            }
+            if !outcome.keep_alive {
+                self.phase = Phase::Closing;
+                return;
+            }
+            // The next request's head timer starts now.
+            self.phase = Phase::Idle;
+            self.deadline_ms = shared.now_ms + shared.keep_alive_ms;
+        }
+        if self.rstart == self.rend {
+            (self.rstart, self.rend) = (0, 0);
+        }
+    }
+
+    /// Send what is pending, without waiting.
+    fn flush(&mut self, shared: &mut Shared) -> io::Result<()> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.deadline_ms = shared.now_ms + shared.io_timeout_ms;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wbuf.capacity() != 0 {
+            self.wpos = 0;
+            let buf = std::mem::take(&mut self.wbuf);
+            shared.give_write_buffer(buf);
+        }
+        Ok(())
+    }
+
+    fn release_read_buffer(&mut self, shared: &mut Shared) {
+        if !self.rbuf.is_empty() {
+            (self.rstart, self.rend) = (0, 0);
+            let buf = std::mem::take(&mut self.rbuf);
+            shared.give_read_buffer(buf);
+        }
+    }
+
+    /// The connection's deadline passed: a partial head gets a 408 (RFC 9110
+    /// §15.5.9), an idle connection is closed silently.
+    pub fn on_timeout(&mut self, shared: &mut Shared) {
+        if self.phase == Phase::Head && self.rstart < self.rend && self.wpos == self.wbuf.len() {
+            let mut out = Vec::new();
+            response::error(&mut out, 408, shared.date.get());
+            let _ = self.stream.write(&out);
+        }
+    }
+
+    /// Give the buffers back before the connection is dropped.
+    pub fn release(mut self, shared: &mut Shared) {
+        self.release_read_buffer(shared);
+        if self.wbuf.capacity() != 0 {
+            shared.give_write_buffer(std::mem::take(&mut self.wbuf));
+        }
+    }
+}
+
+fn has_content_length(fields: &[ffi::Header]) -> bool {
+    !field(fields, b"content-length").is_empty()
+}
+
+fn field<'f>(fields: &'f [ffi::Header], name: &[u8]) -> &'f [u8] {
+    fields
+        .iter()
+        // SAFETY: the fields point into the read buffer, which is not
+        // touched between parsing and this use.
+        .map(|h| unsafe { (h.name.as_bytes(), h.value.as_bytes()) })
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map_or(&[], |(_, v)| v)
+}

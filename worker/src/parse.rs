@@ -1,0 +1,583 @@
+//! A request head: parsed by httparse, then checked and framed by the rules
+//! of RFC 9112 (request line §3, field syntax §5, message body length §6).
+//! This module reads bytes and decides; it does no I/O and copies nothing.
+
+use std::mem::MaybeUninit;
+
+use rgun_gateway::ffi;
+
+/// The most header fields a request may carry whatever the configuration
+/// says: the parser's slots live on the stack.
+pub const MAX_REQUEST_FIELDS_CAP: usize = 1024;
+
+/// What a request may be, from `--limit-request-*` (0: unlimited, for line,
+/// field size and body).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub request_line: usize,
+    pub request_fields: usize,
+    pub request_field_size: usize,
+    pub request_body: u64,
+}
+
+impl Limits {
+    /// The most bytes a head may take before it is refused as too large.
+    pub fn max_head_bytes(&self) -> usize {
+        let line = if self.request_line == 0 {
+            8190
+        } else {
+            self.request_line
+        };
+        let field = if self.request_field_size == 0 {
+            8190
+        } else {
+            self.request_field_size
+        };
+        line + 2 + self.request_fields.max(1) * (field + 2) + 2
+    }
+}
+
+/// How the body of a request is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A complete, valid request head: slices into the read buffer.
+#[derive(Debug)]
+pub struct Head<'b> {
+    /// The bytes the head took, up to and including the empty line.
+    pub len: usize,
+    pub method: &'b [u8],
+    /// The request target exactly as sent.
+    pub target: &'b [u8],
+    /// The path part of the target, still percent-encoded.
+    pub path: &'b [u8],
+    pub query: &'b [u8],
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub content_type: &'b [u8],
+}
+
+impl Head<'_> {
+    pub fn is_head_method(&self) -> bool {
+        self.method == b"HEAD"
+    }
+}
+
+/// Why a head is refused; each maps to the status the client is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed request head")]
+    Malformed,
+    #[error("request line longer than --limit-request-line")]
+    LineTooLong,
+    #[error("more header fields than --limit-request-fields")]
+    TooManyFields,
+    #[error("a header field longer than --limit-request-field_size")]
+    FieldTooLarge,
+    #[error("HTTP version not supported")]
+    Version,
+    #[error("Content-Length and Transfer-Encoding together (RFC 9112 §6.3)")]
+    LengthWithEncoding,
+    #[error("invalid Content-Length (RFC 9112 §6.3)")]
+    InvalidLength,
+    #[error("Transfer-Encoding whose final coding is not chunked (RFC 9112 §6.3)")]
+    ChunkedNotFinal,
+    #[error("a transfer coding other than chunked (RFC 9112 §6.1)")]
+    UnknownCoding,
+    #[error("Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1)")]
+    EncodingInHttp10,
+    #[error("missing, repeated or invalid Host (RFC 9112 §3.2)")]
+    Host,
+    #[error("request target in no supported form (RFC 9112 §3.2)")]
+    Target,
+    #[error("body larger than --limit-request-body")]
+    BodyTooLarge,
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::LineTooLong => 414,
+            HeadError::TooManyFields | HeadError::FieldTooLarge => 431,
+            HeadError::Version => 505,
+            HeadError::UnknownCoding => 501,
+            HeadError::BodyTooLarge => 413,
+            _ => 400,
+        }
+    }
+}
+
+/// Parse the head at the start of `buf`: `Ok(None)` while it is incomplete.
+/// On success `fields` holds every header line for the application.
+pub fn parse_head<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    fields: &mut Vec<ffi::Header>,
+) -> Result<Option<Head<'b>>, HeadError> {
+    let mut slots =
+        [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; MAX_REQUEST_FIELDS_CAP];
+    let slot_count = limits.request_fields.clamp(1, MAX_REQUEST_FIELDS_CAP);
+    let mut request = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut request,
+        buf,
+        &mut slots[..slot_count],
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            check_partial(buf, limits)?;
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(_) => return Err(refine_malformed(buf, limits)),
+    };
+    let method = request.method.unwrap_or_default().as_bytes();
+    let target = request.path.unwrap_or_default().as_bytes();
+    let minor = request.version.unwrap_or(1);
+    if limits.request_line != 0 && method.len() + target.len() + 10 > limits.request_line {
+        return Err(HeadError::LineTooLong);
+    }
+
+    fields.clear();
+    let mut framing = FramingFields::default();
+    let mut content_type: &[u8] = &[];
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    let mut hosts = 0;
+    for field in request.headers.iter() {
+        let (name, value) = (field.name.as_bytes(), field.value);
+        if limits.request_field_size != 0
+            && name.len() + value.len() + 2 > limits.request_field_size
+        {
+            return Err(HeadError::FieldTooLarge);
+        }
+        fields.push(ffi::Header {
+            name: ffi::Str::new(name),
+            value: ffi::Str::new(value),
+        });
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
+                if !value.iter().all(|&b| is_host_byte(b)) {
+                    return Err(HeadError::Host);
+                }
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in list_elements(value) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            12 if name.eq_ignore_ascii_case(b"content-type") => content_type = value,
+            14 if name.eq_ignore_ascii_case(b"content-length") => framing.add_length(value)?,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => framing.add_encoding(value),
+            _ => {}
+        }
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one before.
+    if hosts > 1 || (minor == 1 && hosts == 0) {
+        return Err(HeadError::Host);
+    }
+    let framing = framing.decide(minor, limits)?;
+    let (path, query) = split_target(method, target)?;
+    Ok(Some(Head {
+        len,
+        method,
+        target,
+        path,
+        query,
+        minor,
+        framing,
+        keep_alive: !close && (minor == 1 || keep_alive_token),
+        expect_continue: expect_continue && minor == 1,
+        content_type,
+    }))
+}
+
+/// What the framing fields said, gathered over every line before deciding.
+#[derive(Default)]
+struct FramingFields {
+    length: Option<u64>,
+    encoding_seen: bool,
+    chunked_count: u32,
+    chunked_final: bool,
+    unknown_coding: bool,
+}
+
+impl FramingFields {
+    /// RFC 9112 §6.3 ¶5: a list of identical values is one value; anything
+    /// else that is not 1*DIGIT is invalid.
+    fn add_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        let mut any = false;
+        for element in value.split(|&b| b == b',') {
+            let element = trim_ows(element);
+            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::InvalidLength);
+            }
+            let n = element.iter().try_fold(0u64, |n, &d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            });
+            let n = n.ok_or(HeadError::InvalidLength)?;
+            if self.length.is_some_and(|seen| seen != n) {
+                return Err(HeadError::InvalidLength);
+            }
+            self.length = Some(n);
+            any = true;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(HeadError::InvalidLength)
+        }
+    }
+
+    fn add_encoding(&mut self, value: &[u8]) {
+        self.encoding_seen = true;
+        for coding in list_elements(value) {
+            let chunked = coding.eq_ignore_ascii_case(b"chunked");
+            self.chunked_count += u32::from(chunked);
+            self.unknown_coding |= !chunked;
+            self.chunked_final = chunked;
+        }
+    }
+
+    fn decide(self, minor: u8, limits: &Limits) -> Result<Framing, HeadError> {
+        if self.encoding_seen {
+            if minor == 0 {
+                return Err(HeadError::EncodingInHttp10);
+            }
+            if self.length.is_some() {
+                return Err(HeadError::LengthWithEncoding);
+            }
+            if !self.chunked_final || self.chunked_count != 1 {
+                return Err(HeadError::ChunkedNotFinal);
+            }
+            if self.unknown_coding {
+                return Err(HeadError::UnknownCoding);
+            }
+            return Ok(Framing::Chunked);
+        }
+        match self.length {
+            Some(n) if limits.request_body != 0 && n > limits.request_body => {
+                Err(HeadError::BodyTooLarge)
+            }
+            Some(0) | None => Ok(Framing::None),
+            Some(n) => Ok(Framing::Length(n)),
+        }
+    }
+}
+
+/// The path and query of a target in origin form, absolute form (§3.2.2, the
+/// authority dropped) or asterisk form (OPTIONS only).
+fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Result<(&'b [u8], &'b [u8]), HeadError> {
+    let path_and_query: &'b [u8] = match target.first() {
+        Some(b'/') => target,
+        Some(b'*') if target.len() == 1 && method == b"OPTIONS" => return Ok((target, &[])),
+        _ => {
+            let rest = strip_prefix_ignore_case(target, b"http://")
+                .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+                .ok_or(HeadError::Target)?;
+            let start = rest.iter().position(|&b| b == b'/' || b == b'?');
+            match start {
+                Some(i) if rest[i] == b'/' => &rest[i..],
+                Some(i) => {
+                    return Ok((b"/", &rest[i + 1..]));
+                }
+                None => return Ok((b"/", &[])),
+            }
+        }
+    };
+    Ok(match path_and_query.iter().position(|&b| b == b'?') {
+        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..]),
+        None => (path_and_query, &[]),
+    })
+}
+
+fn strip_prefix_ignore_case<'b>(s: &'b [u8], prefix: &[u8]) -> Option<&'b [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// An incomplete head that is already over a limit is refused now, not when
+/// the client has sent all of it.
+fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line_limit = if limits.request_line == 0 {
+        usize::MAX - 2
+    } else {
+        limits.request_line
+    };
+    match line.iter().position(|&b| b == b'\n') {
+        None if line.len() > line_limit + 2 => return Err(HeadError::LineTooLong),
+        _ => {}
+    }
+    if buf.len() > limits.max_head_bytes() {
+        return Err(HeadError::FieldTooLarge);
+    }
+    Ok(())
+}
+
+/// httparse says Version for any bad version token: a well-formed
+/// `HTTP/x.y` that is not 1.0 or 1.1 is 505, anything else 400.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    match line.rsplit(|&b| b == b' ').next() {
+        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            HeadError::Version
+        }
+        _ => HeadError::Malformed,
+    }
+}
+
+/// httparse rejects an over-long request line as a token error when the
+/// line is garbage; a long but well-formed line is 414 (the limit check above
+/// only runs on a complete head).
+fn refine_malformed(buf: &[u8], limits: &Limits) -> HeadError {
+    match check_partial(buf, limits) {
+        Err(e) => e,
+        Ok(()) => HeadError::Malformed,
+    }
+}
+
+/// The elements of a comma-separated list field (RFC 9110 §5.6.1), empty
+/// ones skipped.
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// uri-host [ ":" port ] (RFC 3986 §3.2.2): reg-name, IP literal, port.
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
+}
+
+/// Percent-decode `raw` into `out` (PEP 3333's PATH_INFO is decoded); a `%`
+/// not followed by two hex digits is kept as it is.
+pub fn percent_decode(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                raw.get(i + 1).and_then(|&c| hex(c)),
+                raw.get(i + 2).and_then(|&c| hex(c)),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+}
+
+pub fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            request_line: 4094,
+            request_fields: 100,
+            request_field_size: 8190,
+            request_body: 0,
+        }
+    }
+
+    fn parse(raw: &[u8]) -> Result<Option<(Framing, bool, usize)>, HeadError> {
+        let mut fields = Vec::new();
+        parse_head(raw, &limits(), &mut fields).map(|h| h.map(|h| (h.framing, h.keep_alive, h.len)))
+    }
+
+    fn status(raw: &str) -> u16 {
+        match parse(raw.as_bytes()) {
+            Err(e) => e.status(),
+            Ok(Some(_)) => 200,
+            Ok(None) => 0,
+        }
+    }
+
+    #[test]
+    fn complete_heads_and_their_framing() {
+        let raw = b"POST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(
+            parse(raw),
+            Ok(Some((Framing::Length(5), true, raw.len() - 5)))
+        );
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse(raw), Ok(Some((Framing::Chunked, true, raw.len()))));
+        let raw = b"GET / HTTP/1.0\r\n\r\n";
+        assert_eq!(parse(raw), Ok(Some((Framing::None, false, raw.len()))));
+        let raw = b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
+        assert_eq!(parse(raw), Ok(Some((Framing::None, true, raw.len()))));
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n";
+        assert_eq!(parse(raw), Ok(Some((Framing::None, false, raw.len()))));
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n"),
+            200
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            200
+        );
+    }
+
+    #[test]
+    fn incomplete_heads_wait() {
+        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
+        assert_eq!(parse(b"GE"), Ok(None));
+    }
+
+    #[test]
+    fn every_malformed_class_gets_its_status() {
+        let cases: &[(&str, u16)] = &[
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12a\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                501,
+            ),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX(A): a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            ("GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+            ("GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GARBAGE\r\n\r\n", 400),
+            ("GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 200),
+            (
+                "GET http://example.com/a?b HTTP/1.1\r\nHost: x\r\n\r\n",
+                200,
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(status(raw), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
+        assert_eq!(status(&long), 414);
+        let partial_long = format!("GET /{}", "a".repeat(5000));
+        assert_eq!(status(&partial_long), 414);
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
+            431
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "v".repeat(9000)
+        );
+        assert_eq!(status(&big), 431);
+        let mut fields = Vec::new();
+        let small_body = Limits {
+            request_body: 10,
+            ..limits()
+        };
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n";
+        assert_eq!(
+            parse_head(raw, &small_body, &mut fields)
+                .unwrap_err()
+                .status(),
+            413
+        );
+    }
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        let mut fields = Vec::new();
+        let raw = b"GET http://h:1?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!((head.path, head.query), (&b"/"[..], &b"x=1"[..]));
+        let raw = b"GET /a%20b?q=%41 HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!((head.path, head.query), (&b"/a%20b"[..], &b"q=%41"[..]));
+        assert_eq!(fields.len(), 1);
+    }
+
+    #[test]
+    fn percent_decoding_keeps_stray_percents() {
+        let mut out = Vec::new();
+        percent_decode(b"/a%20b%zz%4", &mut out);
+        assert_eq!(out, b"/a b%zz%4");
+    }
+}

@@ -1,0 +1,233 @@
+//! The bytes of a response head: the status line, the application's headers
+//! (checked: a name that is no token or a value with CR, LF, NUL or another
+//! control byte is refused, never sent), the server's own `Server` and `Date`,
+//! and the framing the server chose. Also the server's own error answers.
+
+use std::time::SystemTime;
+
+pub const SERVER_HEADER: &[u8] = b"Server: rgun\r\n";
+/// The interim answer to `Expect: 100-continue` (RFC 9110 §10.1.1).
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        507 => "Insufficient Storage",
+        511 => "Network Authentication Required",
+        _ => "Unknown",
+    }
+}
+
+/// tchar (RFC 9110 §5.6.2), as a table.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
+pub fn is_valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.iter().all(|&b| TCHAR[b as usize])
+}
+
+/// field-value (RFC 9110 §5.5): visible bytes, obs-text, SP and HTAB.
+pub fn is_valid_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Headers the server owns and an application may not set (hop-by-hop,
+/// RFC 9110 §7.6.1, and the framing fields the server writes itself).
+pub fn is_server_owned(name: &[u8]) -> bool {
+    const OWNED: [&[u8]; 7] = [
+        b"connection",
+        b"transfer-encoding",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    ];
+    OWNED.iter().any(|o| name.eq_ignore_ascii_case(o))
+}
+
+/// The `Date` header's value, rendered once a second.
+pub struct DateCache {
+    unix_secs: u64,
+    text: [u8; 29],
+}
+
+impl DateCache {
+    pub fn new() -> Self {
+        let mut cache = DateCache {
+            unix_secs: u64::MAX,
+            text: [b' '; 29],
+        };
+        cache.refresh();
+        cache
+    }
+
+    pub fn refresh(&mut self) {
+        let now = SystemTime::now();
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if secs != self.unix_secs {
+            self.unix_secs = secs;
+            self.text
+                .copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        }
+    }
+
+    pub fn get(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+impl Default for DateCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn status_line(out: &mut Vec<u8>, status: u16, reason_phrase: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    if reason_phrase.is_empty() {
+        out.extend_from_slice(reason(status).as_bytes());
+    } else {
+        out.extend_from_slice(reason_phrase);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub fn date_header(out: &mut Vec<u8>, date: &[u8]) {
+    header(out, b"Date", date);
+}
+
+pub fn content_length(out: &mut Vec<u8>, length: u64) {
+    header(
+        out,
+        b"Content-Length",
+        itoa::Buffer::new().format(length).as_bytes(),
+    );
+}
+
+/// The server's own answer to a request it refuses or could not serve: a
+/// short text body, and the connection closed after it.
+pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8]) {
+    let text = reason(status);
+    status_line(out, status, b"");
+    out.extend_from_slice(SERVER_HEADER);
+    date_header(out, date);
+    out.extend_from_slice(b"Content-Type: text/plain\r\n");
+    content_length(out, text.len() as u64 + 1);
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_names_and_values() {
+        assert!(is_valid_name(b"X-Test_1"));
+        assert!(!is_valid_name(b"X Test"));
+        assert!(!is_valid_name(b"X:Test"));
+        assert!(!is_valid_name(b""));
+        assert!(is_valid_value(b"a b\tc \xff"));
+        for bad in [&b"a\rb"[..], b"a\nb", b"a\0b", b"\x7f"] {
+            assert!(!is_valid_value(bad));
+        }
+    }
+
+    #[test]
+    fn error_answers_close_and_say_why() {
+        let mut out = Vec::new();
+        error(&mut out, 431, b"Sat, 21 Nov 2026 03:37:36 GMT");
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\nRequest Header Fields Too Large\n"));
+    }
+}

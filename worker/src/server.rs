@@ -1,0 +1,287 @@
+//! The worker's event loop: one `mio` poll over the inherited listeners, the
+//! client connections and the signal queue. It accepts, lets each ready
+//! connection do its work, ticks once a second to beat the heartbeat and
+//! expire idle or slow connections, and drains on `TERM`.
+
+use std::io;
+use std::os::fd::{FromRawFd, RawFd};
+
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use slab::Slab;
+
+use crate::conn::{Conn, ListenerInfo, Next, Peer, Phase, Shared, Stream};
+use crate::scoreboard::monotonic_ms;
+use crate::signals::SignalQueue;
+
+const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// Listener `i` is `Token(LISTENER_TOKEN_BASE + i)`.
+const LISTENER_TOKEN_BASE: usize = usize::MAX - 1024;
+const EVENTS_CAPACITY: usize = 1024;
+/// The tick: heartbeat and connection deadlines are checked this often.
+const TICK_MS: u64 = 1000;
+
+/// A listening socket handed down by the master.
+pub struct ListenerFd {
+    pub fd: RawFd,
+    pub unix: bool,
+    pub info: ListenerInfo,
+}
+
+enum Listener {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+impl Listener {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Listener::Tcp(l) => l,
+            Listener::Unix(l) => l,
+        }
+    }
+
+    fn accept(&self) -> io::Result<(Stream, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, addr) = l.accept()?;
+                // Answers are written whole; Nagle would only delay the
+                // pieces of a streamed one.
+                let _ = stream.set_nodelay(true);
+                Ok((Stream::Tcp(stream), Peer::new(Some(addr))))
+            }
+            Listener::Unix(l) => {
+                let (stream, _) = l.accept()?;
+                Ok((Stream::Unix(stream), Peer::new(None)))
+            }
+        }
+    }
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    infos: Vec<ListenerInfo>,
+    accepting: bool,
+    conns: Slab<Conn>,
+    shared: Shared,
+    signals: SignalQueue,
+    master_pid: i32,
+    next_tick_ms: u64,
+}
+
+impl EventLoop {
+    pub fn new(
+        listener_fds: Vec<ListenerFd>,
+        shared: Shared,
+        signals: SignalQueue,
+        master_pid: i32,
+    ) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        let mut infos = Vec::new();
+        for (i, l) in listener_fds.into_iter().enumerate() {
+            // SAFETY: the master hands each worker its inherited listening
+            // descriptors; the worker owns them from here on (the master's
+            // copies in this process's memory are never dropped: a worker
+            // leaves through process::exit).
+            let mut listener = unsafe {
+                if l.unix {
+                    Listener::Unix(mio::net::UnixListener::from_std(
+                        std::os::unix::net::UnixListener::from_raw_fd(l.fd),
+                    ))
+                } else {
+                    Listener::Tcp(mio::net::TcpListener::from_std(
+                        std::net::TcpListener::from_raw_fd(l.fd),
+                    ))
+                }
+            };
+            poll.registry().register(
+                listener.source(),
+                Token(LISTENER_TOKEN_BASE + i),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
+            infos.push(l.info);
+        }
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&signals.fd()),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )?;
+        Ok(EventLoop {
+            poll,
+            listeners,
+            infos,
+            accepting: true,
+            conns: Slab::with_capacity(1024),
+            shared,
+            signals,
+            master_pid,
+            next_tick_ms: 0,
+        })
+    }
+
+    /// Serve until told to stop; returns when the worker should exit.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = std::time::Duration::from_millis(TICK_MS);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.shared.now_ms = monotonic_ms();
+            self.shared.date.refresh();
+            self.shared.slot.beat(self.shared.now_ms);
+            for event in events.iter() {
+                match event.token() {
+                    SIGNAL_TOKEN => self.on_signals(),
+                    Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
+                    Token(key) => self.on_conn_ready(key),
+                }
+            }
+            if self.shared.now_ms >= self.next_tick_ms {
+                self.next_tick_ms = self.shared.now_ms + TICK_MS;
+                self.tick();
+            }
+            if self.shared.draining && self.conns.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Run the application's shutdown hook, once, as the worker leaves.
+    pub fn shutdown_app(&self) {
+        self.shared.app.shutdown();
+    }
+
+    fn accept(&mut self, index: usize) {
+        while self.accepting {
+            let (stream, peer) = match self.listeners[index].accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // Out of descriptors or memory: stop accepting until the
+                    // next tick rather than spin on a listener that stays
+                    // readable.
+                    log::error!("accepting a connection failed: {e}; pausing accept for a tick");
+                    self.pause_accepting();
+                    return;
+                }
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let mut conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
+            if let Err(e) = self.poll.registry().register(
+                conn.stream.source(),
+                Token(key),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::error!("registering a connection failed: {e}");
+                continue;
+            }
+            entry.insert(conn);
+            // The request often arrives with the connection: serve it now
+            // rather than after another round through the poller.
+            self.on_conn_ready(key);
+        }
+    }
+
+    fn on_conn_ready(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.on_ready(&mut self.shared, &self.infos) == Next::Close
+            || (self.shared.draining && conn.is_idle())
+        {
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(conn.stream.source());
+        conn.release(&mut self.shared);
+    }
+
+    fn pause_accepting(&mut self) {
+        self.accepting = false;
+        for listener in &mut self.listeners {
+            let _ = self.poll.registry().deregister(listener.source());
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.accepting || self.shared.draining {
+            return;
+        }
+        self.accepting = true;
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            let _ = self.poll.registry().register(
+                listener.source(),
+                Token(LISTENER_TOKEN_BASE + i),
+                Interest::READABLE,
+            );
+        }
+    }
+
+    fn tick(&mut self) {
+        // SAFETY: getppid cannot fail.
+        if unsafe { libc::getppid() } != self.master_pid {
+            log::warn!("the master is gone; the worker stops");
+            self.start_draining();
+        }
+        self.resume_accepting();
+        let now = self.shared.now_ms;
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline_ms <= now || (self.shared.draining && c.is_idle()))
+            .map(|(key, _)| key)
+            .collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get_mut(key)
+                && conn.deadline_ms <= now
+                && conn.phase != Phase::Closing
+            {
+                conn.on_timeout(&mut self.shared);
+            }
+            self.close(key);
+        }
+    }
+
+    fn on_signals(&mut self) {
+        self.signals.drain();
+        if self.signals.take(Signal::SIGTERM) > 0 {
+            self.start_draining();
+        }
+        if self.signals.take(Signal::SIGUSR1) > 0
+            && let Some(log) = &mut self.shared.access_log
+            && let Err(e) = log.reopen()
+        {
+            log::error!("reopening the access log failed: {e}");
+        }
+    }
+
+    /// `TERM`: stop accepting, close idle connections, finish the others.
+    fn start_draining(&mut self) {
+        if self.shared.draining {
+            return;
+        }
+        self.pause_accepting();
+        self.shared.draining = true;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.is_idle())
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            self.close(key);
+        }
+    }
+}
