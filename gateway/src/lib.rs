@@ -423,17 +423,45 @@ fn guarded(what: &str, f: impl FnOnce() -> Result<(), Error>) -> i32 {
             ffi::ERR
         }
         Err(panic) => {
+            let place = PANIC_LOCATION.take().unwrap_or_default();
             log(
                 Level::Error,
-                &format!("application {what} panicked: {}", panic_message(&*panic)),
+                &format!(
+                    "application {what} panicked at {place}: {}",
+                    panic_message(&*panic)
+                ),
             );
             ffi::ERR
         }
     }
 }
 
+thread_local! {
+    /// Where the last panic on this thread happened, for `guarded`'s line.
+    static PANIC_LOCATION: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+}
+
+/// The application's library carries its own copy of `std`, and so its own
+/// panic hook: route it into one line of the server's error log instead of
+/// a message and a backtrace on standard error. An application that wants
+/// its own hook sets it in its init hook, after this ran.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_default();
+            PANIC_LOCATION.set(Some(place));
+        }));
+    });
+}
+
 fn remember(server: *const ffi::Server) {
-    SERVER.store(server.cast_mut(), Ordering::Release);
+    if SERVER.swap(server.cast_mut(), Ordering::AcqRel).is_null() {
+        install_panic_hook();
+    }
 }
 
 #[doc(hidden)]
