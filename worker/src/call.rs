@@ -219,6 +219,9 @@ pub fn answer_inflight_on_abort(timed_out: bool) {
 /// The request's side that outlives the application call, for the caller.
 pub struct Outcome {
     pub keep_alive: bool,
+    /// How many bytes after the head the body took in the read buffer (the
+    /// rest, or the spill's pending bytes, are the next request).
+    pub input_used: usize,
     pub status: u16,
     pub body_bytes: u64,
 }
@@ -302,12 +305,6 @@ impl<'a> CallCtx<'a> {
 
     pub fn as_ffi(&mut self) -> *mut ffi::Call {
         (self as *mut CallCtx<'a>).cast()
-    }
-
-    /// How many bytes of `input` the body took (the rest, or the spill's
-    /// pending bytes, are the next request).
-    pub fn input_used(&self) -> usize {
-        self.input_pos
     }
 
     /// Mark the call as in hand for the abort handler.
@@ -674,10 +671,13 @@ impl<'a> CallCtx<'a> {
             }
         }
         if self.keep_alive && !matches!(self.body, BodyState::Done) {
-            self.keep_alive = self.drain_body();
+            // The client may wait for the answer before it sends the rest of
+            // the body: send the answer first, then skip the body.
+            self.keep_alive = self.flush_all().is_ok() && self.drain_body();
         }
         Outcome {
             keep_alive: self.keep_alive,
+            input_used: self.input_pos,
             status: self.status,
             body_bytes: self.body_sent,
         }

@@ -378,8 +378,8 @@ impl Conn {
             shared.slot.request_started(shared.now_ms);
             call.enter();
             let rc = shared.app.handle(call.as_ffi(), &request);
-            let used = head.len + call.input_used();
             let outcome = call.finish(rc);
+            let used = head.len + outcome.input_used;
             shared.slot.request_finished();
             if let Some(log) = &mut shared.access_log {
                 log.write(&Entry {
