@@ -97,6 +97,10 @@ typedef struct rgun_server {
 
     /* One line to the server's error log. */
     void (*log)(int32_t level, rgun_str message);
+
+    /* Send `len` bytes of the open file `fd` from `offset` as the next piece
+     * of the body (-1: to the end), with sendfile(2). The app closes `fd`. */
+    int32_t (*send_file)(rgun_call *call, int32_t fd, int64_t offset, int64_t len);
 } rgun_server;
 
 typedef struct rgun_app {

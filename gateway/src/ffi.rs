@@ -149,6 +149,11 @@ pub type RespondFn = unsafe extern "C" fn(
     body_len: usize,
 ) -> i32;
 
+/// Send `len` bytes of the open file `fd` from `offset` as the next piece of
+/// the body (`len` -1: to the end of the file), with sendfile(2) where the
+/// framing allows. The application keeps and closes `fd`.
+pub type SendFileFn = unsafe extern "C" fn(call: *mut Call, fd: i32, offset: i64, len: i64) -> i32;
+
 /// Write one line to the server's error log.
 pub type LogFn = unsafe extern "C" fn(level: i32, message: Str);
 
@@ -167,6 +172,7 @@ pub struct Server {
     pub write_body: WriteBodyFn,
     pub respond: RespondFn,
     pub log: LogFn,
+    pub send_file: SendFileFn,
 }
 
 pub type InitFn = unsafe extern "C" fn(server: *const Server) -> i32;

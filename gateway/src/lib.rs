@@ -208,6 +208,36 @@ pub struct BodyWriter<'c> {
     call: *mut ffi::Call,
 }
 
+impl BodyWriter<'_> {
+    /// Send `len` bytes of `file` from `offset` (`None`: to its end) as the
+    /// next piece of the body, with sendfile(2): no copy through this
+    /// process.
+    pub fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: Option<u64>,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let offset = i64::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let len = match len {
+            Some(n) => i64::try_from(n).map_err(|_| io::ErrorKind::InvalidInput)?,
+            None => -1,
+        };
+        // SAFETY: `call` is live for this writer's lifetime; the descriptor
+        // stays open for the call (the server does not keep it).
+        let rc = unsafe { (self.server.send_file)(self.call, file.as_raw_fd(), offset, len) };
+        if rc == ffi::OK {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "file could not be sent",
+            ))
+        }
+    }
+}
+
 impl io::Write for BodyWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         // SAFETY: `call` is live for this writer's lifetime; `data` is valid.

@@ -99,7 +99,7 @@ fn facts() -> Vec<Fact> {
     });
     layout!(facts, ffi::Server => "rgun_server" {
         abi_version, worker_id, app_arg, read_body, start_response, write_body,
-        respond, log,
+        respond, log, send_file,
     });
     layout!(facts, ffi::App => "rgun_app" {
         magic, abi_version, flags, init, handle, shutdown, reserved,
@@ -141,6 +141,10 @@ const C_SIGNATURES: &[(&str, &str)] = &[
          const uint8_t *, size_t)",
     ),
     ("rgun_server, log", "void (*)(int32_t, rgun_str)"),
+    (
+        "rgun_server, send_file",
+        "int32_t (*)(rgun_call *, int32_t, int64_t, int64_t)",
+    ),
     ("rgun_app, init", "int32_t (*)(const rgun_server *)"),
     (
         "rgun_app, handle",
@@ -169,6 +173,7 @@ fn rust_signatures(server: &ffi::Server, app: &ffi::App, request: &ffi::Request,
         usize,
     ) -> i32 = server.respond;
     let _: unsafe extern "C" fn(i32, ffi::Str) = server.log;
+    let _: unsafe extern "C" fn(*mut ffi::Call, i32, i64, i64) -> i32 = server.send_file;
     let _: Option<unsafe extern "C" fn(*const ffi::Server) -> i32> = app.init;
     let _: Option<
         unsafe extern "C" fn(*const ffi::Server, *mut ffi::Call, *const ffi::Request) -> i32,

@@ -114,6 +114,10 @@ unsafe extern "C" fn log(level: i32, message: ffi::Str) {
     LOG.lock().unwrap().push(line);
 }
 
+unsafe extern "C" fn send_file(_: *mut ffi::Call, _: i32, _: i64, _: i64) -> i32 {
+    ffi::ERR
+}
+
 /// The server table, `static` because the SDK keeps a pointer to it.
 struct Server(ffi::Server);
 // SAFETY: immutable, and holds only function pointers and a static string.
@@ -128,6 +132,7 @@ static SERVER: Server = Server(ffi::Server {
     write_body,
     respond,
     log,
+    send_file,
 });
 
 /// The request every test sends, with `path` and `body` of its own.

@@ -164,5 +164,6 @@ fn server_table(worker_id: u32, app_arg: &[u8]) -> &'static ffi::Server {
         write_body: call::write_body,
         respond: call::respond,
         log: call::log,
+        send_file: call::send_file,
     }))
 }

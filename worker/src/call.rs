@@ -190,6 +190,8 @@ enum Refusal {
     NotStarted,
     #[error("body longer than the Content-Length it declared")]
     TooLong,
+    #[error("sending a file failed: {0}")]
+    File(String),
 }
 
 /// What the signal handler needs to answer the request in hand when the
@@ -636,6 +638,85 @@ impl<'a> CallCtx<'a> {
         Ok(())
     }
 
+    /// A piece of the body from an open file: the head and anything pending
+    /// go out first, then the file with sendfile(2).
+    fn send_file(&mut self, fd: RawFd, offset: i64, len: i64) -> Result<(), Refusal> {
+        if !self.started {
+            return Err(Refusal::NotStarted);
+        }
+        let len = if len >= 0 {
+            len as u64
+        } else {
+            // SAFETY: `stat` is plain data, valid when zeroed; fstat writes
+            // into it for a descriptor the application passed.
+            let (rc, st) = unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                (libc::fstat(fd, &mut st), st)
+            };
+            if rc != 0 {
+                return Err(Refusal::File(io::Error::last_os_error().to_string()));
+            }
+            (st.st_size as u64).saturating_sub(offset.max(0) as u64)
+        };
+        let mut want = len;
+        match self.framing {
+            OutFraming::NoBody => {
+                self.body_sent += len;
+                return Ok(());
+            }
+            OutFraming::Length(remaining) => want = want.min(remaining),
+            OutFraming::Chunked => {
+                if len == 0 {
+                    return Ok(());
+                }
+                let mut size = [0u8; 16];
+                let hex = format_hex(len as usize, &mut size);
+                self.out.extend_from_slice(hex);
+                self.out.extend_from_slice(b"\r\n");
+            }
+            OutFraming::Close => {}
+        }
+        self.flush_all().map_err(|_| Refusal::AlreadySent)?;
+        let mut off = offset as libc::off_t;
+        let mut left = want;
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            // SAFETY: sendfile between two descriptors this call owns for
+            // its duration, with a valid offset pointer.
+            let n = unsafe { libc::sendfile(self.io.fd, fd, &mut off, chunk) };
+            if n > 0 {
+                left -= n as u64;
+                continue;
+            }
+            if n == 0 {
+                // The file is shorter than promised: the framing is broken.
+                self.failed = true;
+                return Err(Refusal::File("the file ended early".into()));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock => self
+                    .io
+                    .wait(libc::POLLOUT)
+                    .map_err(|_| Refusal::AlreadySent)?,
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(Refusal::File(err.to_string())),
+            }
+        }
+        self.body_sent += want;
+        match self.framing {
+            OutFraming::Length(remaining) => {
+                self.framing = OutFraming::Length(remaining - want);
+                if want < len {
+                    return Err(Refusal::TooLong);
+                }
+            }
+            OutFraming::Chunked => self.out.extend_from_slice(b"\r\n"),
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// After the application returned `rc`: finish the answer, or replace it
     /// with the server's error if nothing of it was sent; skip the unread
     /// body so that the connection can serve the next request.
@@ -824,6 +905,22 @@ pub unsafe extern "C" fn respond(
     match ctx.write_body(body) {
         Ok(()) => ffi::OK,
         Err(e) => refused(ctx, "respond", &e),
+    }
+}
+
+pub unsafe extern "C" fn send_file(call: *mut ffi::Call, fd: i32, offset: i64, len: i64) -> i32 {
+    // SAFETY: the ABI: `call` is the live call.
+    let ctx = unsafe { ctx(call) };
+    if ctx.failed || offset < 0 {
+        return ffi::ERR;
+    }
+    match ctx.send_file(fd, offset, len) {
+        Ok(()) => ffi::OK,
+        Err(Refusal::AlreadySent) => {
+            ctx.failed = true;
+            ffi::ERR
+        }
+        Err(e) => refused(ctx, "send_file", &e),
     }
 }
 
