@@ -192,20 +192,47 @@ fn request_body_chunked_with_uppercase_hex_and_empty_body() {
     assert_eq!(echo["body_length"], 0);
 }
 
+// `/` does not read the body; the server must skip it before parsing the
+// next request on the connection. Otherwise a body is run as a request of
+// its own: request smuggling.
+const SMUGGLED: &[u8] = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+
 #[test]
-fn unread_request_body_does_not_leak_into_the_next_request() {
-    // `/` does not read the body; the server must skip it before parsing
-    // the next request on the connection.
+fn unread_content_length_body_is_not_parsed_as_a_request() {
     let server = Server::testapp();
     let mut conn = server.connect();
-    let mut raw = request("POST", "/", &[], b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
-    raw.extend(b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
-    raw.extend(chunked(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &[7]));
+    let mut raw = request("POST", "/", &[], SMUGGLED);
     raw.extend(get("/echo?after"));
     conn.send(&raw);
     conn.read_response().assert_status(200);
+    let r = conn.read_response();
+    r.assert_status(200);
+    assert_eq!(r.json()["query"], "after");
+}
+
+#[test]
+fn unread_chunked_body_is_not_parsed_as_a_request() {
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    let mut raw =
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    raw.extend(chunked(SMUGGLED, &[7]));
+    raw.extend(get("/echo?after"));
+    conn.send(&raw);
     conn.read_response().assert_status(200);
     let r = conn.read_response();
+    r.assert_status(200);
+    assert_eq!(r.json()["query"], "after");
+}
+
+#[test]
+fn unread_body_is_skipped_without_pipelining() {
+    // One request at a time, each sent whole and answered before the next.
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    conn.request(&request("POST", "/", &[], SMUGGLED))
+        .assert_status(200);
+    let r = conn.request(&get("/echo?after"));
     r.assert_status(200);
     assert_eq!(r.json()["query"], "after");
 }
