@@ -239,13 +239,21 @@ impl Log {
     /// Wait until the writer closed the pipe (the process and every child
     /// that inherited the pipe exited).
     pub fn wait_closed(&self, timeout: Duration) {
+        assert!(self.closed_within(timeout), "the pipe stayed open");
+    }
+
+    /// Whether the pipe closed within `timeout`.
+    fn closed_within(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut state = self.state.lock().unwrap();
         while !state.closed {
             let now = Instant::now();
-            assert!(now < deadline, "the pipe stayed open");
+            if now >= deadline {
+                return false;
+            }
             state = self.changed.wait_timeout(state, deadline - now).unwrap().0;
         }
+        true
     }
 }
 
@@ -457,6 +465,11 @@ impl Server {
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 self.exit = Some(status);
+                // Let the reader threads take in the last lines the process
+                // wrote, so that a test can look at the whole log. A child
+                // that kept the pipes open is for the test to catch.
+                self.stderr.closed_within(WAIT);
+                self.stdout.closed_within(WAIT);
                 return status;
             }
             if Instant::now() >= deadline {
@@ -700,11 +713,16 @@ pub struct Conn {
 
 impl Conn {
     pub fn tcp(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        Conn::new(Stream::Tcp(stream))
+        Conn::try_tcp(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    /// Connect, or say why not (for a server that may refuse).
+    pub fn try_tcp(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Conn::new(Stream::Tcp(stream)))
     }
 
     pub fn unix(path: &Path) -> Conn {

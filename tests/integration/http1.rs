@@ -270,6 +270,29 @@ fn expect_100_continue_with_a_chunked_body() {
 }
 
 #[test]
+fn expect_100_continue_is_not_sent_when_the_app_does_not_read() {
+    // `/` never reads the body: the final answer comes straight away, with
+    // no 100 before it (RFC 9110 §10.1.1).
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    conn.send(
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    );
+    let response = conn.read_response();
+    response.assert_status(200);
+    assert_eq!(response.body, b"Hello, World!");
+    if response.connection_has("close") {
+        conn.assert_closed();
+    } else {
+        // Kept open: the client may still send the body, which is skipped.
+        conn.send(b"hello");
+        let r = conn.request(&get("/echo?next"));
+        r.assert_status(200);
+        assert_eq!(r.json()["query"], "next");
+    }
+}
+
+#[test]
 fn head_gets_the_headers_without_a_body() {
     let server = Server::testapp();
     let mut conn = server.connect();

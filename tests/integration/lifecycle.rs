@@ -182,6 +182,26 @@ fn term_lets_the_in_flight_request_finish_then_exits_0() {
 }
 
 #[test]
+fn term_stops_accepting_new_connections() {
+    let mut server = Server::testapp();
+    let mut busy = server.connect();
+    busy.send(&get("/sleep?ms=1500"));
+    busy.wait_until_server_read();
+    server.signal(libc::SIGTERM);
+    server.wait_for_log("Handling signal: term", WAIT);
+    // A connection made after TERM is refused or dropped, never served,
+    // while the one in flight still completes.
+    let late = Conn::try_tcp(server.addr());
+    busy.read_response().assert_status(200);
+    if let Ok(mut late) = late {
+        let _ = late.try_send(&get("/"));
+        assert_cut_off(&mut late);
+    }
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+}
+
+#[test]
 fn term_while_streaming_finishes_the_stream() {
     let mut server = Server::testapp();
     let mut conn = server.connect();
