@@ -98,7 +98,8 @@ fn pid_file_holds_the_master_pid_and_goes_on_exit() {
     let line = wait_for_file_line(&pidfile, &master, WAIT);
     assert_eq!(line.trim(), master);
     server.signal(libc::SIGTERM);
-    server.wait_exit(WAIT);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
     assert!(!pidfile.exists(), "the pid file must be removed on exit");
 }
 
@@ -173,4 +174,34 @@ fn unknown_flag_is_refused() {
     let status = server.wait_exit(WAIT);
     assert!(!status.success());
     assert!(server.stderr.text().contains("--no-such-flag"));
+}
+
+#[test]
+fn log_level_warning_hides_info_lines() {
+    // No "Listening at:" to wait for at this level: bind a Unix socket and
+    // wait until it takes connections instead.
+    let path = unique_socket_path("loglevel");
+    let mut server = Server::builder(testapp())
+        .bind(format!("unix:{}", path.display()))
+        .args(["--log-level", "warning"])
+        .spawn();
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut conn = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&path) {
+            drop(stream);
+            break Conn::unix(&path);
+        }
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    conn.request(&get("/")).assert_status(200);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+    let log = server.stderr.text();
+    assert!(
+        !log.contains("[INFO]"),
+        "INFO lines at --log-level warning:\n{log}"
+    );
+    let _ = std::fs::remove_file(&path);
 }
