@@ -53,9 +53,18 @@ struct Worker {
     retiring: bool,
 }
 
+/// Calls around each fork, for an interpreter preloaded in the master.
+#[derive(Clone, Copy)]
+pub struct ForkHooks {
+    pub before: fn(),
+    pub after_parent: fn(),
+    pub after_child: fn(),
+}
+
 /// Everything a worker is started with, kept by the master.
 pub struct Settings {
     pub workers: usize,
+    pub fork_hooks: Option<ForkHooks>,
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
     pub worker: WorkerConfig,
@@ -330,9 +339,20 @@ impl Arbiter {
                 return None;
             }
         };
+        let hooks = self.settings.fork_hooks;
+        if let Some(hooks) = hooks {
+            (hooks.before)();
+        }
         // SAFETY: the master is single-threaded, so the child starts with a
         // consistent heap and no lock held by another thread.
-        match unsafe { fork() } {
+        let forked = unsafe { fork() };
+        if let Some(hooks) = hooks {
+            match forked {
+                Ok(ForkResult::Child) => (hooks.after_child)(),
+                _ => (hooks.after_parent)(),
+            }
+        }
+        match forked {
             Ok(ForkResult::Child) => {
                 let _ =
                     signals::set_handler(&HANDLED_SIGNALS, nix::sys::signal::SigHandler::SigDfl);
@@ -428,14 +448,17 @@ impl Arbiter {
 /// has moved into its worker.
 fn placeholder_config() -> WorkerConfig {
     WorkerConfig {
-        app_path: Default::default(),
-        app_symbol: String::new(),
+        app: rgun_worker::AppSource::Library {
+            path: Default::default(),
+            symbol: String::new(),
+        },
         limits: rgun_worker::Limits {
             request_line: 0,
             request_fields: 0,
             request_field_size: 0,
             request_body: 0,
         },
+        threads: 1,
         keep_alive_ms: 0,
         header_timeout_ms: 0,
         io_timeout_ms: 0,

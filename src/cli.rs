@@ -7,6 +7,10 @@ use clap::{Parser, ValueEnum};
 
 /// Gunicorn's `workers` default (overridden by `WEB_CONCURRENCY`).
 pub const DEFAULT_WORKERS: usize = 1;
+/// Gunicorn's `threads`.
+pub const DEFAULT_THREADS: usize = 1;
+/// The most threads one worker runs.
+pub const MAX_THREADS: usize = 256;
 /// Gunicorn's default `bind`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Gunicorn's `backlog`.
@@ -95,6 +99,21 @@ pub struct Cli {
     /// The largest request body, in bytes (0: unlimited); larger: 413.
     #[arg(long = "limit-request-body", value_name = "BYTES", default_value_t = 0)]
     pub limit_request_body: u64,
+
+    /// Threads per worker that run application calls (for applications that
+    /// block on I/O); 1 runs them on the event loop's own thread.
+    #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_THREADS)]
+    pub threads: usize,
+
+    /// Load the application in the master before forking the workers
+    /// (shared memory, faster boot); a reload then re-executes the master
+    /// so that new code still goes live.
+    #[arg(long)]
+    pub preload: bool,
+
+    /// Directories to add to Python's path, comma-separated (Python apps).
+    #[arg(long, value_name = "DIRS")]
+    pub pythonpath: Option<String>,
 
     /// Write the master's pid to this file.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]

@@ -14,6 +14,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
+use rgun_worker::AppSource;
+
 use crate::cli::{AppSpec, Cli};
 use crate::sockets::{BindAddr, Listener};
 
@@ -52,27 +54,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         std::env::set_current_dir(dir)
             .with_context(|| format!("cannot change directory to {}", dir.display()))?;
     }
-    let (app_path, app_symbol) = match AppSpec::parse(&cli.app) {
-        AppSpec::Native { path, symbol } => (path, symbol),
-        AppSpec::Python { module } => {
-            return Err(Failure {
-                error: anyhow::anyhow!(
-                    "cannot load application {module:?}: Python WSGI applications are not supported by this build (give a path/to/lib.so:symbol)"
-                ),
-                code: rgun_worker::EXIT_APP_LOAD_ERROR as u8,
-            });
-        }
-    };
-    // Caught here, before any socket or fork, because it needs no code of the
-    // application; everything else about loading is checked by the first
-    // worker.
-    if !app_path.exists() {
-        return Err(Failure {
-            error: rgun_worker::LoadError::NotFound { path: app_path }.into(),
-            code: rgun_worker::EXIT_APP_LOAD_ERROR as u8,
-        });
-    }
-    let settings = settings(&cli, app_path, app_symbol)?;
+    let app = resolve_app(&cli)?;
+    let settings = settings(&cli, app)?;
     let binds = if cli.bind.is_empty() {
         vec![cli::DEFAULT_BIND.to_string()]
     } else {
@@ -101,11 +84,82 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     Ok(code)
 }
 
+/// Where the workers get the application: a library they open after fork,
+/// or a table in this process (the Python bridge, or anything `--preload`
+/// loaded here).
+fn resolve_app(cli: &Cli) -> Result<(AppSource, Option<arbiter::ForkHooks>), Failure> {
+    let load_error = |error: anyhow::Error| Failure {
+        error,
+        code: rgun_worker::EXIT_APP_LOAD_ERROR as u8,
+    };
+    match AppSpec::parse(&cli.app) {
+        AppSpec::Native { path, symbol } => {
+            // Caught here, before any socket or fork, because it needs no
+            // code of the application; everything else about loading is
+            // checked by the first worker (or just below, with --preload).
+            if !cli.preload {
+                if !path.exists() {
+                    return Err(load_error(rgun_worker::LoadError::NotFound { path }.into()));
+                }
+                return Ok((AppSource::Library { path, symbol }, None));
+            }
+            let table =
+                rgun_worker::load_library(&path, &symbol).map_err(|e| load_error(e.into()))?;
+            Ok((AppSource::Table { table, arg: symbol }, None))
+        }
+        AppSpec::Python { module } => python_app(cli, module).map_err(load_error),
+    }
+}
+
+#[cfg(feature = "python")]
+fn python_app(cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::ForkHooks>)> {
+    if let Some(dirs) = &cli.pythonpath {
+        // Read when the interpreter starts, in the workers or (preload) here.
+        let mut path: Vec<String> = dirs
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect();
+        if let Ok(existing) = std::env::var("PYTHONPATH") {
+            path.push(existing);
+        }
+        // SAFETY: the master is single-threaded; nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var("PYTHONPATH", path.join(":")) };
+    }
+    let hooks = if cli.preload {
+        rgun_wsgi::preload(&module).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Some(arbiter::ForkHooks {
+            before: rgun_wsgi::before_fork,
+            after_parent: rgun_wsgi::after_fork_parent,
+            after_child: rgun_wsgi::after_fork_child,
+        })
+    } else {
+        None
+    };
+    Ok((
+        AppSource::Table {
+            table: &rgun_wsgi::APP,
+            arg: module,
+        },
+        hooks,
+    ))
+}
+
+#[cfg(not(feature = "python"))]
+fn python_app(_cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::ForkHooks>)> {
+    anyhow::bail!(
+        "cannot load application {module:?}: this rgun was built without Python support (the `python` feature); give a path/to/lib.so:symbol"
+    )
+}
+
 fn settings(
     cli: &Cli,
-    app_path: std::path::PathBuf,
-    app_symbol: String,
+    (app, fork_hooks): (AppSource, Option<arbiter::ForkHooks>),
 ) -> Result<arbiter::Settings> {
+    if cli.threads == 0 || cli.threads > cli::MAX_THREADS {
+        bail!("--threads must be between 1 and {}", cli::MAX_THREADS);
+    }
     if cli.workers > cli::MAX_WORKERS {
         bail!(
             "--workers {} is more than this rgun runs ({})",
@@ -134,9 +188,10 @@ fn settings(
         workers: cli.workers.max(1),
         timeout_ms: cli.timeout * 1000,
         graceful_timeout_ms: cli.graceful_timeout * 1000,
+        fork_hooks,
         worker: rgun_worker::WorkerConfig {
-            app_path,
-            app_symbol,
+            app,
+            threads: cli.threads,
             limits: rgun_worker::Limits {
                 request_line,
                 request_fields,

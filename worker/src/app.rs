@@ -42,83 +42,12 @@ pub struct LoadedApp {
 }
 
 impl LoadedApp {
-    /// Open `path` and find the application table `symbol` in it.
-    pub fn load(path: &Path, symbol: &str, worker_id: u32) -> Result<LoadedApp, LoadError> {
-        if !path.exists() {
-            return Err(LoadError::NotFound { path: path.into() });
-        }
-        // dlopen searches the library path for a bare name; the operator
-        // means a file.
-        let file = if path.components().count() == 1 {
-            Path::new(".").join(path)
-        } else {
-            path.to_path_buf()
-        };
-        // SAFETY: loading a library runs its initialisers: that is the point
-        // of `rgun lib.so:app`, and the operator chose the file.
-        let library = unsafe {
-            libloading::os::unix::Library::open(
-                Some(&file),
-                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
-            )
-        }
-        .map_err(|e| LoadError::NotLoadable {
-            path: path.into(),
-            reason: dl_reason(&e.to_string(), &file),
-        })?;
-        // SAFETY: the symbol is read as the address of an `ffi::App`; its
-        // contents are checked (magic, version, handler) before any use.
-        let table: *const ffi::App = unsafe { library.get::<*const ffi::App>(symbol.as_bytes()) }
-            .map(|s| *s)
-            .map_err(|_| LoadError::NoSymbol {
-                path: path.into(),
-                symbol: symbol.into(),
-            })?;
-        // The library stays for the life of the worker: the table and the
-        // code it points to must never be unmapped.
-        std::mem::forget(library);
-        if table.is_null() {
-            return Err(LoadError::NotAnApp {
-                path: path.into(),
-                symbol: symbol.into(),
-            });
-        }
-        // SAFETY: a non-null address of an exported symbol in a library that
-        // is never unloaded; its first two words are read to check that it is
-        // an `ffi::App` before anything else of it is used.
-        let (magic, version) = unsafe {
-            (
-                std::ptr::read_unaligned(&raw const (*table).magic),
-                std::ptr::read_unaligned(&raw const (*table).abi_version),
-            )
-        };
-        if magic != ffi::APP_MAGIC {
-            return Err(LoadError::NotAnApp {
-                path: path.into(),
-                symbol: symbol.into(),
-            });
-        }
-        if version != ffi::ABI_VERSION {
-            return Err(LoadError::AbiVersion {
-                path: path.into(),
-                symbol: symbol.into(),
-                found: version,
-                expected: ffi::ABI_VERSION,
-            });
-        }
-        // SAFETY: magic and version match, so the symbol is an `ffi::App`
-        // of this ABI, in a library that is never unloaded.
-        let table: &'static ffi::App = unsafe { &*table };
-        if table.handle.is_none() {
-            return Err(LoadError::NoHandler {
-                path: path.into(),
-                symbol: symbol.into(),
-            });
-        }
-        Ok(LoadedApp {
+    /// The application as this worker's server table sees it.
+    pub fn new(table: &'static ffi::App, app_arg: &[u8], worker_id: u32) -> LoadedApp {
+        LoadedApp {
             table,
-            server: server_table(worker_id, symbol.as_bytes()),
-        })
+            server: server_table(worker_id, app_arg),
+        }
     }
 
     /// Run the per-worker init hook; `false` when it failed.
@@ -140,11 +69,90 @@ impl LoadedApp {
 
     /// Hand one request to the application.
     pub fn handle(&self, call: *mut ffi::Call, request: &ffi::Request) -> i32 {
-        let handle = self.table.handle.expect("checked at load");
+        let Some(handle) = self.table.handle else {
+            log::error!("the application has no handle function");
+            return ffi::ERR;
+        };
         // SAFETY: `call` and `request` are valid for this call (see
-        // `call::dispatch`), the server table for the process.
+        // `conn::Conn::process`), the server table for the process.
         unsafe { handle(self.server, call, request) }
     }
+}
+
+/// Open `path` and find the application table `symbol` in it, checked.
+pub fn load_library(path: &Path, symbol: &str) -> Result<&'static ffi::App, LoadError> {
+    if !path.exists() {
+        return Err(LoadError::NotFound { path: path.into() });
+    }
+    // dlopen searches the library path for a bare name; the operator means
+    // a file.
+    let file = if path.components().count() == 1 {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    };
+    // SAFETY: loading a library runs its initialisers: that is the point of
+    // `rgun lib.so:app`, and the operator chose the file.
+    let library = unsafe {
+        libloading::os::unix::Library::open(
+            Some(&file),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+        )
+    }
+    .map_err(|e| LoadError::NotLoadable {
+        path: path.into(),
+        reason: dl_reason(&e.to_string(), &file),
+    })?;
+    // SAFETY: the symbol is read as the address of an `ffi::App`; its
+    // contents are checked (magic, version, handler) before any use.
+    let table: *const ffi::App = unsafe { library.get::<*const ffi::App>(symbol.as_bytes()) }
+        .map(|s| *s)
+        .map_err(|_| LoadError::NoSymbol {
+            path: path.into(),
+            symbol: symbol.into(),
+        })?;
+    // The library stays for the life of the process: the table and the code
+    // it points to must never be unmapped.
+    std::mem::forget(library);
+    if table.is_null() {
+        return Err(LoadError::NotAnApp {
+            path: path.into(),
+            symbol: symbol.into(),
+        });
+    }
+    // SAFETY: a non-null address of an exported symbol in a library that is
+    // never unloaded; only its first two words are read before they prove
+    // it is an `ffi::App`.
+    let (magic, version) = unsafe {
+        (
+            std::ptr::read_unaligned(&raw const (*table).magic),
+            std::ptr::read_unaligned(&raw const (*table).abi_version),
+        )
+    };
+    if magic != ffi::APP_MAGIC {
+        return Err(LoadError::NotAnApp {
+            path: path.into(),
+            symbol: symbol.into(),
+        });
+    }
+    if version != ffi::ABI_VERSION {
+        return Err(LoadError::AbiVersion {
+            path: path.into(),
+            symbol: symbol.into(),
+            found: version,
+            expected: ffi::ABI_VERSION,
+        });
+    }
+    // SAFETY: magic and version match, so the symbol is an `ffi::App` of
+    // this ABI, in a library that is never unloaded.
+    let table: &'static ffi::App = unsafe { &*table };
+    if table.handle.is_none() {
+        return Err(LoadError::NoHandler {
+            path: path.into(),
+            symbol: symbol.into(),
+        });
+    }
+    Ok(table)
 }
 
 /// dlerror's text starts with the path it was given; say it once.

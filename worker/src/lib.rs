@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use nix::sys::signal::{SigHandler, Signal};
 
-pub use app::LoadError;
+pub use app::{LoadError, load_library};
 pub use conn::ListenerInfo;
 pub use parse::Limits;
 pub use server::ListenerFd;
@@ -35,10 +35,24 @@ pub const EXIT_BOOT_ERROR: i32 = 3;
 /// APP_LOAD_ERROR.
 pub const EXIT_APP_LOAD_ERROR: i32 = 4;
 
+/// Where a worker's application comes from.
+pub enum AppSource {
+    /// `path.so:symbol`, opened in the worker after fork.
+    Library { path: PathBuf, symbol: String },
+    /// A table already in this process: linked into the binary (the Python
+    /// bridge) or opened by the master (`--preload`). `arg` is handed to the
+    /// application as `app_arg`.
+    Table {
+        table: &'static rgun_gateway::ffi::App,
+        arg: String,
+    },
+}
+
 /// What a worker needs to run, from the master.
 pub struct WorkerConfig {
-    pub app_path: PathBuf,
-    pub app_symbol: String,
+    pub app: AppSource,
+    /// Threads that run application calls; 1: the event loop's own.
+    pub threads: usize,
     pub limits: Limits,
     pub keep_alive_ms: u64,
     pub header_timeout_ms: u64,
@@ -64,12 +78,15 @@ pub fn run(
             return EXIT_BOOT_ERROR;
         }
     };
-    let app = match app::LoadedApp::load(&config.app_path, &config.app_symbol, worker_id) {
-        Ok(app) => app,
-        Err(e) => {
-            log::error!("{e}");
-            return EXIT_APP_LOAD_ERROR;
-        }
+    let app = match &config.app {
+        AppSource::Library { path, symbol } => match app::load_library(path, symbol) {
+            Ok(table) => app::LoadedApp::new(table, symbol.as_bytes(), worker_id),
+            Err(e) => {
+                log::error!("{e}");
+                return EXIT_APP_LOAD_ERROR;
+            }
+        },
+        AppSource::Table { table, arg } => app::LoadedApp::new(table, arg.as_bytes(), worker_id),
     };
     let access_log = match config
         .access_log

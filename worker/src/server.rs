@@ -135,9 +135,14 @@ impl EventLoop {
             self.shared.now_ms = monotonic_ms();
             self.shared.date.refresh();
             self.shared.slot.beat(self.shared.now_ms);
+            // Signals first: a TERM that arrived with a new connection in the
+            // same batch must stop the worker from accepting it.
+            if events.iter().any(|e| e.token() == SIGNAL_TOKEN) {
+                self.on_signals();
+            }
             for event in events.iter() {
                 match event.token() {
-                    SIGNAL_TOKEN => self.on_signals(),
+                    SIGNAL_TOKEN => {}
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
                     Token(key) => self.on_conn_ready(key),
                 }

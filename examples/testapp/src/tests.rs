@@ -123,6 +123,10 @@ unsafe extern "C" fn log(_level: i32, message: ffi::Str) {
     LOG.lock().unwrap().push(line);
 }
 
+unsafe extern "C" fn send_file(_: *mut ffi::Call, _: i32, _: i64, _: i64) -> i32 {
+    ffi::ERR
+}
+
 /// The server table, `static` because the SDK keeps a pointer to it.
 struct Server(ffi::Server);
 // SAFETY: the table is immutable and holds only function pointers and an
@@ -138,6 +142,7 @@ static SERVER: Server = Server(ffi::Server {
     write_body,
     respond,
     log,
+    send_file,
 });
 
 /// Calls the app as a server would for `method target`; returns what
