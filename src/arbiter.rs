@@ -459,6 +459,7 @@ fn placeholder_config() -> WorkerConfig {
             request_body: 0,
         },
         threads: 1,
+        timeout_ms: 0,
         keep_alive_ms: 0,
         header_timeout_ms: 0,
         io_timeout_ms: 0,

@@ -56,6 +56,9 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     }
     let app = resolve_app(&cli)?;
     let settings = settings(&cli, app)?;
+    // Told to applications (the WSGI bridge's wsgi.multiprocess).
+    // SAFETY: the master is single-threaded.
+    unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
     let binds = if cli.bind.is_empty() {
         vec![cli::DEFAULT_BIND.to_string()]
     } else {
@@ -192,6 +195,7 @@ fn settings(
         worker: rgun_worker::WorkerConfig {
             app,
             threads: cli.threads,
+            timeout_ms: cli.timeout * 1000,
             limits: rgun_worker::Limits {
                 request_line,
                 request_fields,

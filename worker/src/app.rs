@@ -41,6 +41,14 @@ pub struct LoadedApp {
     server: &'static ffi::Server,
 }
 
+// SAFETY: both tables are immutable for the life of the process (function
+// pointers and a leaked, never-written string); calling `handle` from
+// several threads is what `--threads` asks, and the application's
+// APP_THREAD_SAFE flag is checked before threads are started.
+unsafe impl Send for LoadedApp {}
+// SAFETY: as above.
+unsafe impl Sync for LoadedApp {}
+
 impl LoadedApp {
     /// The application as this worker's server table sees it.
     pub fn new(table: &'static ffi::App, app_arg: &[u8], worker_id: u32) -> LoadedApp {
@@ -48,6 +56,11 @@ impl LoadedApp {
             table,
             server: server_table(worker_id, app_arg),
         }
+    }
+
+    /// The application says its `handle` may run on several threads at once.
+    pub fn is_thread_safe(&self) -> bool {
+        self.table.flags & ffi::APP_THREAD_SAFE != 0
     }
 
     /// Run the per-worker init hook; `false` when it failed.

@@ -6,6 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
 
 use rgun_gateway::ffi;
 
@@ -102,52 +103,82 @@ pub enum Phase {
     Closing,
 }
 
-/// Everything a connection borrows from its worker while it works.
-pub struct Shared {
+/// What every thread of a worker reads and none writes, fixed at boot.
+pub struct Settings {
     pub limits: Limits,
     pub keep_alive_ms: u64,
     pub header_timeout_ms: u64,
     pub io_timeout_ms: u64,
     pub app: LoadedApp,
     pub slot: &'static Slot,
+    pub listeners: Vec<ListenerInfo>,
+    /// One thread runs the application: the abort handler may answer the
+    /// request in hand (with several there is no one request in hand).
+    pub answer_on_abort: bool,
+}
+
+/// A thread's scratch space, reused from request to request.
+pub struct Scratch {
+    fields: Vec<ffi::Header>,
+    path: Vec<u8>,
+    spill: Spill,
+}
+
+impl Scratch {
+    pub fn new(limits: &Limits) -> Scratch {
+        Scratch {
+            fields: Vec::with_capacity(limits.request_fields.min(parse::MAX_REQUEST_FIELDS_CAP)),
+            path: Vec::new(),
+            spill: Spill::new(READ_BUFFER_SIZE * 4),
+        }
+    }
+}
+
+/// What answering requests needs, on whichever thread does it.
+pub struct Cx<'a> {
+    pub settings: &'a Settings,
+    pub scratch: &'a mut Scratch,
+    pub date: &'a [u8],
+    pub now_ms: u64,
+    pub draining: bool,
+    pub access_log: Option<&'a Mutex<AccessLog>>,
+}
+
+/// The event loop's own state that connections use: the clock, the drain
+/// flag, buffer pools, and the loop thread's scratch.
+pub struct Shared {
+    pub settings: &'static Settings,
+    pub scratch: Scratch,
     pub date: DateCache,
     pub now_ms: u64,
     pub draining: bool,
-    pub access_log: Option<AccessLog>,
-    pub fields: Vec<ffi::Header>,
-    pub path: Vec<u8>,
-    pub spill: Spill,
+    pub access_log: Option<Arc<Mutex<AccessLog>>>,
     read_pool: Vec<Vec<u8>>,
     write_pool: Vec<Vec<u8>>,
 }
 
 impl Shared {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        limits: Limits,
-        keep_alive_ms: u64,
-        header_timeout_ms: u64,
-        io_timeout_ms: u64,
-        app: LoadedApp,
-        slot: &'static Slot,
-        access_log: Option<AccessLog>,
-    ) -> Shared {
+    pub fn new(settings: &'static Settings, access_log: Option<Arc<Mutex<AccessLog>>>) -> Shared {
         Shared {
-            fields: Vec::with_capacity(limits.request_fields.min(parse::MAX_REQUEST_FIELDS_CAP)),
-            limits,
-            keep_alive_ms,
-            header_timeout_ms,
-            io_timeout_ms,
-            app,
-            slot,
+            settings,
+            scratch: Scratch::new(&settings.limits),
             date: DateCache::new(),
             now_ms: 0,
             draining: false,
             access_log,
-            path: Vec::new(),
-            spill: Spill::new(READ_BUFFER_SIZE * 4),
             read_pool: Vec::new(),
             write_pool: Vec::new(),
+        }
+    }
+
+    fn cx(&mut self) -> Cx<'_> {
+        Cx {
+            settings: self.settings,
+            scratch: &mut self.scratch,
+            date: self.date.get(),
+            now_ms: self.now_ms,
+            draining: self.draining,
+            access_log: self.access_log.as_deref(),
         }
     }
 
@@ -190,6 +221,9 @@ pub struct Conn {
     pub phase: Phase,
     pub deadline_ms: u64,
     peer_closed: bool,
+    /// The buffered bytes are an incomplete head: parse again only after
+    /// more arrive.
+    awaiting_more: bool,
 }
 
 /// What the loop should do with a connection after it worked.
@@ -197,6 +231,8 @@ pub struct Conn {
 pub enum Next {
     Keep,
     Close,
+    /// Requests are buffered: hand the connection to an application thread.
+    Dispatch,
 }
 
 impl Conn {
@@ -211,8 +247,9 @@ impl Conn {
             wbuf: Vec::new(),
             wpos: 0,
             phase: Phase::Idle,
-            deadline_ms: now_ms + shared.header_timeout_ms,
+            deadline_ms: now_ms + shared.settings.header_timeout_ms,
             peer_closed: false,
+            awaiting_more: false,
         }
     }
 
@@ -220,14 +257,23 @@ impl Conn {
         self.phase == Phase::Idle && self.rstart == self.rend && self.wpos == self.wbuf.len()
     }
 
-    /// The socket is readable (or writable): do all the work there is.
-    pub fn on_ready(&mut self, shared: &mut Shared, listeners: &[ListenerInfo]) -> Next {
+    /// The socket is readable (or writable): do all the work there is. With
+    /// `inline` false, buffered requests are not answered here but handed
+    /// back as [`Next::Dispatch`].
+    pub fn on_ready(&mut self, shared: &mut Shared, inline: bool) -> Next {
         loop {
-            if self.flush(shared).is_err() {
+            if self
+                .write_pending(shared.now_ms, shared.settings.io_timeout_ms)
+                .is_err()
+            {
                 return Next::Close;
             }
+            self.recycle_write_buffer(shared);
             if self.wbuf.len() - self.wpos > MAX_PENDING_OUTPUT {
                 return Next::Keep;
+            }
+            if self.has_request_bytes() && !inline {
+                return Next::Dispatch;
             }
             if self.phase == Phase::Closing || self.peer_closed {
                 return self.closing_state(shared);
@@ -236,14 +282,26 @@ impl Conn {
                 Ok(drained) => drained,
                 Err(_) => return Next::Close,
             };
-            self.process(shared, listeners);
+            if self.has_request_bytes() {
+                if !inline {
+                    return Next::Dispatch;
+                }
+                if self.wbuf.capacity() == 0 {
+                    self.wbuf = shared.take_write_buffer();
+                }
+                self.process(&mut shared.cx());
+            }
             if drained {
                 break;
             }
         }
-        if self.flush(shared).is_err() {
+        if self
+            .write_pending(shared.now_ms, shared.settings.io_timeout_ms)
+            .is_err()
+        {
             return Next::Close;
         }
+        self.recycle_write_buffer(shared);
         if self.phase == Phase::Closing || self.peer_closed {
             return self.closing_state(shared);
         }
@@ -253,13 +311,30 @@ impl Conn {
         Next::Keep
     }
 
+    fn has_request_bytes(&self) -> bool {
+        self.rstart < self.rend && !self.awaiting_more && self.phase != Phase::Closing
+    }
+
+    /// On an application thread: answer the buffered requests and send what
+    /// can be sent without waiting.
+    pub fn serve(&mut self, cx: &mut Cx<'_>) {
+        self.process(cx);
+        if self
+            .write_pending(cx.now_ms, cx.settings.io_timeout_ms)
+            .is_err()
+        {
+            self.phase = Phase::Closing;
+            self.peer_closed = true;
+        }
+    }
+
     fn closing_state(&mut self, shared: &mut Shared) -> Next {
         if self.wpos == self.wbuf.len() {
             return Next::Close;
         }
         // Output is still pending: give it until the I/O timeout.
         self.phase = Phase::Closing;
-        self.deadline_ms = shared.now_ms + shared.io_timeout_ms;
+        self.deadline_ms = shared.now_ms + shared.settings.io_timeout_ms;
         Next::Keep
     }
 
@@ -277,7 +352,7 @@ impl Conn {
             } else {
                 // A head larger than the buffer: grow up to what the limits
                 // allow (the parser refuses anything beyond).
-                let max = shared.limits.max_head_bytes() + READ_BUFFER_SIZE;
+                let max = shared.settings.limits.max_head_bytes() + READ_BUFFER_SIZE;
                 let grown = (self.rbuf.len() * 2).min(max.max(self.rbuf.len() + 1));
                 self.rbuf.resize(grown, 0);
             }
@@ -291,6 +366,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     self.rend += n;
+                    self.awaiting_more = false;
                     return Ok(n < space);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -301,33 +377,35 @@ impl Conn {
     }
 
     /// Answer every complete request in the buffer, in order.
-    fn process(&mut self, shared: &mut Shared, listeners: &[ListenerInfo]) {
+    fn process(&mut self, cx: &mut Cx<'_>) {
+        let settings = cx.settings;
+        let scratch = &mut *cx.scratch;
         while self.rstart < self.rend && self.phase != Phase::Closing {
             if self.phase == Phase::Idle {
                 self.phase = Phase::Head;
-                self.deadline_ms = shared.now_ms + shared.header_timeout_ms;
-            }
-            if self.wbuf.capacity() == 0 {
-                self.wbuf = shared.take_write_buffer();
+                self.deadline_ms = cx.now_ms + settings.header_timeout_ms;
             }
             let buf = &self.rbuf[self.rstart..self.rend];
-            let head = match parse::parse_head(buf, &shared.limits, &mut shared.fields) {
+            let head = match parse::parse_head(buf, &settings.limits, &mut scratch.fields) {
                 Ok(Some(head)) => head,
-                Ok(None) => return,
+                Ok(None) => {
+                    self.awaiting_more = true;
+                    return;
+                }
                 Err(e) => {
                     log::debug!(
                         "refusing a request from {}: {e}",
                         String::from_utf8_lossy(self.peer.addr())
                     );
-                    response::error(&mut self.wbuf, e.status(), shared.date.get());
+                    response::error(&mut self.wbuf, e.status(), cx.date);
                     self.phase = Phase::Closing;
                     return;
                 }
             };
-            let listener = &listeners[self.listener];
+            let listener = &settings.listeners[self.listener];
             let path: &[u8] = if head.path.contains(&b'%') {
-                parse::percent_decode(head.path, &mut shared.path);
-                &shared.path
+                parse::percent_decode(head.path, &mut scratch.path);
+                &scratch.path
             } else {
                 head.path
             };
@@ -346,11 +424,11 @@ impl Conn {
                 server_name: ffi::Str::new(&listener.server_name),
                 remote_addr: ffi::Str::new(self.peer.addr()),
                 content_type: ffi::Str::new(head.content_type),
-                headers: shared.fields.as_ptr(),
-                header_count: shared.fields.len(),
+                headers: scratch.fields.as_ptr(),
+                header_count: scratch.fields.len(),
                 content_length: match head.framing {
                     parse::Framing::Length(n) => n as i64,
-                    parse::Framing::None if has_content_length(&shared.fields) => 0,
+                    parse::Framing::None if has_content_length(&scratch.fields) => 0,
                     _ => -1,
                 },
                 server_port: listener.server_port,
@@ -360,51 +438,53 @@ impl Conn {
             let mut call = CallCtx::new(CallSetup {
                 io: CallIo {
                     fd: self.stream.fd(),
-                    timeout_ms: shared.io_timeout_ms,
-                    slot: shared.slot,
+                    timeout_ms: settings.io_timeout_ms,
+                    slot: settings.slot,
                 },
                 input: &buf[head.len..],
-                spill: &mut shared.spill,
+                spill: &mut scratch.spill,
                 framing: head.framing,
-                body_limit: shared.limits.request_body,
+                body_limit: settings.limits.request_body,
                 expect_continue: head.expect_continue,
                 out: &mut self.wbuf,
                 out_pos: &mut self.wpos,
-                date: shared.date.get(),
+                date: cx.date,
                 head_request: head.is_head_method(),
                 minor: head.minor,
-                keep_alive: head.keep_alive && !shared.draining,
+                keep_alive: head.keep_alive && !cx.draining,
             });
-            shared.slot.request_started(shared.now_ms);
-            call.enter();
-            let rc = shared.app.handle(call.as_ffi(), &request);
+            settings.slot.request_started(cx.now_ms);
+            if settings.answer_on_abort {
+                call.enter();
+            }
+            let rc = settings.app.handle(call.as_ffi(), &request);
             let outcome = call.finish(rc);
             let used = head.len + outcome.input_used;
-            shared.slot.request_finished();
-            if let Some(log) = &mut shared.access_log {
-                log.write(&Entry {
+            settings.slot.request_finished();
+            if let Some(log) = cx.access_log {
+                log.lock().unwrap_or_else(|e| e.into_inner()).write(&Entry {
                     remote_addr: self.peer.addr(),
                     method: head.method,
                     target: head.target,
                     minor: head.minor,
                     status: outcome.status,
                     body_bytes: outcome.body_bytes,
-                    referer: field(&shared.fields, b"referer"),
-                    user_agent: field(&shared.fields, b"user-agent"),
+                    referer: field(&scratch.fields, b"referer"),
+                    user_agent: field(&scratch.fields, b"user-agent"),
                 });
             }
             // What follows the request: the rest of the buffer, or, if the
             // body was read from the socket, what the spill holds past it.
-            if shared.spill.pending().is_empty() {
+            if scratch.spill.pending().is_empty() {
                 self.rstart += used;
             } else {
-                let pending = shared.spill.pending();
+                let pending = scratch.spill.pending();
                 if self.rbuf.len() < pending.len() {
                     self.rbuf.resize(pending.len(), 0);
                 }
                 self.rbuf[..pending.len()].copy_from_slice(pending);
                 (self.rstart, self.rend) = (0, pending.len());
-                shared.spill.clear();
+                scratch.spill.clear();
             }
             if !outcome.keep_alive {
                 self.phase = Phase::Closing;
@@ -412,7 +492,7 @@ impl Conn {
             }
             // The next request's head timer starts now.
             self.phase = Phase::Idle;
-            self.deadline_ms = shared.now_ms + shared.keep_alive_ms;
+            self.deadline_ms = cx.now_ms + settings.keep_alive_ms;
         }
         if self.rstart == self.rend {
             (self.rstart, self.rend) = (0, 0);
@@ -420,24 +500,28 @@ impl Conn {
     }
 
     /// Send what is pending, without waiting.
-    fn flush(&mut self, shared: &mut Shared) -> io::Result<()> {
+    fn write_pending(&mut self, now_ms: u64, io_timeout_ms: u64) -> io::Result<()> {
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.deadline_ms = shared.now_ms + shared.io_timeout_ms;
+                    self.deadline_ms = now_ms + io_timeout_ms;
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if self.wbuf.capacity() != 0 {
+        Ok(())
+    }
+
+    /// A fully sent write buffer goes back to the pool.
+    fn recycle_write_buffer(&mut self, shared: &mut Shared) {
+        if self.wpos == self.wbuf.len() && self.wbuf.capacity() != 0 {
             self.wpos = 0;
             let buf = std::mem::take(&mut self.wbuf);
             shared.give_write_buffer(buf);
         }
-        Ok(())
     }
 
     fn release_read_buffer(&mut self, shared: &mut Shared) {

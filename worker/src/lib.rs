@@ -13,6 +13,7 @@ mod call;
 pub mod chunked;
 mod conn;
 pub mod parse;
+mod pool;
 mod response;
 pub mod scoreboard;
 mod server;
@@ -53,6 +54,8 @@ pub struct WorkerConfig {
     pub app: AppSource,
     /// Threads that run application calls; 1: the event loop's own.
     pub threads: usize,
+    /// `--timeout` in ms (0: none), for threads holding a request.
+    pub timeout_ms: u64,
     pub limits: Limits,
     pub keep_alive_ms: u64,
     pub header_timeout_ms: u64,
@@ -93,12 +96,24 @@ pub fn run(
         .map(access_log::AccessLog::open)
         .transpose()
     {
-        Ok(log) => log,
+        Ok(log) => log.map(|log| std::sync::Arc::new(std::sync::Mutex::new(log))),
         Err(e) => {
             log::error!("cannot open the access log: {e}");
             return EXIT_BOOT_ERROR;
         }
     };
+    let mut threads = config.threads;
+    if threads > 1 && !app.is_thread_safe() {
+        log::warn!(
+            "the application does not declare itself thread-safe (RGUN_APP_THREAD_SAFE); running it on one thread despite --threads {}",
+            threads
+        );
+        threads = 1;
+    }
+    // Told to the application (the WSGI bridge's wsgi.multithread).
+    // SAFETY: no other thread of this process exists yet to read the
+    // environment concurrently.
+    unsafe { std::env::set_var("RGUN_THREADS", threads.to_string()) };
     if !app.init() {
         log::error!(
             "the application's init hook failed in worker {}",
@@ -107,16 +122,27 @@ pub fn run(
         return EXIT_BOOT_ERROR;
     }
     slot.set_booted();
-    let shared = conn::Shared::new(
-        config.limits,
-        config.keep_alive_ms,
-        config.header_timeout_ms,
-        config.io_timeout_ms,
+    let (fds, listeners): (Vec<_>, Vec<_>) = listeners.into_iter().map(ListenerFd::split).unzip();
+    // Every thread of the worker reads these until the process exits.
+    let settings: &'static conn::Settings = Box::leak(Box::new(conn::Settings {
+        limits: config.limits,
+        keep_alive_ms: config.keep_alive_ms,
+        header_timeout_ms: config.header_timeout_ms,
+        io_timeout_ms: config.io_timeout_ms,
         app,
         slot,
-        access_log,
-    );
-    let mut event_loop = match server::EventLoop::new(listeners, shared, signals, master_pid) {
+        listeners,
+        answer_on_abort: threads <= 1,
+    }));
+    let shared = conn::Shared::new(settings, access_log);
+    let mut event_loop = match server::EventLoop::new(
+        fds,
+        shared,
+        signals,
+        master_pid,
+        threads,
+        config.timeout_ms,
+    ) {
         Ok(l) => l,
         Err(e) => {
             log::error!("worker could not start its event loop: {e}");

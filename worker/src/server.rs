@@ -11,10 +11,13 @@ use nix::sys::signal::Signal;
 use slab::Slab;
 
 use crate::conn::{Conn, ListenerInfo, Next, Peer, Phase, Shared, Stream};
+use crate::pool::Pool;
 use crate::scoreboard::monotonic_ms;
 use crate::signals::SignalQueue;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
+/// The pool's threads hand connections back through this waker.
+const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 /// Listener `i` is `Token(LISTENER_TOKEN_BASE + i)`.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1024;
 const EVENTS_CAPACITY: usize = 1024;
@@ -26,6 +29,13 @@ pub struct ListenerFd {
     pub fd: RawFd,
     pub unix: bool,
     pub info: ListenerInfo,
+}
+
+impl ListenerFd {
+    /// The descriptor for the loop, the description for the application.
+    pub fn split(self) -> ((RawFd, bool), ListenerInfo) {
+        ((self.fd, self.unix), self.info)
+    }
 }
 
 enum Listener {
@@ -58,12 +68,21 @@ impl Listener {
     }
 }
 
+/// A connection, or the place it keeps while an application thread has it
+/// (with the time it was handed over).
+enum Entry {
+    Ready(Conn),
+    Busy(u64),
+}
+
 pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,
-    infos: Vec<ListenerInfo>,
     accepting: bool,
-    conns: Slab<Conn>,
+    conns: Slab<Entry>,
+    pool: Option<Pool>,
+    /// `--timeout`: a thread holding a request longer stops the heartbeat.
+    timeout_ms: u64,
     shared: Shared,
     signals: SignalQueue,
     master_pid: i32,
@@ -71,28 +90,30 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
+    /// `listener_fds` in the order of `shared.settings.listeners`.
     pub fn new(
-        listener_fds: Vec<ListenerFd>,
+        listener_fds: Vec<(RawFd, bool)>,
         shared: Shared,
         signals: SignalQueue,
         master_pid: i32,
+        threads: usize,
+        timeout_ms: u64,
     ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        let mut infos = Vec::new();
-        for (i, l) in listener_fds.into_iter().enumerate() {
+        for (i, (fd, unix)) in listener_fds.into_iter().enumerate() {
             // SAFETY: the master hands each worker its inherited listening
             // descriptors; the worker owns them from here on (the master's
             // copies in this process's memory are never dropped: a worker
             // leaves through process::exit).
             let mut listener = unsafe {
-                if l.unix {
+                if unix {
                     Listener::Unix(mio::net::UnixListener::from_std(
-                        std::os::unix::net::UnixListener::from_raw_fd(l.fd),
+                        std::os::unix::net::UnixListener::from_raw_fd(fd),
                     ))
                 } else {
                     Listener::Tcp(mio::net::TcpListener::from_std(
-                        std::net::TcpListener::from_raw_fd(l.fd),
+                        std::net::TcpListener::from_raw_fd(fd),
                     ))
                 }
             };
@@ -102,19 +123,30 @@ impl EventLoop {
                 Interest::READABLE,
             )?;
             listeners.push(listener);
-            infos.push(l.info);
         }
         poll.registry().register(
             &mut mio::unix::SourceFd(&signals.fd()),
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+        let pool = if threads > 1 {
+            let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
+            Some(Pool::start(
+                threads,
+                shared.settings,
+                shared.access_log.clone(),
+                waker,
+            )?)
+        } else {
+            None
+        };
         Ok(EventLoop {
             poll,
             listeners,
-            infos,
             accepting: true,
             conns: Slab::with_capacity(1024),
+            pool,
+            timeout_ms,
             shared,
             signals,
             master_pid,
@@ -134,7 +166,9 @@ impl EventLoop {
             }
             self.shared.now_ms = monotonic_ms();
             self.shared.date.refresh();
-            self.shared.slot.beat(self.shared.now_ms);
+            if !self.holds_hung_request() {
+                self.shared.settings.slot.beat(self.shared.now_ms);
+            }
             // Signals first: a TERM that arrived with a new connection in the
             // same batch must stop the worker from accepting it.
             if events.iter().any(|e| e.token() == SIGNAL_TOKEN) {
@@ -143,6 +177,7 @@ impl EventLoop {
             for event in events.iter() {
                 match event.token() {
                     SIGNAL_TOKEN => {}
+                    WAKER_TOKEN => self.take_back_finished(),
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
                     Token(key) => self.on_conn_ready(key),
                 }
@@ -159,7 +194,25 @@ impl EventLoop {
 
     /// Run the application's shutdown hook, once, as the worker leaves.
     pub fn shutdown_app(&self) {
-        self.shared.app.shutdown();
+        self.shared.settings.app.shutdown();
+    }
+
+    /// With application threads, the loop beats the heartbeat for them: it
+    /// stops when one has held a request past `--timeout`, so that the
+    /// master replaces the worker as it would a single-threaded one.
+    fn holds_hung_request(&self) -> bool {
+        self.timeout_ms != 0
+            && self.pool.is_some()
+            && self.conns.iter().any(|(_, e)| {
+                matches!(e, Entry::Busy(since) if self.shared.now_ms.saturating_sub(*since) > self.timeout_ms)
+            })
+    }
+
+    fn take_back_finished(&mut self) {
+        while let Some((key, conn)) = self.pool.as_ref().and_then(Pool::finished) {
+            self.conns[key] = Entry::Ready(conn);
+            self.on_conn_ready(key);
+        }
     }
 
     fn accept(&mut self, index: usize) {
@@ -189,7 +242,7 @@ impl EventLoop {
                 log::error!("registering a connection failed: {e}");
                 continue;
             }
-            entry.insert(conn);
+            entry.insert(Entry::Ready(conn));
             // The request often arrives with the connection: serve it now
             // rather than after another round through the poller.
             self.on_conn_ready(key);
@@ -197,20 +250,33 @@ impl EventLoop {
     }
 
     fn on_conn_ready(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(Entry::Ready(conn)) = self.conns.get_mut(key) else {
+            // Gone, or with an application thread: it is looked at again
+            // when the thread hands it back.
             return;
         };
-        if conn.on_ready(&mut self.shared, &self.infos) == Next::Close
-            || (self.shared.draining && conn.is_idle())
-        {
-            self.close(key);
+        match conn.on_ready(&mut self.shared, self.pool.is_none()) {
+            Next::Close => self.close(key),
+            Next::Keep if self.shared.draining && conn.is_idle() => self.close(key),
+            Next::Keep => {}
+            Next::Dispatch => {
+                let Entry::Ready(conn) =
+                    std::mem::replace(&mut self.conns[key], Entry::Busy(self.shared.now_ms))
+                else {
+                    unreachable!("matched above")
+                };
+                if let Some(pool) = &self.pool {
+                    pool.submit(key, conn, self.shared.draining);
+                }
+            }
         }
     }
 
     fn close(&mut self, key: usize) {
-        let mut conn = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(conn.stream.source());
-        conn.release(&mut self.shared);
+        if let Entry::Ready(mut conn) = self.conns.remove(key) {
+            let _ = self.poll.registry().deregister(conn.stream.source());
+            conn.release(&mut self.shared);
+        }
     }
 
     fn pause_accepting(&mut self) {
@@ -242,14 +308,17 @@ impl EventLoop {
         }
         self.resume_accepting();
         let now = self.shared.now_ms;
+        let draining = self.shared.draining;
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.deadline_ms <= now || (self.shared.draining && c.is_idle()))
+            .filter(|(_, e)| {
+                matches!(e, Entry::Ready(c) if c.deadline_ms <= now || (draining && c.is_idle()))
+            })
             .map(|(key, _)| key)
             .collect();
         for key in expired {
-            if let Some(conn) = self.conns.get_mut(key)
+            if let Some(Entry::Ready(conn)) = self.conns.get_mut(key)
                 && conn.deadline_ms <= now
                 && conn.phase != Phase::Closing
             {
@@ -265,8 +334,8 @@ impl EventLoop {
             self.start_draining();
         }
         if self.signals.take(Signal::SIGUSR1) > 0
-            && let Some(log) = &mut self.shared.access_log
-            && let Err(e) = log.reopen()
+            && let Some(log) = &self.shared.access_log
+            && let Err(e) = log.lock().unwrap_or_else(|e| e.into_inner()).reopen()
         {
             log::error!("reopening the access log failed: {e}");
         }
@@ -282,7 +351,7 @@ impl EventLoop {
         let idle: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.is_idle())
+            .filter(|(_, e)| matches!(e, Entry::Ready(c) if c.is_idle()))
             .map(|(key, _)| key)
             .collect();
         for key in idle {
