@@ -85,13 +85,33 @@ pub struct Arbiter {
     next_spawn_ms: u64,
     /// Why and with what code the master must stop (a worker cannot boot).
     halt: Option<(&'static str, i32)>,
+    /// The application was loaded here (`--preload`): a reload must
+    /// re-execute the master to load new code.
+    preloaded: bool,
+    /// Workers of this master's previous image (before a re-exec): they are
+    /// finishing their requests; killed if still there at the deadline.
+    orphans: Vec<Pid>,
+    orphans_deadline_ms: u64,
 }
 
+/// Where a re-executing master lists the workers it leaves to its new image.
+const ORPHANS_ENV: &str = "RGUN_OLD_WORKERS";
+
 impl Arbiter {
-    pub fn new(settings: Settings, listeners: Vec<Listener>) -> Result<Arbiter> {
+    pub fn new(settings: Settings, listeners: Vec<Listener>, preloaded: bool) -> Result<Arbiter> {
         let scoreboard = Scoreboard::new(crate::cli::MAX_WORKERS * 2)?;
         let signals = SignalQueue::install(&HANDLED_SIGNALS)?;
+        let orphans: Vec<Pid> = std::env::var(ORPHANS_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pid| pid.parse().ok().map(Pid::from_raw))
+            .collect();
+        // SAFETY: the master is single-threaded.
+        unsafe { std::env::remove_var(ORPHANS_ENV) };
         Ok(Arbiter {
+            preloaded,
+            orphans,
+            orphans_deadline_ms: monotonic_ms() + settings.graceful_timeout_ms,
             wanted: settings.workers,
             settings,
             listeners,
@@ -169,6 +189,10 @@ impl Arbiter {
     /// one goes live), then the old ones leave gracefully: no request is
     /// refused, the listeners never close.
     fn handle_hup(&mut self) {
+        if self.preloaded {
+            self.reexec();
+            return;
+        }
         log::info!("Handling signal: hup; reloading");
         let old: Vec<Pid> = self
             .workers
@@ -184,6 +208,66 @@ impl Arbiter {
         }
         for pid in old {
             self.retire(pid);
+        }
+    }
+
+    /// HUP with `--preload`: the code lives in this process, so new code
+    /// needs a new image. The workers finish their requests and leave; the
+    /// same binary is executed with the same arguments, keeping the pid and
+    /// the listening sockets, which never close: connections wait in the
+    /// backlog until the new workers accept them.
+    fn reexec(&mut self) {
+        log::info!(
+            "Handling signal: hup; re-executing the master to load the application afresh (--preload)"
+        );
+        let mut fds = Vec::new();
+        for listener in &self.listeners {
+            if let Err(e) = listener.keep_across_exec() {
+                log::error!("cannot keep a listening socket across exec: {e}; not reloading");
+                return;
+            }
+            fds.push(listener.fd().to_string());
+        }
+        let old: Vec<Pid> = self
+            .workers
+            .keys()
+            .copied()
+            .chain(self.orphans.iter().copied())
+            .collect();
+        for pid in &old {
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        let old_list: Vec<String> = old.iter().map(|p| p.to_string()).collect();
+        // SAFETY: the master is single-threaded.
+        unsafe {
+            std::env::set_var(crate::sockets::INHERIT_ENV, fds.join(","));
+            std::env::set_var(ORPHANS_ENV, old_list.join(","));
+        }
+        let exe = std::env::current_exe()
+            .map(|p| {
+                let text = p.to_string_lossy();
+                std::path::PathBuf::from(
+                    text.strip_suffix(" (deleted)").unwrap_or(&text).to_string(),
+                )
+            })
+            .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
+        let err = std::os::unix::process::CommandExt::exec(
+            std::process::Command::new(&exe).args(std::env::args_os().skip(1)),
+        );
+        // Only reached when exec failed: carry on with new workers.
+        log::error!(
+            "cannot re-execute {}: {err}; starting new workers from this image",
+            exe.display()
+        );
+        // SAFETY: as above.
+        unsafe {
+            std::env::remove_var(crate::sockets::INHERIT_ENV);
+            std::env::remove_var(ORPHANS_ENV);
+        }
+        for pid in old {
+            if let Some(worker) = self.workers.get_mut(&pid) {
+                worker.retiring = true;
+            }
         }
     }
 
@@ -222,6 +306,7 @@ impl Arbiter {
                 _ => continue,
             };
             let Some(worker) = self.workers.remove(&pid) else {
+                self.orphans.retain(|p| *p != pid);
                 continue;
             };
             if self.probe == Some(pid) {
@@ -257,10 +342,18 @@ impl Arbiter {
     /// application: SIGABRT (its handler answers the request in hand), then
     /// SIGKILL if it is still there.
     fn murder_workers(&mut self) {
+        let now = monotonic_ms();
+        if !self.orphans.is_empty() && now > self.orphans_deadline_ms {
+            for pid in self.orphans.drain(..) {
+                log::warn!(
+                    "Worker (pid:{pid}) of the previous master is still running after the graceful timeout; killing it"
+                );
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
         if self.settings.timeout_ms == 0 {
             return;
         }
-        let now = monotonic_ms();
         for (pid, worker) in &mut self.workers {
             let slot = self.scoreboard.slot(worker.slot);
             match worker.aborted_ms {

@@ -64,10 +64,16 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     } else {
         cli.bind.clone()
     };
-    let mut listeners = Vec::new();
-    for spec in &binds {
-        listeners.push(Listener::bind(&BindAddr::parse(spec)?, cli.backlog)?);
-    }
+    let listeners = match sockets::inherited()? {
+        Some(listeners) => listeners,
+        None => {
+            let mut listeners = Vec::new();
+            for spec in &binds {
+                listeners.push(Listener::bind(&BindAddr::parse(spec)?, cli.backlog)?);
+            }
+            listeners
+        }
+    };
     let pid = std::process::id();
     log::info!("Starting rgun {}", env!("CARGO_PKG_VERSION"));
     for listener in &listeners {
@@ -81,7 +87,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         .as_deref()
         .map(pidfile::Pidfile::create)
         .transpose()?;
-    let mut arbiter = arbiter::Arbiter::new(settings, listeners)?;
+    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload)?;
     let code = arbiter.run();
     drop(pidfile);
     Ok(code)

@@ -3,7 +3,7 @@
 //! (the workers share them). It accepts nothing itself.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -49,10 +49,84 @@ impl BindAddr {
     }
 }
 
+/// The environment variable a re-executing master lists its listening
+/// descriptors in, for its new image.
+pub const INHERIT_ENV: &str = "RGUN_FDS";
+/// systemd socket activation (sd_listen_fds(3)): descriptors from 3 on.
+const SD_LISTEN_FDS_START: RawFd = 3;
+
 /// A bound, listening socket.
 pub struct Listener {
     socket: Socket,
     pub addr: BindAddr,
+    /// Handed over by systemd: its socket file is systemd's to remove.
+    systemd: bool,
+}
+
+/// Listening sockets this process was started with: from a master that
+/// re-executed itself (`RGUN_FDS`), or from systemd (`LISTEN_FDS` with
+/// `LISTEN_PID` naming this process). The variables are removed so that
+/// nothing started later takes them for its own.
+pub fn inherited() -> Result<Option<Vec<Listener>>> {
+    let own = std::env::var(INHERIT_ENV).ok();
+    let systemd = std::env::var("LISTEN_PID")
+        .ok()
+        .filter(|pid| pid.trim() == std::process::id().to_string())
+        .and_then(|_| std::env::var("LISTEN_FDS").ok());
+    // SAFETY: the master is single-threaded; nothing reads the environment
+    // concurrently.
+    unsafe {
+        std::env::remove_var(INHERIT_ENV);
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    let (fds, from_systemd): (Vec<RawFd>, bool) = if let Some(list) = own {
+        let fds = list
+            .split(',')
+            .map(|fd| {
+                fd.parse()
+                    .with_context(|| format!("invalid {INHERIT_ENV} entry {fd:?}"))
+            })
+            .collect::<Result<_>>()?;
+        (fds, false)
+    } else if let Some(count) = systemd {
+        let count: RawFd = count
+            .trim()
+            .parse()
+            .with_context(|| format!("invalid LISTEN_FDS {count:?}"))?;
+        (
+            (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count).collect(),
+            true,
+        )
+    } else {
+        return Ok(None);
+    };
+    fds.into_iter()
+        .map(|fd| {
+            // SAFETY: the descriptor was handed to this process to own as a
+            // listening socket (by our own previous image or by systemd).
+            let socket = unsafe { Socket::from_raw_fd(fd) };
+            let local = socket
+                .local_addr()
+                .with_context(|| format!("inherited descriptor {fd} is not a socket"))?;
+            let addr = if let Some(sa) = local.as_socket() {
+                BindAddr::Tcp(sa)
+            } else if let Some(path) = local.as_pathname() {
+                BindAddr::Unix(path.to_path_buf())
+            } else {
+                bail!("inherited descriptor {fd} is neither a TCP nor a named Unix socket");
+            };
+            socket.set_cloexec(true)?;
+            socket.set_nonblocking(true)?;
+            Ok(Listener {
+                socket,
+                addr,
+                systemd: from_systemd,
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 impl Listener {
@@ -104,7 +178,17 @@ impl Listener {
             ),
             unix => unix.clone(),
         };
-        Ok(Listener { socket, addr })
+        Ok(Listener {
+            socket,
+            addr,
+            systemd: false,
+        })
+    }
+
+    /// Keep the descriptor open across exec, for a re-executed master.
+    pub fn keep_across_exec(&self) -> Result<()> {
+        self.socket.set_cloexec(false)?;
+        Ok(())
     }
 
     pub fn fd(&self) -> RawFd {
@@ -125,9 +209,10 @@ impl Listener {
         }
     }
 
-    /// Remove a Unix socket's file when the master stops.
+    /// Remove a Unix socket's file when the master stops (unless systemd
+    /// owns it).
     pub fn unlink(&self) {
-        if let BindAddr::Unix(path) = &self.addr {
+        if let (BindAddr::Unix(path), false) = (&self.addr, self.systemd) {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -253,10 +253,6 @@ impl Conn {
         }
     }
 
-    pub fn is_idle(&self) -> bool {
-        self.phase == Phase::Idle && self.rstart == self.rend && self.wpos == self.wbuf.len()
-    }
-
     /// The socket is readable (or writable): do all the work there is. With
     /// `inline` false, buffered requests are not answered here but handed
     /// back as [`Next::Dispatch`].

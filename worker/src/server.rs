@@ -257,7 +257,6 @@ impl EventLoop {
         };
         match conn.on_ready(&mut self.shared, self.pool.is_none()) {
             Next::Close => self.close(key),
-            Next::Keep if self.shared.draining && conn.is_idle() => self.close(key),
             Next::Keep => {}
             Next::Dispatch => {
                 let Entry::Ready(conn) =
@@ -308,13 +307,10 @@ impl EventLoop {
         }
         self.resume_accepting();
         let now = self.shared.now_ms;
-        let draining = self.shared.draining;
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, e)| {
-                matches!(e, Entry::Ready(c) if c.deadline_ms <= now || (draining && c.is_idle()))
-            })
+            .filter(|(_, e)| matches!(e, Entry::Ready(c) if c.deadline_ms <= now))
             .map(|(key, _)| key)
             .collect();
         for key in expired {
@@ -341,21 +337,16 @@ impl EventLoop {
         }
     }
 
-    /// `TERM`: stop accepting, close idle connections, finish the others.
+    /// `TERM`: stop accepting and finish what is open. An idle keep-alive
+    /// connection is not cut: closing it could race a request the client is
+    /// already sending, which would then be lost. Its next request is
+    /// answered with `Connection: close`, or it is closed at its keep-alive
+    /// deadline, as any idle connection is.
     fn start_draining(&mut self) {
         if self.shared.draining {
             return;
         }
         self.pause_accepting();
         self.shared.draining = true;
-        let idle: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, e)| matches!(e, Entry::Ready(c) if c.is_idle()))
-            .map(|(key, _)| key)
-            .collect();
-        for key in idle {
-            self.close(key);
-        }
     }
 }
