@@ -189,13 +189,31 @@ fn term_stops_accepting_new_connections() {
     busy.wait_until_server_read();
     server.signal(libc::SIGTERM);
     server.wait_for_log("Handling signal: term", WAIT);
-    // A connection made after TERM is refused or dropped, never served,
-    // while the one in flight still completes.
+    // A connection made after TERM is refused or dropped, while the one in
+    // flight still completes. The master logs the line above before it
+    // forwards TERM, so the worker may have accepted the late connection
+    // first: then its request must be answered whole and the connection
+    // closed (a draining worker loses no request it accepted), never kept.
     let late = Conn::try_tcp(server.addr());
     busy.read_response().assert_status(200);
     if let Ok(mut late) = late {
         let _ = late.try_send(&get("/"));
-        assert_cut_off(&mut late);
+        let (answer, err) = late.read_to_end();
+        let text = String::from_utf8_lossy(&answer);
+        if text.starts_with("HTTP/1.1 200") {
+            assert!(err.is_none(), "served, then not closed cleanly: {err:?}");
+            assert!(text.contains("Connection: close\r\n"), "{text:?}");
+            assert!(text.ends_with("Hello, World!"), "{text:?}");
+        } else {
+            assert!(
+                !matches!(
+                    err.as_ref().map(std::io::Error::kind),
+                    Some(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                ),
+                "the server neither answered nor closed the connection"
+            );
+            assert!(text.is_empty(), "a partial or other answer: {text:?}");
+        }
     }
     let status = server.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
