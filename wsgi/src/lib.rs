@@ -1,27 +1,134 @@
 //! The Python WSGI bridge: a gateway-interface application, linked into the
-//! rgun binary, that hosts a PEP 3333 callable in embedded CPython.
-//! (Being written: see issue 3.)
+//! rgun binary, that hosts a PEP 3333 callable in embedded CPython. The
+//! interpreter starts in each worker's init hook, or once in the master with
+//! `--preload`; each request becomes an `environ` and a `start_response`,
+//! and what the callable returns goes back to the server piece by piece.
+//! HTTP itself (parsing, framing, keep-alive) stays the server's.
 
+mod environ;
+mod errors;
+mod exchange;
+mod file_wrapper;
+mod input;
+mod interpreter;
+mod logging;
+mod response;
+mod start_response;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
 use rgun_gateway::ffi;
+
+use crate::response::Worker;
 
 /// The bridge's application table: `app_arg` is `module[:callable]`.
 pub static APP: ffi::App = ffi::App {
     magic: ffi::APP_MAGIC,
     abi_version: ffi::ABI_VERSION,
     flags: ffi::APP_THREAD_SAFE,
-    init: None,
-    handle: None,
-    shutdown: None,
+    init: Some(init),
+    handle: Some(handle),
+    shutdown: Some(shutdown),
     reserved: core::ptr::null(),
 };
 
+/// This worker's application and environ template, set by `init`.
+static WORKER: OnceLock<Worker> = OnceLock::new();
+
 /// `--preload`: initialise the interpreter and import the application in the
-/// master, before any fork.
-pub fn preload(_spec: &str) -> Result<(), String> {
-    Err("not yet".into())
+/// master, before any fork. The worker's init hook then only finishes the
+/// set-up.
+pub fn preload(spec: &str) -> Result<(), String> {
+    guard("preload", || interpreter::load(spec)).unwrap_or_else(Err)
 }
 
 /// Around each fork of a preloaded interpreter (CPython's PyOS_*Fork calls).
-pub fn before_fork() {}
-pub fn after_fork_parent() {}
-pub fn after_fork_child() {}
+pub fn before_fork() {
+    interpreter::before_fork();
+}
+
+pub fn after_fork_parent() {
+    interpreter::after_fork_parent();
+}
+
+pub fn after_fork_child() {
+    interpreter::after_fork_child();
+}
+
+/// Run `f`, turning a panic into an error line: no unwinding may cross the
+/// C ABI.
+fn guard<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let line = format!("the WSGI bridge panicked in {what}: {why}");
+        logging::error(&line);
+        line
+    })
+}
+
+unsafe extern "C" fn init(server: *const ffi::Server) -> i32 {
+    // SAFETY: the server hands its table, alive for the whole process.
+    let server: &'static ffi::Server = unsafe { &*server };
+    logging::set_server(server);
+    let booted = guard("init", || {
+        // SAFETY: app_arg is valid for the process.
+        let spec = String::from_utf8_lossy(unsafe { server.app_arg.as_bytes() }).into_owned();
+        interpreter::load(&spec)?;
+        let app = interpreter::application().ok_or("the application did not load")?;
+        Python::attach(|py| {
+            let environ =
+                environ::Template::new(py, &environ::Concurrency::from_env()).map_err(|err| {
+                    logging::exception(py, "Cannot prepare the WSGI environ:", &err);
+                    "cannot prepare the WSGI environ".to_string()
+                })?;
+            let _ = WORKER.set(Worker {
+                app: app.clone_ref(py),
+                environ,
+            });
+            Ok::<(), String>(())
+        })
+    });
+    match booted {
+        Ok(Ok(())) => ffi::OK,
+        Ok(Err(line)) => {
+            logging::error(&line);
+            ffi::ERR
+        }
+        Err(_) => ffi::ERR,
+    }
+}
+
+unsafe extern "C" fn handle(
+    server: *const ffi::Server,
+    call: *mut ffi::Call,
+    request: *const ffi::Request,
+) -> i32 {
+    let Some(worker) = WORKER.get() else {
+        logging::error("a request came before the WSGI bridge was initialised");
+        return ffi::ERR;
+    };
+    // SAFETY: the server passes its table, alive for the process, and a
+    // request valid for the call.
+    let (server, request): (&'static ffi::Server, _) = unsafe { (&*server, &*request) };
+    guard("handle", || {
+        interpreter::pin_thread_state();
+        Python::attach(|py| response::serve(py, worker, server, call, request))
+    })
+    .unwrap_or(ffi::ERR)
+}
+
+/// An object's reference count (to see whether the application kept it).
+fn refcount<T>(obj: &Py<T>) -> isize {
+    // SAFETY: reading the count of a live object we hold a reference to.
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
+}
+
+unsafe extern "C" fn shutdown(_server: *const ffi::Server) {
+    let _ = guard("shutdown", interpreter::shutdown);
+}

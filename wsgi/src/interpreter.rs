@@ -1,0 +1,261 @@
+//! The embedded CPython: started once per process (in a worker's init hook,
+//! or in the master for `--preload`) without Python's own signal handlers,
+//! as a virtualenv's interpreter when `VIRTUAL_ENV` names one; the
+//! application loaded from its spec; per-thread interpreter state for
+//! `--threads`; and CPython's fork protocol around each fork of a preloaded
+//! master. Requests are not handled here.
+
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+use std::mem::MaybeUninit;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+use crate::logging;
+
+/// The WSGI callable, once loaded; a preloaded one is inherited by fork.
+static APPLICATION: OnceLock<Py<PyAny>> = OnceLock::new();
+
+/// The interpreter this rgun was built against (build.rs).
+const BUILT_EXECUTABLE: &str = env!("RGUN_PYTHON_EXECUTABLE");
+const BUILT_VERSION: &str = env!("RGUN_PYTHON_VERSION");
+
+pub(crate) fn application() -> Option<&'static Py<PyAny>> {
+    APPLICATION.get()
+}
+
+/// Start the interpreter unless this process has one, and load the
+/// application named by `spec` (`module[:callable]`) unless already loaded.
+/// The error is one line; a traceback, when one helps, is logged first.
+pub(crate) fn load(spec: &str) -> Result<(), String> {
+    if APPLICATION.get().is_some() {
+        return Ok(());
+    }
+    let python = python_for_children();
+    start(python.as_deref()).map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
+    Python::attach(|py| {
+        let loaded = boot(py, spec, python.as_deref());
+        match loaded {
+            Ok(app) => {
+                let _ = APPLICATION.set(app);
+                Ok(())
+            }
+            Err(err) => Err(describe_load_error(py, spec, &err)),
+        }
+    })
+}
+
+/// Run boot.py's `prepare` and `load`.
+fn boot(py: Python<'_>, spec: &str, python: Option<&Path>) -> PyResult<Py<PyAny>> {
+    let sys = py.import("sys")?;
+    sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
+    let module = boot_module(py)?;
+    let python = python.map(|p| p.to_string_lossy().into_owned());
+    module.call_method1("prepare", (python.unwrap_or_default(),))?;
+    Ok(module.call_method1("load", (spec,))?.unbind())
+}
+
+fn boot_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    let code = CString::new(include_str!("boot.py")).expect("boot.py has no NUL byte");
+    PyModule::from_code(py, &code, c"<rgun boot>", c"_rgun_boot")
+}
+
+/// A load failure as one line. Failures boot.py explains (`AppLoadError`)
+/// need no traceback; anything the application's own code raised while it
+/// was imported gets its traceback logged.
+fn describe_load_error(py: Python<'_>, spec: &str, err: &PyErr) -> String {
+    let value = err.value(py);
+    let kind = err
+        .get_type(py)
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "Exception".into());
+    if kind == "AppLoadError" {
+        return format!("cannot load application {spec:?}: {value}");
+    }
+    logging::exception(
+        py,
+        &format!("Exception while loading application {spec:?}:"),
+        err,
+    );
+    format!("cannot load application {spec:?}: {kind}: {value} (traceback above)")
+}
+
+/// The interpreter child processes should run (`multiprocessing`'s
+/// spawn): the virtualenv's when `VIRTUAL_ENV` names one made for this
+/// Python, else the one rgun was built against, if it is still there.
+fn python_for_children() -> Option<PathBuf> {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        let venv = PathBuf::from(venv);
+        let python = venv.join("bin/python");
+        let lib = venv.join(format!("lib/python{BUILT_VERSION}"));
+        if python.exists() && lib.is_dir() {
+            return Some(python);
+        }
+        logging::line(
+            logging::Level::Warning,
+            &format!(
+                "VIRTUAL_ENV={} is not a virtualenv for Python {BUILT_VERSION} \
+                 (no bin/python or lib/python{BUILT_VERSION}); its packages are not used",
+                venv.display()
+            ),
+        );
+    }
+    Some(PathBuf::from(BUILT_EXECUTABLE)).filter(|p| p.is_file())
+}
+
+/// Whether this process started the interpreter.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Initialise CPython: no signal handlers of its own (rgun keeps its
+/// signals), and `executable` as `sys.executable`, from which CPython finds
+/// its prefix and, next to it, a virtualenv's `pyvenv.cfg`.
+fn start(executable: Option<&Path>) -> Result<(), String> {
+    // SAFETY: plain interpreter set-up calls, in the order the C API wants
+    // them (InitPythonConfig, set fields, InitializeFromConfig, Clear), on
+    // a config that lives on this stack frame until it is cleared.
+    unsafe {
+        if ffi::Py_IsInitialized() != 0 {
+            return Ok(());
+        }
+        let mut config = MaybeUninit::<ffi::PyConfig>::uninit();
+        let cfg = config.as_mut_ptr();
+        ffi::PyConfig_InitPythonConfig(cfg);
+        (*cfg).install_signal_handlers = 0;
+        if let Some(exe) = executable {
+            let exe = CString::new(exe.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+            let status =
+                ffi::PyConfig_SetBytesString(cfg, &raw mut (*cfg).executable, exe.as_ptr());
+            if ffi::PyStatus_Exception(status) != 0 {
+                ffi::PyConfig_Clear(cfg);
+                return Err(status_message(&status));
+            }
+        }
+        let status = ffi::Py_InitializeFromConfig(cfg);
+        ffi::PyConfig_Clear(cfg);
+        if ffi::PyStatus_Exception(status) != 0 {
+            return Err(status_message(&status));
+        }
+        // Initialisation leaves this thread holding the GIL; every later
+        // use takes it through Python::attach.
+        ffi::PyEval_SaveThread();
+    }
+    STARTED.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn status_message(status: &ffi::PyStatus) -> String {
+    if status.err_msg.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: a non-null err_msg is a static C string (CPython's contract).
+    unsafe { CStr::from_ptr(status.err_msg) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+thread_local! {
+    static PINNED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Give this thread a Python thread state that lives as long as the
+/// thread. Without it, each Python::attach on a thread CPython did not
+/// start creates and destroys one, which is slow and loses thread-locals.
+pub(crate) fn pin_thread_state() {
+    if PINNED.get() {
+        return;
+    }
+    // SAFETY: the interpreter is running (the init hook succeeded before
+    // any request) and this thread does not hold the GIL (the server calls
+    // the app without it). The ensure is never released: the state stays
+    // attached to the thread, and SaveThread lets the GIL go.
+    unsafe {
+        ffi::PyGILState_Ensure();
+        ffi::PyEval_SaveThread();
+    }
+    PINNED.set(true);
+}
+
+/// Whether the GIL was held before `before_fork` took it.
+static FORK_GIL_WAS_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Before fork(2) in a preloaded master: take the GIL and CPython's fork
+/// locks, so that the child starts with a consistent interpreter.
+pub(crate) fn before_fork() {
+    if !STARTED.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: the interpreter runs in this process; Ensure takes the GIL for
+    // this (the master's only) thread, as PyOS_BeforeFork requires.
+    unsafe {
+        let state = ffi::PyGILState_Ensure();
+        FORK_GIL_WAS_HELD.store(
+            matches!(state, ffi::PyGILState_STATE::PyGILState_LOCKED),
+            Ordering::Relaxed,
+        );
+        ffi::PyOS_BeforeFork();
+    }
+}
+
+pub(crate) fn after_fork_parent() {
+    if !STARTED.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: pairs with before_fork in this process, GIL held.
+    unsafe {
+        ffi::PyOS_AfterFork_Parent();
+        ffi::PyGILState_Release(gil_state());
+    }
+}
+
+/// In the new worker: CPython resets its locks and threads (only this
+/// thread survives a fork), then the GIL is let go so that requests take it.
+pub(crate) fn after_fork_child() {
+    if !STARTED.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: the child's only thread holds the GIL it inherited from
+    // before_fork, which PyOS_AfterFork_Child requires.
+    unsafe {
+        ffi::PyOS_AfterFork_Child();
+        ffi::PyGILState_Release(gil_state());
+    }
+}
+
+fn gil_state() -> ffi::PyGILState_STATE {
+    if FORK_GIL_WAS_HELD.load(Ordering::Relaxed) {
+        ffi::PyGILState_STATE::PyGILState_LOCKED
+    } else {
+        ffi::PyGILState_STATE::PyGILState_UNLOCKED
+    }
+}
+
+/// At worker exit: run the application's `atexit` functions (the worker
+/// never finalises the interpreter: non-daemon threads could hold it up)
+/// and flush Python's standard streams.
+pub(crate) fn shutdown() {
+    if !STARTED.load(Ordering::Acquire) && APPLICATION.get().is_none() {
+        return;
+    }
+    Python::attach(|py| {
+        let result = py
+            .import("atexit")
+            .and_then(|atexit| atexit.call_method0("_run_exitfuncs"));
+        if let Err(err) = result {
+            logging::exception(py, "Exception in an atexit function:", &err);
+        }
+        if let Ok(sys) = py.import("sys") {
+            for stream in ["stdout", "stderr"] {
+                if let Ok(s) = sys.getattr(stream) {
+                    let _ = s.call_method0("flush");
+                }
+            }
+        }
+    });
+}
