@@ -164,6 +164,9 @@ impl Listener {
                 socket
             }
         };
+        if let BindAddr::Tcp(_) = addr {
+            defer_accept(&socket);
+        }
         socket
             .listen(backlog)
             .with_context(|| format!("cannot listen on {}", describe(addr)))?;
@@ -215,6 +218,27 @@ impl Listener {
         if let (BindAddr::Unix(path), false) = (&self.addr, self.systemd) {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Seconds the kernel holds a connection that has sent nothing before it
+/// hands it to accept() anyway.
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// TCP_DEFER_ACCEPT: a connection reaches accept() once its first bytes
+/// have arrived, so the worker reads the request at once instead of taking
+/// another trip through the poller. An optimisation: failure is ignored.
+fn defer_accept(socket: &Socket) {
+    let secs = DEFER_ACCEPT_SECS;
+    // SAFETY: setsockopt with a valid int option value on our socket.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

@@ -63,6 +63,21 @@ impl CallIo {
         }
     }
 
+    /// TCP_NODELAY (a Unix socket has no Nagle: the call just fails).
+    fn set_nodelay(&self) {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid int option value on our socket.
+        unsafe {
+            libc::setsockopt(
+                self.fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+
     /// Read what the socket has, waiting for at least one byte.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
@@ -252,6 +267,7 @@ pub struct CallCtx<'a> {
     keep_alive: bool,
     status: u16,
     body_sent: u64,
+    nodelay: bool,
 }
 
 /// What a call starts from.
@@ -302,6 +318,7 @@ impl<'a> CallCtx<'a> {
             keep_alive: setup.keep_alive,
             status: 0,
             body_sent: 0,
+            nodelay: false,
         }
     }
 
@@ -446,6 +463,13 @@ impl<'a> CallCtx<'a> {
 
     /// Write `out` up to `end` to the socket, waiting as needed.
     fn flush_to(&mut self, end: usize) -> io::Result<()> {
+        if !self.nodelay {
+            // The answer goes in pieces: Nagle would hold a small piece
+            // until the client acknowledges the one before (up to its
+            // delayed-ACK time).
+            self.io.set_nodelay();
+            self.nodelay = true;
+        }
         if *self.out_pos < end {
             self.io.write_all(&self.out[*self.out_pos..end])?;
             *self.out_pos = end;

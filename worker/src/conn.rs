@@ -253,6 +253,40 @@ impl Conn {
         }
     }
 
+    /// A connection with no worker around it, for the bench harness.
+    pub(crate) fn bare(stream: Stream, peer: Peer) -> Conn {
+        Conn {
+            stream,
+            listener: 0,
+            peer,
+            rbuf: vec![0; READ_BUFFER_SIZE],
+            rstart: 0,
+            rend: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            phase: Phase::Idle,
+            deadline_ms: 0,
+            peer_closed: false,
+            awaiting_more: false,
+        }
+    }
+
+    /// The bench harness: `input` as if just read.
+    pub(crate) fn load_input(&mut self, input: &[u8]) {
+        self.rbuf[..input.len()].copy_from_slice(input);
+        (self.rstart, self.rend) = (0, input.len());
+        self.awaiting_more = false;
+    }
+
+    /// The bench harness: answer what was loaded; the answer's bytes.
+    pub(crate) fn process_for_bench(&mut self, cx: &mut Cx<'_>) -> &[u8] {
+        self.wbuf.clear();
+        self.wpos = 0;
+        self.phase = Phase::Idle;
+        self.process(cx);
+        &self.wbuf
+    }
+
     /// The socket is readable (or writable): do all the work there is. With
     /// `inline` false, buffered requests are not answered here but handed
     /// back as [`Next::Dispatch`].

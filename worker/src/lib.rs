@@ -9,6 +9,8 @@
 
 mod access_log;
 mod app;
+#[doc(hidden)]
+pub mod bench;
 mod call;
 pub mod chunked;
 mod conn;

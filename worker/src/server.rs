@@ -54,10 +54,9 @@ impl Listener {
     fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
+                // No TCP_NODELAY here: answers are written whole, so Nagle
+                // never holds them; a call that sends pieces sets it.
                 let (stream, addr) = l.accept()?;
-                // Answers are written whole; Nagle would only delay the
-                // pieces of a streamed one.
-                let _ = stream.set_nodelay(true);
                 Ok((Stream::Tcp(stream), Peer::new(Some(addr))))
             }
             Listener::Unix(l) => {
@@ -231,21 +230,41 @@ impl EventLoop {
                     return;
                 }
             };
+            let mut conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
+            // The request usually comes with the connection (the listener
+            // defers accept until data arrives): answer it before the poller
+            // hears of the connection, so that a one-shot connection never
+            // costs an epoll_ctl.
+            let next = conn.on_ready(&mut self.shared, self.pool.is_none());
+            if next == Next::Close {
+                conn.release(&mut self.shared);
+                continue;
+            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            let mut conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
             if let Err(e) = self.poll.registry().register(
                 conn.stream.source(),
                 Token(key),
                 Interest::READABLE | Interest::WRITABLE,
             ) {
                 log::error!("registering a connection failed: {e}");
+                conn.release(&mut self.shared);
                 continue;
             }
             entry.insert(Entry::Ready(conn));
-            // The request often arrives with the connection: serve it now
-            // rather than after another round through the poller.
-            self.on_conn_ready(key);
+            if next == Next::Dispatch {
+                self.dispatch(key);
+            }
+        }
+    }
+
+    /// Hand a connection with buffered requests to an application thread.
+    fn dispatch(&mut self, key: usize) {
+        let busy = Entry::Busy(self.shared.now_ms);
+        if let (Entry::Ready(conn), Some(pool)) =
+            (std::mem::replace(&mut self.conns[key], busy), &self.pool)
+        {
+            pool.submit(key, conn, self.shared.draining);
         }
     }
 
@@ -258,22 +277,14 @@ impl EventLoop {
         match conn.on_ready(&mut self.shared, self.pool.is_none()) {
             Next::Close => self.close(key),
             Next::Keep => {}
-            Next::Dispatch => {
-                let Entry::Ready(conn) =
-                    std::mem::replace(&mut self.conns[key], Entry::Busy(self.shared.now_ms))
-                else {
-                    unreachable!("matched above")
-                };
-                if let Some(pool) = &self.pool {
-                    pool.submit(key, conn, self.shared.draining);
-                }
-            }
+            Next::Dispatch => self.dispatch(key),
         }
     }
 
     fn close(&mut self, key: usize) {
-        if let Entry::Ready(mut conn) = self.conns.remove(key) {
-            let _ = self.poll.registry().deregister(conn.stream.source());
+        // Closing the descriptor takes it out of the poller: no
+        // deregistration (one system call fewer per connection).
+        if let Entry::Ready(conn) = self.conns.remove(key) {
             conn.release(&mut self.shared);
         }
     }
