@@ -10,5 +10,6 @@ mod http1;
 mod lifecycle;
 mod load_errors;
 mod malformed;
+mod operations;
 mod routes;
 mod split;
