@@ -168,7 +168,10 @@ impl Log {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.state.lock().unwrap().lines.clone()
+        // A wait that panicked held the lock: the lines are still good for
+        // the guard's report of the failure.
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.lines.clone()
     }
 
     pub fn text(&self) -> String {

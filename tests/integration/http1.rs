@@ -4,7 +4,8 @@
 //! every answer carries, and the refusal to emit a header with CR or LF.
 //! Malformed requests are in `malformed`.
 
-use crate::harness::{Framing, Server, WAIT, chunked, get, request};
+// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
+use super::harness::{Framing, Server, WAIT, chunked, get, request};
 
 #[test]
 fn keep_alive_serves_many_requests_on_one_connection() {

@@ -3,7 +3,8 @@
 //! signals (TERM graceful, INT and QUIT quick), each ending with no process
 //! of the server's group left behind.
 
-use crate::harness::{Conn, Server, WAIT, get, testapp};
+// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
+use super::harness::{Conn, Server, WAIT, get, testapp};
 use std::collections::HashSet;
 
 fn pid_of(conn: &mut Conn) -> u32 {

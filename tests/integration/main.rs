@@ -13,3 +13,8 @@ mod malformed;
 mod operations;
 mod routes;
 mod split;
+mod wsgi_bridge;
+mod wsgi_flask;
+mod wsgi_harness;
+mod wsgi_suite;
+mod wsgi_validator;

@@ -4,7 +4,8 @@
 //! table of valid near-misses checks that strictness has not turned into
 //! refusing good requests. Framing rules follow RFC 9112 §6.1 and §6.3.
 
-use crate::harness::{Conn, Server};
+// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
+use super::harness::{Conn, Server};
 use std::thread;
 
 /// A request and the status it must get.

@@ -3,7 +3,8 @@
 //! unchanged. Framing and protocol details live in `http1`; worker death and
 //! replacement in `lifecycle`.
 
-use crate::harness::{Conn, Framing, Prng, Server, chunked, get, request};
+// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
+use super::harness::{Conn, Framing, Prng, Server, chunked, get, request};
 use sha2::{Digest, Sha256};
 
 #[test]

@@ -4,7 +4,8 @@
 //! failure names its seed). Between pieces the test waits until the server
 //! has read what was sent, so the server really sees the pieces apart.
 
-use crate::harness::{Conn, Prng, Server};
+// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
+use super::harness::{Conn, Prng, Server};
 use serde_json::Value;
 
 /// A POST with repeated headers, a chunked body with extensions, and
