@@ -92,6 +92,12 @@ pub struct Arbiter {
     /// finishing their requests; killed if still there at the deadline.
     orphans: Vec<Pid>,
     orphans_deadline_ms: u64,
+    notifier: crate::systemd::Notifier,
+    /// READY=1 was sent (after the first worker booted).
+    ready: bool,
+    /// READY=1 waits for a worker started at or after this (a reload's new
+    /// workers, not the old ones).
+    ready_after_ms: u64,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
@@ -109,6 +115,9 @@ impl Arbiter {
         // SAFETY: the master is single-threaded.
         unsafe { std::env::remove_var(ORPHANS_ENV) };
         Ok(Arbiter {
+            notifier: crate::systemd::Notifier::from_env(),
+            ready: false,
+            ready_after_ms: 0,
             preloaded,
             orphans,
             orphans_deadline_ms: monotonic_ms() + settings.graceful_timeout_ms,
@@ -189,6 +198,9 @@ impl Arbiter {
     /// one goes live), then the old ones leave gracefully: no request is
     /// refused, the listeners never close.
     fn handle_hup(&mut self) {
+        self.notifier.notify("RELOADING=1\nSTATUS=reloading");
+        self.ready = false;
+        self.ready_after_ms = monotonic_ms();
         if self.preloaded {
             self.reexec();
             return;
@@ -238,6 +250,7 @@ impl Arbiter {
             let _ = kill(*pid, Signal::SIGTERM);
         }
         let old_list: Vec<String> = old.iter().map(|p| p.to_string()).collect();
+        self.notifier.restore_env();
         // SAFETY: the master is single-threaded.
         unsafe {
             std::env::set_var(crate::sockets::INHERIT_ENV, fds.join(","));
@@ -381,6 +394,17 @@ impl Arbiter {
                 _ => self.probe = None,
             }
         }
+        if !self.ready
+            && self.workers.values().any(|w| {
+                w.started_ms >= self.ready_after_ms && self.scoreboard.slot(w.slot).is_booted()
+            })
+        {
+            self.ready = true;
+            self.notifier.notify(&format!(
+                "READY=1\nMAINPID={}\nSTATUS=serving with {} workers",
+                self.master_pid, self.wanted
+            ));
+        }
         let active: Vec<(Pid, u64)> = self
             .workers
             .iter()
@@ -504,6 +528,7 @@ impl Arbiter {
     /// Stop every worker: TERM and up to `--graceful-timeout` for a graceful
     /// stop, QUIT for a quick one; SIGKILL for whatever is left.
     fn stop(&mut self, graceful: bool) {
+        self.notifier.notify("STOPPING=1\nSTATUS=stopping");
         for listener in &self.listeners {
             listener.unlink();
         }
@@ -557,5 +582,6 @@ fn placeholder_config() -> WorkerConfig {
         header_timeout_ms: 0,
         io_timeout_ms: 0,
         access_log: None,
+        reopen_error_log: || {},
     }
 }

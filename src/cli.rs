@@ -115,6 +115,11 @@ pub struct Cli {
     #[arg(long, value_name = "DIRS")]
     pub pythonpath: Option<String>,
 
+    /// The file mode mask a Unix socket is created with (octal, e.g. 007);
+    /// Gunicorn's default 0 lets a proxy running as another user connect.
+    #[arg(long, value_name = "MASK", default_value = "0", value_parser = parse_umask)]
+    pub umask: u32,
+
     /// Write the master's pid to this file.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
@@ -140,6 +145,22 @@ pub struct Cli {
     /// output. Off by default.
     #[arg(long = "access-logfile", value_name = "FILE")]
     pub access_logfile: Option<PathBuf>,
+}
+
+/// Gunicorn takes a umask in any base Python's int() reads; an operator
+/// writes it in octal: `0`, `022`, `0o022`, `0x12`.
+fn parse_umask(text: &str) -> Result<u32, String> {
+    let (digits, radix) = if let Some(hex) = text.strip_prefix("0x") {
+        (hex, 16)
+    } else if let Some(oct) = text.strip_prefix("0o") {
+        (oct, 8)
+    } else {
+        (text, 8)
+    };
+    u32::from_str_radix(digits, radix)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not a file mode mask (0 to 0777)"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@ mod cli;
 mod logging;
 mod pidfile;
 mod sockets;
+mod systemd;
 
 use std::process::ExitCode;
 
@@ -69,7 +70,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         None => {
             let mut listeners = Vec::new();
             for spec in &binds {
-                listeners.push(Listener::bind(&BindAddr::parse(spec)?, cli.backlog)?);
+                listeners.push(Listener::bind(
+                    &BindAddr::parse(spec)?,
+                    cli.backlog,
+                    cli.umask,
+                )?);
             }
             listeners
         }
@@ -212,6 +217,7 @@ fn settings(
             header_timeout_ms: cli.header_timeout * 1000,
             io_timeout_ms: io_timeout_secs * 1000,
             access_log: cli.access_logfile.clone(),
+            reopen_error_log: logging::reopen,
         },
     })
 }

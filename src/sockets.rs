@@ -130,7 +130,8 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
 }
 
 impl Listener {
-    pub fn bind(addr: &BindAddr, backlog: i32) -> Result<Listener> {
+    /// `umask` applies to a Unix socket's file (as Gunicorn's `--umask`).
+    pub fn bind(addr: &BindAddr, backlog: i32, umask: u32) -> Result<Listener> {
         let socket = match addr {
             BindAddr::Tcp(sa) => {
                 let socket = Socket::new(Domain::for_address(*sa), Type::STREAM, None)
@@ -158,9 +159,13 @@ impl Listener {
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None).with_context(|| {
                     format!("cannot create a socket for unix:{}", path.display())
                 })?;
-                socket
-                    .bind(&SockAddr::unix(path)?)
-                    .with_context(|| format!("cannot bind unix:{}", path.display()))?;
+                // SAFETY: umask(2) only swaps the process's mask; the master
+                // is single-threaded, so no other file is created meanwhile.
+                let old = unsafe { libc::umask(umask as libc::mode_t) };
+                let bound = socket.bind(&SockAddr::unix(path)?);
+                // SAFETY: as above, restoring the previous mask.
+                unsafe { libc::umask(old) };
+                bound.with_context(|| format!("cannot bind unix:{}", path.display()))?;
                 socket
             }
         };

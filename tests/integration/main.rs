@@ -4,6 +4,7 @@
 //! applications must be built first: `cargo build --workspace`.
 
 mod c_app;
+mod deploy;
 mod cli;
 mod harness;
 mod http1;

@@ -15,7 +15,7 @@ use crate::app::LoadedApp;
 use crate::call::{CallCtx, CallIo, CallSetup, Spill};
 use crate::parse::{self, Limits};
 use crate::response::{self, DateCache};
-use crate::scoreboard::Slot;
+use crate::scoreboard::{Slot, monotonic_ms};
 
 /// A read buffer's starting size; it grows to the largest head allowed.
 pub const READ_BUFFER_SIZE: usize = 16 * 1024;
@@ -319,7 +319,10 @@ impl Conn {
                 if self.wbuf.capacity() == 0 {
                     self.wbuf = shared.take_write_buffer();
                 }
-                self.process(&mut shared.cx());
+                let mut cx = shared.cx();
+                self.process(&mut cx);
+                let now_ms = cx.now_ms;
+                shared.now_ms = now_ms;
             }
             if drained {
                 break;
@@ -489,6 +492,9 @@ impl Conn {
             }
             let rc = settings.app.handle(call.as_ffi(), &request);
             let outcome = call.finish(rc);
+            // The call may have taken long: deadlines from here on count
+            // from now, not from when the request came in.
+            cx.now_ms = monotonic_ms();
             let used = head.len + outcome.input_used;
             settings.slot.request_finished();
             if let Some(log) = cx.access_log {

@@ -64,6 +64,8 @@ pub struct WorkerConfig {
     /// The longest wait on one client read or write inside a request.
     pub io_timeout_ms: u64,
     pub access_log: Option<PathBuf>,
+    /// Reopens the error log (the master's logger, inherited) on USR1.
+    pub reopen_error_log: fn(),
 }
 
 /// Run a worker in a freshly forked process: returns its exit code.
@@ -144,6 +146,7 @@ pub fn run(
         master_pid,
         threads,
         config.timeout_ms,
+        config.reopen_error_log,
     ) {
         Ok(l) => l,
         Err(e) => {

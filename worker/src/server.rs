@@ -86,6 +86,7 @@ pub struct EventLoop {
     signals: SignalQueue,
     master_pid: i32,
     next_tick_ms: u64,
+    reopen_error_log: fn(),
 }
 
 impl EventLoop {
@@ -97,6 +98,7 @@ impl EventLoop {
         master_pid: i32,
         threads: usize,
         timeout_ms: u64,
+        reopen_error_log: fn(),
     ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
@@ -150,6 +152,7 @@ impl EventLoop {
             signals,
             master_pid,
             next_tick_ms: 0,
+            reopen_error_log,
         })
     }
 
@@ -340,11 +343,13 @@ impl EventLoop {
         if self.signals.take(Signal::SIGTERM) > 0 {
             self.start_draining();
         }
-        if self.signals.take(Signal::SIGUSR1) > 0
-            && let Some(log) = &self.shared.access_log
-            && let Err(e) = log.lock().unwrap_or_else(|e| e.into_inner()).reopen()
-        {
-            log::error!("reopening the access log failed: {e}");
+        if self.signals.take(Signal::SIGUSR1) > 0 {
+            (self.reopen_error_log)();
+            if let Some(log) = &self.shared.access_log
+                && let Err(e) = log.lock().unwrap_or_else(|e| e.into_inner()).reopen()
+            {
+                log::error!("reopening the access log failed: {e}");
+            }
         }
     }
 

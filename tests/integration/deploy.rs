@@ -1,0 +1,175 @@
+//! The deployment the README and config/ describe, run for real: a real
+//! Nginx process with config/nginx-site.conf in front of rgun on a Unix
+//! socket, and systemd's notification protocol (NOTIFY_SOCKET).
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::harness::{
+    Conn, Server, TempDir, WAIT, get, manifest_dir, request, testapp, unique_socket_path,
+};
+
+/// A real nginx, killed on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    prefix: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM, not KILL: nginx's master then stops its workers too.
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default();
+            eprintln!("nginx error log:\n{log}");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Start nginx with the site of config/nginx-site.conf, pointed at
+/// `socket` and listening on a free port.
+fn start_nginx(dir: &TempDir, socket: &std::path::Path) -> Nginx {
+    let site = std::fs::read_to_string(manifest_dir().join("config/nginx-site.conf"))
+        .expect("config/nginx-site.conf");
+    assert!(site.contains("unix:/run/rgun/rgun.sock") && site.contains("listen 80;"));
+    let port = free_port();
+    let site = site
+        .replace(
+            "unix:/run/rgun/rgun.sock",
+            &format!("unix:{}", socket.display()),
+        )
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    std::fs::write(prefix.join("site.conf"), site).unwrap();
+    std::fs::write(
+        prefix.join("nginx.conf"),
+        format!(
+            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
+             include {p}/site.conf; }}\n",
+            p = prefix.display()
+        ),
+    )
+    .unwrap();
+    let nginx = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|n| Command::new(n).arg("-v").output().is_ok())
+        .expect("nginx is not installed (.ci/run installs nginx-light)");
+    let child = Command::new(nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(prefix.join("nginx.conf"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let nginx = Nginx {
+        child,
+        port,
+        prefix: prefix.clone(),
+    };
+    // Ready when it accepts: bounded retries of a connect, no sleep as a
+    // guess.
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return nginx;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nginx did not start listening on {port}");
+}
+
+#[test]
+fn serves_behind_nginx_over_a_unix_socket() {
+    let dir = TempDir::new("nginx");
+    let socket = unique_socket_path("nginx");
+    let _server = Server::builder(testapp())
+        .bind(format!("unix:{}", socket.display()))
+        .start();
+    let nginx = start_nginx(&dir, &socket);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], nginx.port));
+
+    // Keep-alive through nginx: several requests on one connection.
+    let mut conn = Conn::tcp(addr);
+    for _ in 0..3 {
+        let r = conn.request(&get("/"));
+        r.assert_status(200);
+        assert_eq!(r.text(), "Hello, World!");
+    }
+    let echo = conn
+        .request(&request(
+            "POST",
+            "/echo?via=nginx",
+            &[],
+            b"through the proxy",
+        ))
+        .json();
+    assert_eq!(echo["body"], "through the proxy");
+    assert_eq!(echo["query"], "via=nginx");
+    assert!(
+        echo["headers"]["x-forwarded-for"].as_str().is_some(),
+        "{echo}"
+    );
+
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let upload = conn.request(&request("POST", "/upload", &[], &body)).json();
+    assert_eq!(upload["body_length"], 1_000_000);
+    assert_eq!(upload["sha256"], hex(&Sha256::digest(&body)));
+
+    let stream = conn.request(&get("/stream?chunks=4&size=1000"));
+    stream.assert_status(200);
+    assert_eq!(stream.body, vec![b'y'; 4000]);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn tells_systemd_ready_reloading_and_stopping() {
+    let dir = TempDir::new("notify");
+    let path = dir.join("notify.sock");
+    let systemd = UnixDatagram::bind(&path).unwrap();
+    systemd.set_read_timeout(Some(WAIT)).unwrap();
+    let mut server = Server::builder(testapp())
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification from rgun");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.starts_with("READY=1\n"), "{ready:?}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", server.pid())),
+        "{ready:?}"
+    );
+    server.get("/").assert_status(200);
+
+    server.signal(libc::SIGHUP);
+    assert!(next().starts_with("RELOADING=1"));
+    // READY again only once a new worker has loaded the application.
+    assert!(next().starts_with("READY=1\n"));
+    let booted = server.wait_for_workers(2);
+    assert_eq!(booted.len(), 2);
+
+    server.signal(libc::SIGTERM);
+    assert!(next().starts_with("STOPPING=1"));
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0));
+}
