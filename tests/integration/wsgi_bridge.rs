@@ -61,6 +61,7 @@ fn environ_has_every_key_with_its_type() {
             ("Cookie", "b=2"),
             ("Accept", "text/html"),
             ("accept", "text/plain"),
+            ("X-Text", "café"),
         ],
         b"body",
     );
@@ -84,6 +85,8 @@ fn environ_has_every_key_with_its_type() {
     assert_eq!(env["HTTP_HOST"], "localhost");
     assert_eq!(env["HTTP_COOKIE"], "a=1; b=2");
     assert_eq!(env["HTTP_ACCEPT"], "text/html, text/plain");
+    // Header values too are their bytes as latin-1 (here UTF-8 'é').
+    assert_eq!(env["HTTP_X_TEXT"], "caf\u{c3}\u{a9}");
     for absent in [
         "HTTP_CONTENT_TYPE",
         "HTTP_CONTENT_LENGTH",
@@ -450,6 +453,22 @@ fn multiprocessing_starts_real_python_children() {
         assert_ne!(info["child"], server.wait_for_workers(1)[0], "{method}");
     }
     server.get("/environ").assert_status(200);
+}
+
+#[test]
+fn a_forked_child_does_not_keep_the_workers_signal_handlers() {
+    let server = probe();
+    let worker = server.wait_for_workers(1)[0];
+    // SIGTERM ends the child at once (under the worker's handler it would
+    // sleep on, and the worker itself would be told to stop).
+    let r = server.get("/fork-term").json();
+    assert_eq!(r["signal"], r["sigterm"], "{r}");
+    assert_eq!(server.get("/interpreter").json()["pid"], worker);
+    assert!(
+        !server.stderr.text().contains("Handling signal"),
+        "{}",
+        server.stderr.text()
+    );
 }
 
 #[test]

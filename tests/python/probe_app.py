@@ -237,6 +237,23 @@ def application(environ, start_response):
             "argv": sys.argv,
         })
 
+    if path == "/fork-term":
+        # A forked child stopped by SIGTERM, as Pool.terminate() does.
+        import signal
+        ready_r, ready_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.write(ready_w, b"!")  # the at-fork hooks have run
+            time.sleep(30)
+            os._exit(0)
+        os.read(ready_r, 1)
+        os.close(ready_r)
+        os.close(ready_w)
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        return _json(start_response, {"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                                      "sigterm": int(signal.SIGTERM)})
+
     if path == "/multiprocessing":
         import multiprocessing
         import multiprocessing.spawn

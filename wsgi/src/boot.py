@@ -65,6 +65,25 @@ def _honour_virtualenv():
     sys.path[:] = before[:first_base] + added + before[first_base:]
 
 
+def enter_worker():
+    """Once in each worker: a process the application forks without exec
+    (os.fork, multiprocessing's "fork" start method) must not keep the
+    worker's signal handlers. Under them, the SIGTERM with which
+    Pool.terminate() stops its children would be queued for the worker's
+    event loop instead of ending the child, and the pool would wait for it
+    forever."""
+    os.register_at_fork(after_in_child=_default_signals)
+
+
+def _default_signals():
+    import signal
+    for name in ("SIGTERM", "SIGQUIT", "SIGABRT", "SIGUSR1", "SIGUSR2",
+                 "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    # What a Python program has by default.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def load(spec):
     """Import `module[:expression]` and return the WSGI callable it names.
 

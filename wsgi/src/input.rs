@@ -169,12 +169,13 @@ impl BodyReader {
             }
             let start = self.buf.len();
             let want = limit.map_or(LINE_CHUNK, |l| (l - start).min(LINE_CHUNK));
-            self.buf.resize(start + want, 0);
-            let mut chunk = std::mem::take(&mut self.buf);
-            let n = self.read_server(py, ex, &mut chunk[start..]);
-            chunk.truncate(start + *n.as_ref().unwrap_or(&0));
-            self.buf = chunk;
-            n?;
+            // Taken out of `self` while the server fills its tail.
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(start + want, 0);
+            let read = self.read_server(py, ex, &mut buf[start..]);
+            buf.truncate(start + read.as_ref().copied().unwrap_or(0));
+            self.buf = buf;
+            read?;
         }
     }
 

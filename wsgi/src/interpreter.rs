@@ -61,9 +61,22 @@ fn boot(py: Python<'_>, spec: &str, python: Option<&Path>) -> PyResult<Py<PyAny>
     Ok(module.call_method1("load", (spec,))?.unbind())
 }
 
+/// boot.py as a module, made once per interpreter.
 fn boot_module(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    static BOOT: OnceLock<Py<PyModule>> = OnceLock::new();
+    if let Some(module) = BOOT.get() {
+        return Ok(module.bind(py).clone());
+    }
     let code = CString::new(include_str!("boot.py")).expect("boot.py has no NUL byte");
-    PyModule::from_code(py, &code, c"<rgun boot>", c"_rgun_boot")
+    let module = PyModule::from_code(py, &code, c"<rgun boot>", c"_rgun_boot")?;
+    let _ = BOOT.set(module.clone().unbind());
+    Ok(module)
+}
+
+/// The worker's own set-up of an interpreter it started or inherited
+/// (preloaded): see boot.py's `enter_worker`.
+pub(crate) fn enter_worker(py: Python<'_>) -> PyResult<()> {
+    boot_module(py)?.call_method0("enter_worker").map(drop)
 }
 
 /// A load failure as one line. Failures boot.py explains (`AppLoadError`)

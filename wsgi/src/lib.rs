@@ -82,10 +82,11 @@ unsafe extern "C" fn init(server: *const ffi::Server) -> i32 {
         interpreter::load(&spec)?;
         let app = interpreter::application().ok_or("the application did not load")?;
         Python::attach(|py| {
-            let environ =
-                environ::Template::new(py, &environ::Concurrency::from_env()).map_err(|err| {
-                    logging::exception(py, "Cannot prepare the WSGI environ:", &err);
-                    "cannot prepare the WSGI environ".to_string()
+            let environ = interpreter::enter_worker(py)
+                .and_then(|()| environ::Template::new(py, &environ::Concurrency::from_env()))
+                .map_err(|err| {
+                    logging::exception(py, "Cannot prepare the worker's interpreter:", &err);
+                    "cannot prepare the worker's interpreter".to_string()
                 })?;
             let _ = WORKER.set(Worker {
                 app: app.clone_ref(py),
