@@ -56,9 +56,9 @@ struct Worker {
 /// Calls around each fork, for an interpreter preloaded in the master.
 #[derive(Clone, Copy)]
 pub struct ForkHooks {
-    pub before: fn(),
-    pub after_parent: fn(),
-    pub after_child: fn(),
+    pub before: unsafe extern "C" fn(),
+    pub after_parent: unsafe extern "C" fn(),
+    pub after_child: unsafe extern "C" fn(),
 }
 
 /// Everything a worker is started with, kept by the master.
@@ -458,15 +458,20 @@ impl Arbiter {
         };
         let hooks = self.settings.fork_hooks;
         if let Some(hooks) = hooks {
-            (hooks.before)();
+            // SAFETY: the bridge's fork hooks take no arguments and are
+            // called as CPython's PyOS_*Fork calls want: around fork.
+            unsafe { (hooks.before)() };
         }
         // SAFETY: the master is single-threaded, so the child starts with a
         // consistent heap and no lock held by another thread.
         let forked = unsafe { fork() };
         if let Some(hooks) = hooks {
-            match forked {
-                Ok(ForkResult::Child) => (hooks.after_child)(),
-                _ => (hooks.after_parent)(),
+            // SAFETY: as above.
+            unsafe {
+                match forked {
+                    Ok(ForkResult::Child) => (hooks.after_child)(),
+                    _ => (hooks.after_parent)(),
+                }
             }
         }
         match forked {
@@ -532,6 +537,10 @@ impl Arbiter {
         for listener in &self.listeners {
             listener.unlink();
         }
+        // Their exit is expected now, not a failure to report.
+        for worker in self.workers.values_mut() {
+            worker.retiring = true;
+        }
         self.signal_workers(if graceful {
             Signal::SIGTERM
         } else {
@@ -569,6 +578,8 @@ fn placeholder_config() -> WorkerConfig {
         app: rgun_worker::AppSource::Library {
             path: Default::default(),
             symbol: String::new(),
+            arg: String::new(),
+            global: false,
         },
         limits: rgun_worker::Limits {
             request_line: 0,

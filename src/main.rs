@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
+use rgun_gateway::ffi;
 use rgun_worker::AppSource;
 
 use crate::cli::{AppSpec, Cli};
@@ -115,17 +116,50 @@ fn resolve_app(cli: &Cli) -> Result<(AppSource, Option<arbiter::ForkHooks>), Fai
                 if !path.exists() {
                     return Err(load_error(rgun_worker::LoadError::NotFound { path }.into()));
                 }
-                return Ok((AppSource::Library { path, symbol }, None));
+                return Ok((
+                    AppSource::Library {
+                        path,
+                        arg: symbol.clone(),
+                        symbol,
+                        global: false,
+                    },
+                    None,
+                ));
             }
-            let table =
-                rgun_worker::load_library(&path, &symbol).map_err(|e| load_error(e.into()))?;
+            let table = rgun_worker::load_library(&path, &symbol, false)
+                .map_err(|e| load_error(e.into()))?;
             Ok((AppSource::Table { table, arg: symbol }, None))
         }
         AppSpec::Python { module } => python_app(cli, module).map_err(load_error),
     }
 }
 
-#[cfg(feature = "python")]
+/// The Python bridge's library, and the symbols rgun finds in it.
+const WSGI_LIBRARY: &str = "librgun_wsgi.so";
+const WSGI_APP_SYMBOL: &str = "rgun_wsgi_app";
+/// Where to find the bridge instead of beside the rgun binary.
+const WSGI_LIBRARY_ENV: &str = "RGUN_WSGI_LIBRARY";
+
+/// The bridge library: `RGUN_WSGI_LIBRARY`, or `librgun_wsgi.so` in the
+/// folder of the rgun binary (cargo builds both into the same folder).
+fn wsgi_library() -> Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os(WSGI_LIBRARY_ENV) {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("cannot find the rgun binary's own path")?;
+    let path = exe.with_file_name(WSGI_LIBRARY);
+    if !path.exists() {
+        bail!(
+            "Python applications need the WSGI bridge {}, which is not there (build it with `cargo build --workspace`, install it beside rgun, or name it in {WSGI_LIBRARY_ENV})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// `module:callable`: the bridge library serves it, opened RTLD_GLOBAL so
+/// that C extension modules see libpython's symbols (DESIGN.md, known
+/// traps), and only in processes that serve Python.
 fn python_app(cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::ForkHooks>)> {
     if let Some(dirs) = &cli.pythonpath {
         // Read when the interpreter starts, in the workers or (preload) here.
@@ -141,30 +175,52 @@ fn python_app(cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::F
         // environment concurrently.
         unsafe { std::env::set_var("PYTHONPATH", path.join(":")) };
     }
-    let hooks = if cli.preload {
-        rgun_wsgi::preload(&module).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Some(arbiter::ForkHooks {
-            before: rgun_wsgi::before_fork,
-            after_parent: rgun_wsgi::after_fork_parent,
-            after_child: rgun_wsgi::after_fork_child,
-        })
-    } else {
-        None
+    let library = wsgi_library()?;
+    if !cli.preload {
+        return Ok((
+            AppSource::Library {
+                path: library,
+                symbol: WSGI_APP_SYMBOL.into(),
+                arg: module,
+                global: true,
+            },
+            None,
+        ));
+    }
+    let table = rgun_worker::load_library(&library, WSGI_APP_SYMBOL, true)?;
+    let preload: unsafe extern "C" fn(ffi::Str, ffi::LogFn) -> i32 =
+        bridge_symbol(&library, "rgun_wsgi_preload")?;
+    // SAFETY: the bridge's preload entry point, with a spec valid for the
+    // call and this process's log callback.
+    let rc = unsafe { preload(ffi::Str::new(module.as_bytes()), rgun_worker::log_callback) };
+    if rc != ffi::OK {
+        bail!("cannot load the Python application {module:?} (see above)");
+    }
+    let hooks = arbiter::ForkHooks {
+        before: bridge_symbol(&library, "rgun_wsgi_before_fork")?,
+        after_parent: bridge_symbol(&library, "rgun_wsgi_after_fork_parent")?,
+        after_child: bridge_symbol(&library, "rgun_wsgi_after_fork_child")?,
     };
-    Ok((
-        AppSource::Table {
-            table: &rgun_wsgi::APP,
-            arg: module,
-        },
-        hooks,
-    ))
+    Ok((AppSource::Table { table, arg: module }, Some(hooks)))
 }
 
-#[cfg(not(feature = "python"))]
-fn python_app(_cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::ForkHooks>)> {
-    anyhow::bail!(
-        "cannot load application {module:?}: this rgun was built without Python support (the `python` feature); give a path/to/lib.so:symbol"
-    )
+/// A function of the already opened bridge library.
+fn bridge_symbol<T: Copy>(library: &std::path::Path, name: &str) -> Result<T> {
+    // SAFETY: the bridge is already open (load_library never closes it);
+    // opening it again only takes a reference. `T` is the function type the
+    // bridge exports under `name` (wsgi/src/lib.rs).
+    unsafe {
+        let lib = libloading::os::unix::Library::open(
+            Some(library),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+        )
+        .with_context(|| format!("cannot open {}", library.display()))?;
+        let symbol = *lib
+            .get::<T>(name.as_bytes())
+            .with_context(|| format!("{} has no {name}", library.display()))?;
+        std::mem::forget(lib);
+        Ok(symbol)
+    }
 }
 
 fn settings(

@@ -1,6 +1,7 @@
 //! Record which Python the bridge is built against: its executable (the
 //! embedded interpreter's default `sys.executable`, for `multiprocessing`)
-//! and its version (to tell a virtualenv made for another Python).
+//! and its version (to tell a virtualenv made for another Python); and where
+//! libpython is, for the library's run path.
 
 fn main() {
     let config = pyo3_build_config::get();
@@ -14,4 +15,9 @@ fn main() {
         config.version().major,
         config.version().minor
     );
+    // libpython may live outside the loader's path (pyenv, a venv's base):
+    // record its folder in the bridge's run path.
+    if let Some(dir) = config.lib_dir() {
+        println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{dir}");
+    }
 }

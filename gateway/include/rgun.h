@@ -28,6 +28,8 @@ extern "C" {
 
 #define RGUN_OK 0
 #define RGUN_ERR (-1)
+/* From init: the application could not be loaded (exit code 4, not 3). */
+#define RGUN_ERR_LOAD (-4)
 
 /* Log levels for rgun_server.log, in the order of syslog(3). */
 #define RGUN_LOG_ERROR 3

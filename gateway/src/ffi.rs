@@ -19,6 +19,10 @@ pub const APP_MAGIC: u32 = u32::from_le_bytes(*b"RGUN");
 pub const OK: i32 = 0;
 /// Failure, from a callback or a hook.
 pub const ERR: i32 = -1;
+/// From `init`: the application itself could not be loaded (a module that
+/// does not import, a missing callable). The server stops with Gunicorn's
+/// APP_LOAD_ERROR exit code (4) rather than its boot error (3).
+pub const ERR_LOAD: i32 = -4;
 
 /// Log levels for [`Server::log`], in the order of `syslog(3)`.
 pub const LOG_ERROR: i32 = 3;

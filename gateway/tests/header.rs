@@ -108,6 +108,7 @@ fn facts() -> Vec<Fact> {
     constant(&mut facts, "RGUN_APP_MAGIC", ffi::APP_MAGIC);
     constant(&mut facts, "RGUN_OK", ffi::OK);
     constant(&mut facts, "RGUN_ERR", ffi::ERR);
+    constant(&mut facts, "RGUN_ERR_LOAD", ffi::ERR_LOAD);
     constant(&mut facts, "RGUN_LOG_ERROR", ffi::LOG_ERROR);
     constant(&mut facts, "RGUN_LOG_WARNING", ffi::LOG_WARNING);
     constant(&mut facts, "RGUN_LOG_INFO", ffi::LOG_INFO);

@@ -586,7 +586,7 @@ fn a_missing_module_is_one_line_naming_it() {
     let log = assert_load_failure(
         "no_such_module:app",
         &["--workers", "2"],
-        3,
+        4,
         &[
             "cannot load application",
             "'no_such_module'",
@@ -612,13 +612,13 @@ fn a_missing_or_uncallable_attribute_is_one_line() {
     assert_load_failure(
         "probe_app:nothing",
         &[],
-        3,
+        4,
         &["module 'probe_app' has no attribute 'nothing'"],
     );
     assert_load_failure(
         "probe_app:CLOSED",
         &[],
-        3,
+        4,
         &["CLOSED in module 'probe_app' is not callable"],
     );
 }
@@ -637,7 +637,8 @@ fn an_exception_at_import_is_logged_with_its_traceback() {
         .spawn();
     let status = server.wait_exit(WAIT);
     let log = server.stderr.text();
-    assert_eq!(status.code(), Some(3), "{log}");
+    // Gunicorn's APP_LOAD_ERROR: the application does not import.
+    assert_eq!(status.code(), Some(4), "{log}");
     assert!(log.contains("Traceback (most recent call last)"), "{log}");
     assert!(log.contains("ValueError: broken at import"), "{log}");
     assert!(log.contains("broken_app.py\", line 4, in helper"), "{log}");

@@ -63,13 +63,13 @@ impl LoadedApp {
         self.table.flags & ffi::APP_THREAD_SAFE != 0
     }
 
-    /// Run the per-worker init hook; `false` when it failed.
-    pub fn init(&self) -> bool {
+    /// Run the per-worker init hook: OK, ERR, or ERR_LOAD.
+    pub fn init(&self) -> i32 {
         match self.table.init {
             // SAFETY: the hook is called with the server table, as the ABI
             // says, once, before any request.
-            Some(init) => unsafe { init(self.server) == ffi::OK },
-            None => true,
+            Some(init) => unsafe { init(self.server) },
+            None => ffi::OK,
         }
     }
 
@@ -93,7 +93,14 @@ impl LoadedApp {
 }
 
 /// Open `path` and find the application table `symbol` in it, checked.
-pub fn load_library(path: &Path, symbol: &str) -> Result<&'static ffi::App, LoadError> {
+/// `global`: the library's symbols (and its dependencies') serve libraries
+/// opened later, as the Python bridge needs for C extension modules;
+/// applications are opened local, so that two cannot clash.
+pub fn load_library(
+    path: &Path,
+    symbol: &str,
+    global: bool,
+) -> Result<&'static ffi::App, LoadError> {
     if !path.exists() {
         return Err(LoadError::NotFound { path: path.into() });
     }
@@ -109,7 +116,12 @@ pub fn load_library(path: &Path, symbol: &str) -> Result<&'static ffi::App, Load
     let library = unsafe {
         libloading::os::unix::Library::open(
             Some(&file),
-            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            libloading::os::unix::RTLD_NOW
+                | if global {
+                    libloading::os::unix::RTLD_GLOBAL
+                } else {
+                    libloading::os::unix::RTLD_LOCAL
+                },
         )
     }
     .map_err(|e| LoadError::NotLoadable {

@@ -948,6 +948,8 @@ pub unsafe extern "C" fn send_file(call: *mut ffi::Call, fd: i32, offset: i64, l
     }
 }
 
+/// # Safety
+/// `message` must be valid for the call.
 pub unsafe extern "C" fn log(level: i32, message: ffi::Str) {
     // SAFETY: the ABI: `message` is valid for the call.
     let message = String::from_utf8_lossy(unsafe { message.as_bytes() });

@@ -27,6 +27,9 @@ use std::path::PathBuf;
 use nix::sys::signal::{SigHandler, Signal};
 
 pub use app::{LoadError, load_library};
+/// The gateway's log callback, writing to this process's error log (for a
+/// library the master calls directly, such as the bridge's preload).
+pub use call::log as log_callback;
 pub use conn::ListenerInfo;
 pub use parse::Limits;
 pub use server::ListenerFd;
@@ -40,8 +43,14 @@ pub const EXIT_APP_LOAD_ERROR: i32 = 4;
 
 /// Where a worker's application comes from.
 pub enum AppSource {
-    /// `path.so:symbol`, opened in the worker after fork.
-    Library { path: PathBuf, symbol: String },
+    /// `path.so:symbol`, opened in the worker after fork; `arg` is handed to
+    /// the application as `app_arg` (the symbol, or a bridge's `module:app`).
+    Library {
+        path: PathBuf,
+        symbol: String,
+        arg: String,
+        global: bool,
+    },
     /// A table already in this process: linked into the binary (the Python
     /// bridge) or opened by the master (`--preload`). `arg` is handed to the
     /// application as `app_arg`.
@@ -86,8 +95,13 @@ pub fn run(
         }
     };
     let app = match &config.app {
-        AppSource::Library { path, symbol } => match app::load_library(path, symbol) {
-            Ok(table) => app::LoadedApp::new(table, symbol.as_bytes(), worker_id),
+        AppSource::Library {
+            path,
+            symbol,
+            arg,
+            global,
+        } => match app::load_library(path, symbol, *global) {
+            Ok(table) => app::LoadedApp::new(table, arg.as_bytes(), worker_id),
             Err(e) => {
                 log::error!("{e}");
                 return EXIT_APP_LOAD_ERROR;
@@ -118,12 +132,16 @@ pub fn run(
     // SAFETY: no other thread of this process exists yet to read the
     // environment concurrently.
     unsafe { std::env::set_var("RGUN_THREADS", threads.to_string()) };
-    if !app.init() {
-        log::error!(
-            "the application's init hook failed in worker {}",
-            std::process::id()
-        );
-        return EXIT_BOOT_ERROR;
+    match app.init() {
+        rgun_gateway::ffi::OK => {}
+        rgun_gateway::ffi::ERR_LOAD => return EXIT_APP_LOAD_ERROR,
+        _ => {
+            log::error!(
+                "the application's init hook failed in worker {}",
+                std::process::id()
+            );
+            return EXIT_BOOT_ERROR;
+        }
     }
     slot.set_booted();
     let (fds, listeners): (Vec<_>, Vec<_>) = listeners.into_iter().map(ListenerFd::split).unzip();
@@ -175,6 +193,9 @@ fn install_signals() -> std::io::Result<signals::SignalQueue> {
         SigHandler::Handler(exit_now),
     )?;
     signals::set_handler(&[Signal::SIGABRT], SigHandler::Handler(on_abort))?;
+    // The master's signals mean nothing to a worker. A handler that does
+    // nothing, not SIG_IGN: an ignored disposition would survive exec into
+    // the application's subprocesses, a handler is reset to the default.
     signals::set_handler(
         &[
             Signal::SIGHUP,
@@ -182,13 +203,15 @@ fn install_signals() -> std::io::Result<signals::SignalQueue> {
             Signal::SIGTTOU,
             Signal::SIGWINCH,
             Signal::SIGUSR2,
-            Signal::SIGPIPE,
         ],
-        SigHandler::SigIgn,
+        SigHandler::Handler(do_nothing),
     )?;
+    signals::set_handler(&[Signal::SIGPIPE], SigHandler::SigIgn)?;
     signals::set_handler(&[Signal::SIGCHLD], SigHandler::SigDfl)?;
     Ok(queue)
 }
+
+extern "C" fn do_nothing(_: libc::c_int) {}
 
 extern "C" fn exit_now(_: libc::c_int) {
     // SAFETY: _exit is async-signal-safe.

@@ -1,5 +1,7 @@
-//! The Python WSGI bridge: a gateway-interface application, linked into the
-//! rgun binary, that hosts a PEP 3333 callable in embedded CPython. The
+//! The Python WSGI bridge: a gateway-interface application, built as a
+//! library that rgun opens (RTLD_GLOBAL, so that C extension modules see
+//! libpython's symbols) only to serve `module:app`, hosting a PEP 3333
+//! callable in embedded CPython. The
 //! interpreter starts in each worker's init hook, or once in the master with
 //! `--preload`; each request becomes an `environ` and a `start_response`,
 //! and what the callable returns goes back to the server piece by piece.
@@ -23,8 +25,10 @@ use rgun_gateway::ffi;
 
 use crate::response::Worker;
 
-/// The bridge's application table: `app_arg` is `module[:callable]`.
-pub static APP: ffi::App = ffi::App {
+/// The bridge's application table, under the symbol rgun looks up:
+/// `app_arg` is `module[:callable]`.
+#[unsafe(no_mangle)]
+pub static rgun_wsgi_app: ffi::App = ffi::App {
     magic: ffi::APP_MAGIC,
     abi_version: ffi::ABI_VERSION,
     flags: ffi::APP_THREAD_SAFE,
@@ -38,22 +42,40 @@ pub static APP: ffi::App = ffi::App {
 static WORKER: OnceLock<Worker> = OnceLock::new();
 
 /// `--preload`: initialise the interpreter and import the application in the
-/// master, before any fork. The worker's init hook then only finishes the
-/// set-up.
-pub fn preload(spec: &str) -> Result<(), String> {
-    guard("preload", || interpreter::load(spec)).unwrap_or_else(Err)
+/// master, before any fork; lines go to the master's `log`. The worker's
+/// init hook then only finishes the set-up. Returns OK, or ERR_LOAD when the
+/// application does not load.
+///
+/// # Safety
+/// `spec` must be valid for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rgun_wsgi_preload(spec: ffi::Str, log: ffi::LogFn) -> i32 {
+    logging::set_master_log(log);
+    // SAFETY: the caller's promise.
+    let spec = String::from_utf8_lossy(unsafe { spec.as_bytes() }).into_owned();
+    match guard("preload", || interpreter::load(&spec)) {
+        Ok(Ok(())) => ffi::OK,
+        Ok(Err(line)) => {
+            logging::error(&line);
+            ffi::ERR_LOAD
+        }
+        Err(_) => ffi::ERR,
+    }
 }
 
 /// Around each fork of a preloaded interpreter (CPython's PyOS_*Fork calls).
-pub fn before_fork() {
+#[unsafe(no_mangle)]
+pub extern "C" fn rgun_wsgi_before_fork() {
     interpreter::before_fork();
 }
 
-pub fn after_fork_parent() {
+#[unsafe(no_mangle)]
+pub extern "C" fn rgun_wsgi_after_fork_parent() {
     interpreter::after_fork_parent();
 }
 
-pub fn after_fork_child() {
+#[unsafe(no_mangle)]
+pub extern "C" fn rgun_wsgi_after_fork_child() {
     interpreter::after_fork_child();
 }
 
@@ -79,27 +101,31 @@ unsafe extern "C" fn init(server: *const ffi::Server) -> i32 {
     let booted = guard("init", || {
         // SAFETY: app_arg is valid for the process.
         let spec = String::from_utf8_lossy(unsafe { server.app_arg.as_bytes() }).into_owned();
-        interpreter::load(&spec)?;
-        let app = interpreter::application().ok_or("the application did not load")?;
+        interpreter::load(&spec).map_err(|line| (line, ffi::ERR_LOAD))?;
+        let app = interpreter::application()
+            .ok_or_else(|| ("the application did not load".to_string(), ffi::ERR_LOAD))?;
         Python::attach(|py| {
             let environ = interpreter::enter_worker(py)
                 .and_then(|()| environ::Template::new(py, &environ::Concurrency::from_env()))
                 .map_err(|err| {
                     logging::exception(py, "Cannot prepare the worker's interpreter:", &err);
-                    "cannot prepare the worker's interpreter".to_string()
+                    (
+                        "cannot prepare the worker's interpreter".to_string(),
+                        ffi::ERR,
+                    )
                 })?;
             let _ = WORKER.set(Worker {
                 app: app.clone_ref(py),
                 environ,
             });
-            Ok::<(), String>(())
+            Ok::<(), (String, i32)>(())
         })
     });
     match booted {
         Ok(Ok(())) => ffi::OK,
-        Ok(Err(line)) => {
+        Ok(Err((line, code))) => {
             logging::error(&line);
-            ffi::ERR
+            code
         }
         Err(_) => ffi::ERR,
     }

@@ -11,6 +11,13 @@ use rgun_gateway::ffi;
 /// The server's table, set by the init hook.
 static SERVER: AtomicPtr<ffi::Server> = AtomicPtr::new(core::ptr::null_mut());
 
+/// The master's log callback, for `--preload` (before any worker exists).
+static MASTER_LOG: std::sync::OnceLock<ffi::LogFn> = std::sync::OnceLock::new();
+
+pub(crate) fn set_master_log(log: ffi::LogFn) {
+    let _ = MASTER_LOG.set(log);
+}
+
 pub(crate) fn set_server(server: &'static ffi::Server) {
     SERVER.store((server as *const ffi::Server).cast_mut(), Ordering::Release);
 }
@@ -24,24 +31,25 @@ pub(crate) enum Level {
 
 /// One message (it may span lines, as a traceback does) to the error log.
 pub(crate) fn line(level: Level, message: &str) {
-    let server = SERVER.load(Ordering::Acquire);
-    if server.is_null() {
-        let level = match level {
-            Level::Error => log::Level::Error,
-            Level::Warning => log::Level::Warn,
-            Level::Debug => log::Level::Debug,
-        };
-        log::log!(level, "{message}");
-        return;
-    }
     let level = match level {
         Level::Error => ffi::LOG_ERROR,
         Level::Warning => ffi::LOG_WARNING,
         Level::Debug => ffi::LOG_DEBUG,
     };
-    // SAFETY: the server keeps its table alive for the life of the process;
-    // the message is valid for the call.
-    unsafe { ((*server).log)(level, ffi::Str::new(message.as_bytes())) }
+    let server = SERVER.load(Ordering::Acquire);
+    let log = if server.is_null() {
+        MASTER_LOG.get().copied()
+    } else {
+        // SAFETY: the server keeps its table alive for the life of the
+        // process.
+        Some(unsafe { (*server).log })
+    };
+    match log {
+        // SAFETY: the server's (or master's) callback, with a message valid
+        // for the call.
+        Some(log) => unsafe { log(level, ffi::Str::new(message.as_bytes())) },
+        None => eprintln!("{message}"),
+    }
 }
 
 pub(crate) fn error(message: &str) {
