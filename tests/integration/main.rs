@@ -4,8 +4,8 @@
 //! applications must be built first: `cargo build --workspace`.
 
 mod c_app;
-mod deploy;
 mod cli;
+mod deploy;
 mod harness;
 mod http1;
 mod lifecycle;
