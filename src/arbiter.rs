@@ -21,6 +21,9 @@ use crate::sockets::Listener;
 
 /// How often the loop wakes without a signal (Gunicorn sleeps up to 1 s).
 const TICK_MS: u16 = 1000;
+/// How often the master looks whether the first worker has loaded the
+/// application, while the others wait for it.
+const PROBE_POLL_MS: u16 = 10;
 /// A worker still alive this long after SIGABRT is killed.
 const KILL_AFTER_ABORT_MS: u64 = 5000;
 /// A worker that dies this soon after its start counts as failing to boot
@@ -139,7 +142,13 @@ impl Arbiter {
     pub fn run(&mut self) -> i32 {
         loop {
             self.manage_workers();
-            self.wait(TICK_MS);
+            // While the first worker loads the application the others wait
+            // for it: look again soon rather than a whole tick later.
+            self.wait(if self.probe.is_some() {
+                PROBE_POLL_MS
+            } else {
+                TICK_MS
+            });
             self.signals.drain();
             self.reap_workers();
             if let Some((reason, code)) = self.halt {
