@@ -27,7 +27,7 @@ pub fn python_dir() -> PathBuf {
     manifest_dir().join("tests/python")
 }
 
-/// The Python rgun was built against (as the root build.rs finds it).
+/// The Python the bridge is built against (as PyO3's build finds it).
 fn python() -> String {
     std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into())
 }

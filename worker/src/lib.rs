@@ -51,9 +51,8 @@ pub enum AppSource {
         arg: String,
         global: bool,
     },
-    /// A table already in this process: linked into the binary (the Python
-    /// bridge) or opened by the master (`--preload`). `arg` is handed to the
-    /// application as `app_arg`.
+    /// A table already in this process, opened by the master (`--preload`).
+    /// `arg` is handed to the application as `app_arg`.
     Table {
         table: &'static rgun_gateway::ffi::App,
         arg: String,
