@@ -56,6 +56,11 @@ struct Worker {
     retiring: bool,
 }
 
+/// Route the master's signals to a queue its loop reads.
+pub fn install_signals() -> std::io::Result<SignalQueue> {
+    SignalQueue::install(&HANDLED_SIGNALS)
+}
+
 /// Calls around each fork, for an interpreter preloaded in the master.
 #[derive(Clone, Copy)]
 pub struct ForkHooks {
@@ -107,9 +112,16 @@ pub struct Arbiter {
 const ORPHANS_ENV: &str = "RGUN_OLD_WORKERS";
 
 impl Arbiter {
-    pub fn new(settings: Settings, listeners: Vec<Listener>, preloaded: bool) -> Result<Arbiter> {
+    /// `signals`: from [`install_signals`], done before anything an
+    /// operator can see (the pid file, "Listening at"), so that a signal sent
+    /// as soon as the master shows is queued, not fatal.
+    pub fn new(
+        settings: Settings,
+        listeners: Vec<Listener>,
+        preloaded: bool,
+        signals: SignalQueue,
+    ) -> Result<Arbiter> {
         let scoreboard = Scoreboard::new(crate::cli::MAX_WORKERS * 2)?;
-        let signals = SignalQueue::install(&HANDLED_SIGNALS)?;
         let orphans: Vec<Pid> = std::env::var(ORPHANS_ENV)
             .unwrap_or_default()
             .split(',')

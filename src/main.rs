@@ -52,6 +52,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 }
 
 fn run(cli: Cli) -> Result<i32, Failure> {
+    // First of all: a TERM sent the moment the master is visible must be
+    // queued for the loop, not kill the master with its default action.
+    let signals = arbiter::install_signals().context("cannot install signal handlers")?;
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir)
             .with_context(|| format!("cannot change directory to {}", dir.display()))?;
@@ -93,7 +96,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         .as_deref()
         .map(pidfile::Pidfile::create)
         .transpose()?;
-    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload)?;
+    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals)?;
     let code = arbiter.run();
     drop(pidfile);
     Ok(code)

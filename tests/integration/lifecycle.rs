@@ -326,3 +326,16 @@ fn log_lines_carry_the_master_and_worker_pids() {
     let worker = fresh_pid(&server);
     assert_eq!(server.wait_for_workers(1), vec![worker]);
 }
+
+#[test]
+fn term_at_once_after_listening_is_a_graceful_stop() {
+    // The pid file and "Listening at" are what an operator (or systemd)
+    // waits for; a TERM sent at that moment is queued, not fatal.
+    for _ in 0..5 {
+        let mut server = Server::testapp();
+        server.signal(libc::SIGTERM);
+        let status = server.wait_exit(WAIT);
+        assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+        assert!(!server.group_alive(), "a worker outlived the master");
+    }
+}
