@@ -21,6 +21,8 @@ use crate::sockets::Listener;
 
 /// How often the loop wakes without a signal (Gunicorn sleeps up to 1 s).
 const TICK_MS: u16 = 1000;
+/// A worker's exit code when it panicked (a bug): replaced like a crash.
+const EXIT_WORKER_PANIC: i32 = 70;
 /// How often the master looks whether the first worker has loaded the
 /// application, while the others wait for it.
 const PROBE_POLL_MS: u16 = 10;
@@ -73,6 +75,8 @@ pub struct ForkHooks {
 pub struct Settings {
     pub workers: usize,
     pub fork_hooks: Option<ForkHooks>,
+    /// Where the master was started, for a re-executed image.
+    pub start_dir: Option<std::path::PathBuf>,
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
     pub worker: WorkerConfig,
@@ -205,8 +209,9 @@ impl Arbiter {
             self.signal_workers(Signal::SIGUSR1);
         }
         if self.signals.take(Signal::SIGWINCH) > 0 {
-            log::info!("Handling signal: winch; stopping all workers gracefully");
-            self.wanted = 0;
+            // As Gunicorn outside daemon mode: a terminal sends WINCH to the
+            // whole process group when its window is resized.
+            log::debug!("SIGWINCH ignored: rgun does not run as a daemon");
         }
         if self.signals.take(Signal::SIGUSR2) > 0 {
             log::warn!(
@@ -255,11 +260,11 @@ impl Arbiter {
         );
         let mut fds = Vec::new();
         for listener in &self.listeners {
-            if let Err(e) = listener.keep_across_exec() {
+            if let Err(e) = listener.keep_across_exec(true) {
                 log::error!("cannot keep a listening socket across exec: {e}; not reloading");
                 return;
             }
-            fds.push(listener.fd().to_string());
+            fds.push(listener.inherit_entry());
         }
         let old: Vec<Pid> = self
             .workers
@@ -285,9 +290,12 @@ impl Arbiter {
                 )
             })
             .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
-        let err = std::os::unix::process::CommandExt::exec(
-            std::process::Command::new(&exe).args(std::env::args_os().skip(1)),
-        );
+        let mut command = std::process::Command::new(&exe);
+        command.args(std::env::args_os().skip(1));
+        if let Some(dir) = &self.settings.start_dir {
+            command.current_dir(dir);
+        }
+        let err = std::os::unix::process::CommandExt::exec(&mut command);
         // Only reached when exec failed: carry on with new workers.
         log::error!(
             "cannot re-execute {}: {err}; starting new workers from this image",
@@ -297,6 +305,10 @@ impl Arbiter {
         unsafe {
             std::env::remove_var(crate::sockets::INHERIT_ENV);
             std::env::remove_var(ORPHANS_ENV);
+            std::env::remove_var("NOTIFY_SOCKET");
+        }
+        for listener in &self.listeners {
+            let _ = listener.keep_across_exec(false);
         }
         for pid in old {
             if let Some(worker) = self.workers.get_mut(&pid) {
@@ -497,10 +509,18 @@ impl Arbiter {
         }
         match forked {
             Ok(ForkResult::Child) => {
+                // Signals stay blocked until the worker has its own handlers
+                // (rgun_worker::run restores `mask`): none may reach the
+                // child with the master's handlers or the default action.
                 let _ =
                     signals::set_handler(&HANDLED_SIGNALS, nix::sys::signal::SigHandler::SigDfl);
-                let _ = signals::restore_mask(&mask);
-                let code = self.run_worker(slot_index);
+                // A panic must end this process, never unwind into the
+                // master's frames above (which own the listeners, the
+                // scoreboard and the pid file).
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.run_worker(slot_index, mask)
+                }))
+                .unwrap_or(EXIT_WORKER_PANIC);
                 std::process::exit(code);
             }
             Ok(ForkResult::Parent { child }) => {
@@ -527,7 +547,7 @@ impl Arbiter {
     }
 
     /// In the child: become a worker. Never returns to the master's loop.
-    fn run_worker(&mut self, slot_index: usize) -> i32 {
+    fn run_worker(&mut self, slot_index: usize, mask: nix::sys::signal::SigSet) -> i32 {
         // SAFETY: the child never unmaps the scoreboard: it leaves through
         // process::exit, which runs no destructor of this arbiter.
         let slot: &'static rgun_worker::scoreboard::Slot =
@@ -542,11 +562,20 @@ impl Arbiter {
             })
             .collect();
         let config = std::mem::replace(&mut self.settings.worker, placeholder_config());
-        rgun_worker::run(slot_index as u32, self.master_pid, slot, listeners, config)
+        rgun_worker::run(
+            slot_index as u32,
+            self.master_pid,
+            slot,
+            listeners,
+            config,
+            mask,
+        )
     }
 
+    /// Signal every worker, including those of this master's previous image
+    /// (after a `--preload` reload), which are still its children.
     fn signal_workers(&self, signal: Signal) {
-        for pid in self.workers.keys() {
+        for pid in self.workers.keys().chain(&self.orphans) {
             let _ = kill(*pid, signal);
         }
     }
@@ -562,13 +591,14 @@ impl Arbiter {
         for worker in self.workers.values_mut() {
             worker.retiring = true;
         }
-        self.signal_workers(if graceful {
+        let signal = if graceful {
             Signal::SIGTERM
         } else {
             Signal::SIGQUIT
-        });
-        let deadline = monotonic_ms() + self.settings.graceful_timeout_ms;
-        while !self.workers.is_empty() && monotonic_ms() < deadline {
+        };
+        self.signal_workers(signal);
+        let deadline = monotonic_ms().saturating_add(self.settings.graceful_timeout_ms);
+        while !(self.workers.is_empty() && self.orphans.is_empty()) && monotonic_ms() < deadline {
             self.wait(100);
             self.signals.drain();
             if graceful
@@ -578,16 +608,17 @@ impl Arbiter {
             }
             self.reap_workers();
         }
-        if !self.workers.is_empty() {
+        if !(self.workers.is_empty() && self.orphans.is_empty()) {
             log::warn!(
                 "{} workers still running after the graceful timeout; killing them",
-                self.workers.len()
+                self.workers.len() + self.orphans.len()
             );
             self.signal_workers(Signal::SIGKILL);
-            for pid in self.workers.keys() {
+            for pid in self.workers.keys().chain(&self.orphans) {
                 let _ = waitpid(*pid, None);
             }
             self.workers.clear();
+            self.orphans.clear();
         }
     }
 }

@@ -55,12 +55,26 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     // First of all: a TERM sent the moment the master is visible must be
     // queued for the loop, not kill the master with its default action.
     let signals = arbiter::install_signals().context("cannot install signal handlers")?;
+    // A re-executed master (HUP with --preload) starts from here again, so
+    // that a relative --chdir, log file or pid file means the same thing.
+    let start_dir = std::env::current_dir().context("cannot read the current directory")?;
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir)
             .with_context(|| format!("cannot change directory to {}", dir.display()))?;
     }
+    // Inherited sockets are claimed (close-on-exec, variables removed)
+    // before any application code could start a subprocess.
+    let inherited = sockets::inherited()?;
+    // The pid file before binding: a second instance started by mistake
+    // stops here, before it replaces the first one's Unix socket.
+    let pidfile = cli
+        .pidfile
+        .as_deref()
+        .map(pidfile::Pidfile::create)
+        .transpose()?;
     let app = resolve_app(&cli)?;
-    let settings = settings(&cli, app)?;
+    let mut settings = settings(&cli, app)?;
+    settings.start_dir = Some(start_dir);
     // Told to applications (the WSGI bridge's wsgi.multiprocess).
     // SAFETY: the master is single-threaded.
     unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
@@ -69,7 +83,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     } else {
         cli.bind.clone()
     };
-    let listeners = match sockets::inherited()? {
+    let listeners = match inherited {
         Some(listeners) => listeners,
         None => {
             let mut listeners = Vec::new();
@@ -91,11 +105,6 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             sockets::describe(&listener.addr)
         );
     }
-    let pidfile = cli
-        .pidfile
-        .as_deref()
-        .map(pidfile::Pidfile::create)
-        .transpose()?;
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals)?;
     let code = arbiter.run();
     drop(pidfile);
@@ -259,22 +268,23 @@ fn settings(
     };
     Ok(arbiter::Settings {
         workers: cli.workers.max(1),
-        timeout_ms: cli.timeout * 1000,
-        graceful_timeout_ms: cli.graceful_timeout * 1000,
+        timeout_ms: cli.timeout.saturating_mul(1000),
+        graceful_timeout_ms: cli.graceful_timeout.saturating_mul(1000),
+        start_dir: None,
         fork_hooks,
         worker: rgun_worker::WorkerConfig {
             app,
             threads: cli.threads,
-            timeout_ms: cli.timeout * 1000,
+            timeout_ms: cli.timeout.saturating_mul(1000),
             limits: rgun_worker::Limits {
                 request_line,
                 request_fields,
                 request_field_size: cli.limit_request_field_size,
                 request_body: cli.limit_request_body,
             },
-            keep_alive_ms: cli.keep_alive * 1000,
-            header_timeout_ms: cli.header_timeout * 1000,
-            io_timeout_ms: io_timeout_secs * 1000,
+            keep_alive_ms: cli.keep_alive.saturating_mul(1000),
+            header_timeout_ms: cli.header_timeout.saturating_mul(1000),
+            io_timeout_ms: io_timeout_secs.saturating_mul(1000),
             access_log: cli.access_logfile.clone(),
             reopen_error_log: logging::reopen,
         },

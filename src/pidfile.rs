@@ -14,7 +14,11 @@ impl Pidfile {
         if let Ok(text) = std::fs::read_to_string(path)
             && let Ok(pid) = text.trim().parse::<i32>()
             && pid != std::process::id() as i32
-            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            // EPERM: alive, owned by someone else (Gunicorn reads it so too).
+            && !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            )
         {
             bail!(
                 "pidfile {} names a running process ({pid}): is rgun already running?",

@@ -81,31 +81,46 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
         std::env::remove_var("LISTEN_FDS");
         std::env::remove_var("LISTEN_FDNAMES");
     }
-    let (fds, from_systemd): (Vec<RawFd>, bool) = if let Some(list) = own {
-        let fds = list
-            .split(',')
-            .map(|fd| {
-                fd.parse()
-                    .with_context(|| format!("invalid {INHERIT_ENV} entry {fd:?}"))
+    let entries: Vec<(RawFd, bool)> = if let Some(list) = own {
+        // `FD`, or `FD:s` when the socket came from systemd (whose file it
+        // is to remove).
+        list.split(',')
+            .map(|entry| {
+                let (fd, from_systemd) = match entry.strip_suffix(":s") {
+                    Some(fd) => (fd, true),
+                    None => (entry, false),
+                };
+                let fd: RawFd = fd
+                    .parse()
+                    .with_context(|| format!("invalid {INHERIT_ENV} entry {entry:?}"))?;
+                Ok((fd, from_systemd))
             })
-            .collect::<Result<_>>()?;
-        (fds, false)
+            .collect::<Result<_>>()?
     } else if let Some(count) = systemd {
         let count: RawFd = count
             .trim()
             .parse()
             .with_context(|| format!("invalid LISTEN_FDS {count:?}"))?;
-        (
-            (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count).collect(),
-            true,
-        )
+        if count < 1 {
+            bail!("LISTEN_FDS is {count}: systemd handed over no socket");
+        }
+        (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + count)
+            .map(|fd| (fd, true))
+            .collect()
     } else {
         return Ok(None);
     };
-    fds.into_iter()
-        .map(|fd| {
-            // SAFETY: the descriptor was handed to this process to own as a
-            // listening socket (by our own previous image or by systemd).
+    entries
+        .into_iter()
+        .map(|(fd, from_systemd)| {
+            // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is
+            // open, before anything takes ownership of it.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                bail!("inherited descriptor {fd} is not open");
+            }
+            // SAFETY: the descriptor is open and was handed to this process
+            // to own as a listening socket (by our own previous image or by
+            // systemd).
             let socket = unsafe { Socket::from_raw_fd(fd) };
             let local = socket
                 .local_addr()
@@ -193,9 +208,19 @@ impl Listener {
         })
     }
 
-    /// Keep the descriptor open across exec, for a re-executed master.
-    pub fn keep_across_exec(&self) -> Result<()> {
-        self.socket.set_cloexec(false)?;
+    /// This socket as an `RGUN_FDS` entry for a re-executed master.
+    pub fn inherit_entry(&self) -> String {
+        if self.systemd {
+            format!("{}:s", self.fd())
+        } else {
+            self.fd().to_string()
+        }
+    }
+
+    /// Keep the descriptor open across exec, for a re-executed master
+    /// (`false`: close it on exec again, when that exec failed).
+    pub fn keep_across_exec(&self, keep: bool) -> Result<()> {
+        self.socket.set_cloexec(!keep)?;
         Ok(())
     }
 

@@ -83,10 +83,16 @@ pub fn run(
     slot: &'static scoreboard::Slot,
     listeners: Vec<ListenerFd>,
     config: WorkerConfig,
+    signal_mask: nix::sys::signal::SigSet,
 ) -> i32 {
     slot.set_pid(std::process::id() as i32);
     let _ = ABORT_SLOT.set(slot);
-    let signals = match install_signals() {
+    // The master forks with every signal blocked: the worker's handlers go
+    // in first, then `signal_mask` (the master's usual mask) comes back.
+    let signals = match install_signals().and_then(|s| {
+        signals::restore_mask(&signal_mask)?;
+        Ok(s)
+    }) {
         Ok(signals) => signals,
         Err(e) => {
             log::error!("worker could not set up its signal handlers: {e}");

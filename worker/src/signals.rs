@@ -89,9 +89,11 @@ impl Drop for SignalQueue {
     }
 }
 
-/// Set `signals` to `handler` (default, ignore, or a plain handler).
+/// Set `signals` to `handler` (default, ignore, or a plain handler). System
+/// calls a handler interrupts are restarted, so that a stray signal does not
+/// fail an application's blocking call with EINTR.
 pub fn set_handler(signals: &[Signal], handler: SigHandler) -> io::Result<()> {
-    let action = SigAction::new(handler, SaFlags::empty(), SigSet::empty());
+    let action = SigAction::new(handler, SaFlags::SA_RESTART, SigSet::empty());
     for &signal in signals {
         // SAFETY: callers pass SIG_DFL, SIG_IGN or an async-signal-safe handler.
         unsafe { sigaction(signal, &action) }?;
