@@ -406,3 +406,42 @@ fn server_answers_http11_with_http11() {
     assert_eq!(response.version, "HTTP/1.1");
     assert_eq!(response.reason, "OK");
 }
+
+#[test]
+fn an_answer_is_not_lost_to_a_body_that_was_never_sent() {
+    // The client announces a large body and sends only its start; the
+    // server answers without reading it and closes. Closing with unread
+    // input must not reset the connection under the answer in flight.
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    let mut raw =
+        b"GET /bytes?n=3000000 HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n".to_vec();
+    raw.extend(vec![b'b'; 100_000]);
+    conn.send(&raw);
+    let (raw, err) = conn.read_to_end();
+    assert!(
+        err.is_none(),
+        "the connection was not closed cleanly: {err:?}"
+    );
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert_eq!(raw.len() - head_end, 3_000_000, "the answer was cut short");
+}
+
+#[test]
+fn whitespace_after_a_chunk_size_without_extension_is_refused() {
+    // RFC 9112 §7.1.1 allows BWS only before a `;`: `5 \r\n` could be read
+    // otherwise by a proxy in front (a smuggling vector).
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    let response = conn.request(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+    );
+    response.assert_status(400);
+}

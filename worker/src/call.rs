@@ -29,15 +29,19 @@ const WAIT_SLICE_MS: u64 = 1000;
 #[derive(Clone, Copy)]
 pub struct CallIo {
     pub fd: RawFd,
+    /// The longest wait for the client, and the whole call's deadline for
+    /// its I/O: a client trickling a byte at a time cannot hold the worker
+    /// past it.
     pub timeout_ms: u64,
     pub slot: &'static Slot,
+    pub deadline_ms: u64,
 }
 
 impl CallIo {
     /// Wait until the socket is ready for `events`, beating the heartbeat:
     /// the worker is alive, only the peer is slow.
     fn wait(&self, events: libc::c_short) -> io::Result<()> {
-        let deadline = monotonic_ms() + self.timeout_ms;
+        let deadline = (monotonic_ms() + self.timeout_ms).min(self.deadline_ms);
         loop {
             let mut pfd = libc::pollfd {
                 fd: self.fd,
@@ -241,6 +245,9 @@ pub struct Outcome {
     pub input_used: usize,
     pub status: u16,
     pub body_bytes: u64,
+    /// Part of the request body was never read: the client may still be
+    /// sending it.
+    pub body_unread: bool,
 }
 
 /// The state behind one `rgun_call`.
@@ -326,9 +333,11 @@ impl<'a> CallCtx<'a> {
         (self as *mut CallCtx<'a>).cast()
     }
 
-    /// Mark the call as in hand for the abort handler.
+    /// Mark the call as in hand for the abort handler. Answers to earlier
+    /// pipelined requests still unsent would make an abort answer land in
+    /// their place: then the handler stays silent.
     pub fn enter(&self) {
-        INFLIGHT_COMMITTED.store(false, Ordering::Relaxed);
+        INFLIGHT_COMMITTED.store(*self.out_pos < self.head_start, Ordering::Relaxed);
         INFLIGHT_FD.store(self.io.fd, Ordering::Relaxed);
     }
 
@@ -371,6 +380,11 @@ impl<'a> CallCtx<'a> {
             return Ok(());
         }
         self.continue_pending = false;
+        if self.committed {
+            // The final answer is already on the wire: an interim 100 may
+            // not follow it (RFC 9110 §15.2).
+            return Ok(());
+        }
         self.out.splice(
             self.head_start..self.head_start,
             response::CONTINUE.iter().copied(),
@@ -526,6 +540,9 @@ impl<'a> CallCtx<'a> {
         headers: &[ffi::Header],
         whole_body: Option<u64>,
     ) -> Result<(), Refusal> {
+        // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §8.6: no
+        // Content-Length in a 204.
+        let no_body = self.head_request || status == 204 || status == 304;
         let out = &mut *self.out;
         response::status_line(out, status, reason);
         let (mut has_server, mut has_date, mut close) = (false, false, false);
@@ -548,8 +565,11 @@ impl<'a> CallCtx<'a> {
                     .ok()
                     .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|v| v.parse::<u64>().ok())
+                    // HEAD, 204, 304: the stated length is not the (empty)
+                    // body's.
                     .filter(|n| {
-                        declared.is_none_or(|d| d == *n) && whole_body.is_none_or(|w| w == *n)
+                        declared.is_none_or(|d| d == *n)
+                            && (no_body || whole_body.is_none_or(|w| w == *n))
                     });
                 declared = Some(n.ok_or_else(|| {
                     Refusal::ContentLength(String::from_utf8_lossy(value).into_owned())
@@ -574,9 +594,6 @@ impl<'a> CallCtx<'a> {
             response::date_header(out, self.date);
         }
         let length = declared.or(whole_body);
-        // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §8.6: no
-        // Content-Length in a 204.
-        let no_body = self.head_request || status == 204 || status == 304;
         self.framing = if no_body {
             // A length the application stated is passed on (RFC 9110 §8.6:
             // what a GET would have had); an empty whole body says nothing.
@@ -781,6 +798,7 @@ impl<'a> CallCtx<'a> {
             self.keep_alive = self.flush_all().is_ok() && self.drain_body();
         }
         Outcome {
+            body_unread: !matches!(self.body, BodyState::Done),
             keep_alive: self.keep_alive,
             input_used: self.input_pos,
             status: self.status,

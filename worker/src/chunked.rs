@@ -94,7 +94,9 @@ impl ChunkedDecoder {
             }
             (Size, b' ' | b'\t') if self.digits > 0 => self.line(SizeSpace)?,
             (Size | SizeSpace, b';') if self.digits > 0 => self.line(Extension)?,
-            (Size | SizeSpace | Extension, b'\r') if self.digits > 0 => SizeLf,
+            // BWS is allowed before `;` only (RFC 9112 §7.1.1): `5 \r\n`
+            // is refused, as a proxy in front may read it otherwise.
+            (Size | Extension, b'\r') if self.digits > 0 => SizeLf,
             (SizeSpace, b' ' | b'\t') => self.line(SizeSpace)?,
             (Extension, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
                 self.line(Extension)?
@@ -189,6 +191,7 @@ mod tests {
             b"\r\n",
             b"fffffffffffffffffff\r\n",
             b"5\r\nhello\r\n0\r\n\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
         ] {
             assert_eq!(
                 decode_all(bad, 64, 64).map(|r| r.0),

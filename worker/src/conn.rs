@@ -30,6 +30,13 @@ pub enum Stream {
 }
 
 impl Stream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
     pub fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             Stream::Tcp(s) => s,
@@ -101,7 +108,17 @@ pub enum Phase {
     Head,
     /// Answers go out, then the connection closes.
     Closing,
+    /// The answer is out and our side shut down; what the client still
+    /// sends is read and dropped until it closes, so that closing does not
+    /// reset the connection and destroy the answer in flight.
+    Lingering,
 }
+
+/// How long, and for how many bytes, a closing connection with unread
+/// input lingers (nginx's lingering_time is 30 s; a client that keeps
+/// sending is not waited for that long here).
+const LINGER_MS: u64 = 2000;
+const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// What every thread of a worker reads and none writes, fixed at boot.
 pub struct Settings {
@@ -191,6 +208,8 @@ impl Shared {
     fn give_read_buffer(&mut self, mut buf: Vec<u8>) {
         if self.read_pool.len() < MAX_POOLED_BUFFERS && buf.len() >= READ_BUFFER_SIZE {
             buf.truncate(READ_BUFFER_SIZE);
+            // A buffer grown for a large head does not stay large.
+            buf.shrink_to(READ_BUFFER_SIZE);
             self.read_pool.push(buf);
         }
     }
@@ -224,6 +243,13 @@ pub struct Conn {
     /// The buffered bytes are an incomplete head: parse again only after
     /// more arrive.
     awaiting_more: bool,
+    /// Output is pending and the socket is full: `deadline_ms` is the time
+    /// the client has to take it.
+    write_stalled: bool,
+    /// The client may still be sending input nobody will read (a refused
+    /// request, an unread body): close by lingering.
+    unread_input: bool,
+    lingered: usize,
 }
 
 /// What the loop should do with a connection after it worked.
@@ -250,6 +276,9 @@ impl Conn {
             deadline_ms: now_ms + shared.settings.header_timeout_ms,
             peer_closed: false,
             awaiting_more: false,
+            write_stalled: false,
+            unread_input: false,
+            lingered: 0,
         }
     }
 
@@ -268,6 +297,9 @@ impl Conn {
             deadline_ms: 0,
             peer_closed: false,
             awaiting_more: false,
+            write_stalled: false,
+            unread_input: false,
+            lingered: 0,
         }
     }
 
@@ -291,6 +323,10 @@ impl Conn {
     /// `inline` false, buffered requests are not answered here but handed
     /// back as [`Next::Dispatch`].
     pub fn on_ready(&mut self, shared: &mut Shared, inline: bool) -> Next {
+        if self.phase == Phase::Lingering {
+            return self.linger(shared);
+        }
+        let mut drained = false;
         loop {
             if self
                 .write_pending(shared.now_ms, shared.settings.io_timeout_ms)
@@ -300,18 +336,11 @@ impl Conn {
             }
             self.recycle_write_buffer(shared);
             if self.wbuf.len() - self.wpos > MAX_PENDING_OUTPUT {
+                // The client is not reading: answer nothing more (and read
+                // nothing more) until it does.
                 return Next::Keep;
             }
-            if self.has_request_bytes() && !inline {
-                return Next::Dispatch;
-            }
-            if self.phase == Phase::Closing || self.peer_closed {
-                return self.closing_state(shared);
-            }
-            let drained = match self.read_some(shared) {
-                Ok(drained) => drained,
-                Err(_) => return Next::Close,
-            };
+            // Requests already buffered are answered before more is read.
             if self.has_request_bytes() {
                 if !inline {
                     return Next::Dispatch;
@@ -323,18 +352,19 @@ impl Conn {
                 self.process(&mut cx);
                 let now_ms = cx.now_ms;
                 shared.now_ms = now_ms;
+                continue;
             }
             if drained {
                 break;
             }
+            if self.phase == Phase::Closing || self.peer_closed {
+                return self.closing_state(shared);
+            }
+            drained = match self.read_some(shared) {
+                Ok(drained) => drained,
+                Err(_) => return Next::Close,
+            };
         }
-        if self
-            .write_pending(shared.now_ms, shared.settings.io_timeout_ms)
-            .is_err()
-        {
-            return Next::Close;
-        }
-        self.recycle_write_buffer(shared);
         if self.phase == Phase::Closing || self.peer_closed {
             return self.closing_state(shared);
         }
@@ -363,12 +393,47 @@ impl Conn {
 
     fn closing_state(&mut self, shared: &mut Shared) -> Next {
         if self.wpos == self.wbuf.len() {
+            // Closing with unread input makes the kernel reset the
+            // connection, and the client loses the answer it has not read
+            // yet: shut our side and drain first.
+            if (self.unread_input || self.rstart < self.rend) && !self.peer_closed {
+                return self.start_lingering(shared);
+            }
             return Next::Close;
         }
         // Output is still pending: give it until the I/O timeout.
         self.phase = Phase::Closing;
         self.deadline_ms = shared.now_ms + shared.settings.io_timeout_ms;
         Next::Keep
+    }
+
+    fn start_lingering(&mut self, shared: &mut Shared) -> Next {
+        let _ = self.stream.shutdown_write();
+        self.phase = Phase::Lingering;
+        self.deadline_ms = shared.now_ms + LINGER_MS;
+        (self.rstart, self.rend) = (0, 0);
+        self.linger(shared)
+    }
+
+    /// Read and drop what the client sends until it closes.
+    fn linger(&mut self, shared: &mut Shared) -> Next {
+        if self.rbuf.is_empty() {
+            self.rbuf = shared.take_read_buffer();
+        }
+        loop {
+            match self.stream.read(&mut self.rbuf) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    self.lingered += n;
+                    if self.lingered > LINGER_MAX_BYTES {
+                        return Next::Close;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
     }
 
     /// One read of what the socket has. `Ok(true)`: the socket is drained
@@ -414,6 +479,10 @@ impl Conn {
         let settings = cx.settings;
         let scratch = &mut *cx.scratch;
         while self.rstart < self.rend && self.phase != Phase::Closing {
+            if self.wbuf.len() - self.wpos > MAX_PENDING_OUTPUT {
+                // Answers pile up unread: the rest waits for the client.
+                return;
+            }
             if self.phase == Phase::Idle {
                 self.phase = Phase::Head;
                 self.deadline_ms = cx.now_ms + settings.header_timeout_ms;
@@ -432,6 +501,8 @@ impl Conn {
                     );
                     response::error(&mut self.wbuf, e.status(), cx.date);
                     self.phase = Phase::Closing;
+                    // The rest of a refused request may still be coming.
+                    self.unread_input = true;
                     return;
                 }
             };
@@ -473,6 +544,7 @@ impl Conn {
                     fd: self.stream.fd(),
                     timeout_ms: settings.io_timeout_ms,
                     slot: settings.slot,
+                    deadline_ms: cx.now_ms.saturating_add(settings.io_timeout_ms),
                 },
                 input: &buf[head.len..],
                 spill: &mut scratch.spill,
@@ -495,6 +567,9 @@ impl Conn {
             // The call may have taken long: deadlines from here on count
             // from now, not from when the request came in.
             cx.now_ms = monotonic_ms();
+            // --timeout is per request: a pipeline of slow requests is not
+            // one hung request.
+            settings.slot.beat(cx.now_ms);
             let used = head.len + outcome.input_used;
             settings.slot.request_finished();
             if let Some(log) = cx.access_log {
@@ -524,6 +599,7 @@ impl Conn {
             }
             if !outcome.keep_alive {
                 self.phase = Phase::Closing;
+                self.unread_input |= outcome.body_unread;
                 return;
             }
             // The next request's head timer starts now.
@@ -537,17 +613,28 @@ impl Conn {
 
     /// Send what is pending, without waiting.
     fn write_pending(&mut self, now_ms: u64, io_timeout_ms: u64) -> io::Result<()> {
+        let mut progressed = false;
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
-                Ok(n) => self.wpos += n,
+                Ok(n) => {
+                    self.wpos += n;
+                    progressed = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.deadline_ms = now_ms + io_timeout_ms;
+                    // The client has the I/O timeout to take what is
+                    // pending; only progress earns it more time (a trickle
+                    // of input does not).
+                    if progressed || !self.write_stalled {
+                        self.deadline_ms = now_ms + io_timeout_ms;
+                        self.write_stalled = true;
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        self.write_stalled = false;
         Ok(())
     }
 

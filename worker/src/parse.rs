@@ -229,7 +229,10 @@ impl FramingFields {
             let n = element.iter().try_fold(0u64, |n, &d| {
                 n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
             });
-            let n = n.ok_or(HeadError::InvalidLength)?;
+            // The gateway carries the length as an i64.
+            let n = n
+                .filter(|&n| i64::try_from(n).is_ok())
+                .ok_or(HeadError::InvalidLength)?;
             if self.length.is_some_and(|seen| seen != n) {
                 return Err(HeadError::InvalidLength);
             }
