@@ -99,14 +99,14 @@ impl CallIo {
         }
     }
 
-    /// Write all of `data`.
-    pub fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
+    /// Write some of `data`, waiting until the socket takes at least one
+    /// byte: the count written.
+    pub fn write_some(&self, data: &[u8]) -> io::Result<usize> {
+        loop {
             // SAFETY: `data` is a valid readable region.
             let n = unsafe { libc::write(self.fd, data.as_ptr().cast(), data.len()) };
             if n >= 0 {
-                data = &data[n as usize..];
-                continue;
+                return Ok(n as usize);
             }
             let err = io::Error::last_os_error();
             match err.kind() {
@@ -115,7 +115,6 @@ impl CallIo {
                 _ => return Err(err),
             }
         }
-        Ok(())
     }
 }
 
@@ -484,9 +483,16 @@ impl<'a> CallCtx<'a> {
             self.io.set_nodelay();
             self.nodelay = true;
         }
-        if *self.out_pos < end {
-            self.io.write_all(&self.out[*self.out_pos..end])?;
-            *self.out_pos = end;
+        // The position moves as bytes go out, so that a failure half-way
+        // knows what the client already has: once any byte of this answer's
+        // head is sent, the server can no longer replace it with its own.
+        while *self.out_pos < end {
+            let n = self.io.write_some(&self.out[*self.out_pos..end])?;
+            *self.out_pos += n;
+            if self.started && !self.committed && *self.out_pos > self.head_start {
+                self.committed = true;
+                INFLIGHT_COMMITTED.store(true, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
