@@ -43,7 +43,7 @@ pub const MAX_WORKERS: usize = 512;
     name = "rgun",
     version,
     about = "A pre-forking HTTP/1.1 application server: rgun path/to/libapp.so:app",
-    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files, WINCH stop all workers."
+    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files."
 )]
 pub struct Cli {
     /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to `app`).

@@ -149,6 +149,8 @@ fn resolve_app(cli: &Cli) -> Result<(AppSource, Option<arbiter::ForkHooks>), Fai
 /// The Python bridge's library, and the symbols rgun finds in it.
 const WSGI_LIBRARY: &str = "librgun_wsgi.so";
 const WSGI_APP_SYMBOL: &str = "rgun_wsgi_app";
+/// The PYTHONPATH rgun was started with, before `--pythonpath`.
+const BASE_PYTHONPATH_ENV: &str = "RGUN_BASE_PYTHONPATH";
 /// Where to find the bridge instead of beside the rgun binary.
 const WSGI_LIBRARY_ENV: &str = "RGUN_WSGI_LIBRARY";
 
@@ -180,12 +182,20 @@ fn python_app(cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::F
             .filter(|d| !d.is_empty())
             .map(String::from)
             .collect();
-        if let Ok(existing) = std::env::var("PYTHONPATH") {
-            path.push(existing);
+        // The operator's own PYTHONPATH, kept aside so that a re-executed
+        // master (HUP with --preload) does not add the directories twice.
+        let base = std::env::var(BASE_PYTHONPATH_ENV)
+            .or_else(|_| std::env::var("PYTHONPATH"))
+            .unwrap_or_default();
+        if !base.is_empty() {
+            path.push(base.clone());
         }
         // SAFETY: the master is single-threaded; nothing reads the
         // environment concurrently.
-        unsafe { std::env::set_var("PYTHONPATH", path.join(":")) };
+        unsafe {
+            std::env::set_var(BASE_PYTHONPATH_ENV, base);
+            std::env::set_var("PYTHONPATH", path.join(":"));
+        }
     }
     let library = wsgi_library()?;
     if !cli.preload {
