@@ -627,6 +627,7 @@ impl Arbiter {
 /// has moved into its worker.
 fn placeholder_config() -> WorkerConfig {
     WorkerConfig {
+        forwarded_allow: Default::default(),
         app: rgun_worker::AppSource::Library {
             path: Default::default(),
             symbol: String::new(),

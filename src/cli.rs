@@ -11,6 +11,8 @@ pub const DEFAULT_WORKERS: usize = 1;
 pub const DEFAULT_THREADS: usize = 1;
 /// The most threads one worker runs.
 pub const MAX_THREADS: usize = 256;
+/// Gunicorn's `forwarded_allow_ips`.
+pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
 /// Gunicorn's default `bind`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Gunicorn's `backlog`.
@@ -119,6 +121,17 @@ pub struct Cli {
     /// Gunicorn's default 0 lets a proxy running as another user connect.
     #[arg(long, value_name = "MASK", default_value = "0", value_parser = parse_umask)]
     pub umask: u32,
+
+    /// Proxies whose X-Forwarded-Proto sets the URL scheme (https), as
+    /// comma-separated IP addresses, or `*` for any (Gunicorn's default:
+    /// 127.0.0.1; a peer on a Unix socket is always trusted).
+    #[arg(
+        long = "forwarded-allow-ips",
+        env = "FORWARDED_ALLOW_IPS",
+        value_name = "IPS",
+        default_value = DEFAULT_FORWARDED_ALLOW_IPS
+    )]
+    pub forwarded_allow_ips: String,
 
     /// Write the master's pid to this file.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]

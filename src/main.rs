@@ -245,6 +245,23 @@ fn bridge_symbol<T: Copy>(library: &std::path::Path, name: &str) -> Result<T> {
     }
 }
 
+/// `--forwarded-allow-ips`: `*`, or IP addresses separated by commas.
+fn forwarded_allow(list: &str) -> Result<rgun_worker::ForwardedAllow> {
+    let mut allow = rgun_worker::ForwardedAllow::default();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        if entry == "*" {
+            allow.any = true;
+        } else {
+            allow.ips.push(
+                entry
+                    .parse()
+                    .with_context(|| format!("invalid --forwarded-allow-ips entry {entry:?}"))?,
+            );
+        }
+    }
+    Ok(allow)
+}
+
 fn settings(
     cli: &Cli,
     (app, fork_hooks): (AppSource, Option<arbiter::ForkHooks>),
@@ -283,6 +300,7 @@ fn settings(
         start_dir: None,
         fork_hooks,
         worker: rgun_worker::WorkerConfig {
+            forwarded_allow: forwarded_allow(&cli.forwarded_allow_ips)?,
             app,
             threads: cli.threads,
             timeout_ms: cli.timeout.saturating_mul(1000),

@@ -124,6 +124,8 @@ fn serves_behind_nginx_over_a_unix_socket() {
         echo["headers"]["x-forwarded-for"].as_str().is_some(),
         "{echo}"
     );
+    // The site passes X-Forwarded-Proto $scheme; nginx here speaks http.
+    assert_eq!(echo["scheme"], "http");
 
     let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
     let upload = conn.request(&request("POST", "/upload", &[], &body)).json();
@@ -172,4 +174,21 @@ fn tells_systemd_ready_reloading_and_stopping() {
     assert!(next().starts_with("STOPPING=1"));
     let status = server.wait_exit(WAIT);
     assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn x_forwarded_proto_sets_the_scheme_only_from_a_trusted_proxy() {
+    let forwarded = request("GET", "/echo", &[("X-Forwarded-Proto", "https")], b"");
+    // Gunicorn's default trusts 127.0.0.1: a local Nginx terminating TLS.
+    let trusting = Server::testapp();
+    assert_eq!(
+        trusting.connect().request(&forwarded).json()["scheme"],
+        "https"
+    );
+    assert_eq!(trusting.get("/echo").json()["scheme"], "http");
+    // A peer outside --forwarded-allow-ips cannot make itself https.
+    let wary = Server::testapp_with(["--forwarded-allow-ips", "10.9.8.7"]);
+    assert_eq!(wary.connect().request(&forwarded).json()["scheme"], "http");
+    let any = Server::testapp_with(["--forwarded-allow-ips", "*"]);
+    assert_eq!(any.connect().request(&forwarded).json()["scheme"], "https");
 }

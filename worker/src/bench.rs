@@ -42,6 +42,7 @@ impl Harness {
                 server_name: b"127.0.0.1".to_vec().into_boxed_slice(),
                 server_port: 8000,
             }],
+            forwarded_allow: crate::ForwardedAllow::default(),
             answer_on_abort: false,
         }));
         let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("a socketpair");

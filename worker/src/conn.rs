@@ -77,6 +77,9 @@ pub struct Peer {
     text: [u8; 48],
     len: u8,
     pub port: u16,
+    /// A proxy in `--forwarded-allow-ips`: its X-Forwarded-Proto is
+    /// believed.
+    pub trusted: bool,
 }
 
 impl Peer {
@@ -85,6 +88,7 @@ impl Peer {
             text: [0; 48],
             len: 0,
             port: 0,
+            trusted: false,
         };
         if let Some(addr) = addr {
             let mut cursor = io::Cursor::new(&mut peer.text[..]);
@@ -97,6 +101,11 @@ impl Peer {
 
     pub fn addr(&self) -> &[u8] {
         &self.text[..self.len as usize]
+    }
+
+    /// The peer's IP address; None on a Unix socket.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        std::str::from_utf8(self.addr()).ok()?.parse().ok()
     }
 }
 
@@ -129,6 +138,8 @@ pub struct Settings {
     pub app: LoadedApp,
     pub slot: &'static Slot,
     pub listeners: Vec<ListenerInfo>,
+    /// `--forwarded-allow-ips`.
+    pub forwarded_allow: crate::ForwardedAllow,
     /// One thread runs the application: the abort handler may answer the
     /// request in hand (with several there is no one request in hand).
     pub answer_on_abort: bool,
@@ -524,7 +535,14 @@ impl Conn {
                 } else {
                     b"HTTP/1.0"
                 }),
-                scheme: ffi::Str::new(b"http"),
+                // Gunicorn's secure scheme header, from a trusted proxy.
+                scheme: ffi::Str::new(
+                    if self.peer.trusted && head.forwarded_proto.eq_ignore_ascii_case(b"https") {
+                        b"https"
+                    } else {
+                        b"http"
+                    },
+                ),
                 server_name: ffi::Str::new(&listener.server_name),
                 remote_addr: ffi::Str::new(self.peer.addr()),
                 content_type: ffi::Str::new(head.content_type),

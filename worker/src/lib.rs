@@ -59,8 +59,27 @@ pub enum AppSource {
     },
 }
 
+/// Which peers' `X-Forwarded-Proto` is believed (Gunicorn's
+/// `forwarded_allow_ips`): listed addresses, or every one (`*`). A peer on
+/// a Unix socket is always a local proxy, and trusted, as in Gunicorn.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardedAllow {
+    pub any: bool,
+    pub ips: Vec<std::net::IpAddr>,
+}
+
+impl ForwardedAllow {
+    pub fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
+        match peer {
+            None => true,
+            Some(ip) => self.any || self.ips.contains(&ip),
+        }
+    }
+}
+
 /// What a worker needs to run, from the master.
 pub struct WorkerConfig {
+    pub forwarded_allow: ForwardedAllow,
     pub app: AppSource,
     /// Threads that run application calls; 1: the event loop's own.
     pub threads: usize,
@@ -159,6 +178,7 @@ pub fn run(
         app,
         slot,
         listeners,
+        forwarded_allow: config.forwarded_allow.clone(),
         answer_on_abort: threads <= 1,
     }));
     let shared = conn::Shared::new(settings, access_log);

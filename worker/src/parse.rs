@@ -62,6 +62,8 @@ pub struct Head<'b> {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub content_type: &'b [u8],
+    /// `X-Forwarded-Proto`, for a proxy the operator trusts.
+    pub forwarded_proto: &'b [u8],
 }
 
 impl Head<'_> {
@@ -149,6 +151,7 @@ pub fn parse_head<'b>(
     fields.clear();
     let mut framing = FramingFields::default();
     let mut content_type: &[u8] = &[];
+    let mut forwarded_proto: &[u8] = &[];
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
@@ -183,6 +186,7 @@ pub fn parse_head<'b>(
             12 if name.eq_ignore_ascii_case(b"content-type") => content_type = value,
             14 if name.eq_ignore_ascii_case(b"content-length") => framing.add_length(value)?,
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => framing.add_encoding(value),
+            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => forwarded_proto = value,
             _ => {}
         }
     }
@@ -203,6 +207,7 @@ pub fn parse_head<'b>(
         keep_alive: !close && (minor == 1 || keep_alive_token),
         expect_continue: expect_continue && minor == 1,
         content_type,
+        forwarded_proto,
     }))
 }
 

@@ -233,6 +233,8 @@ impl EventLoop {
                     return;
                 }
             };
+            let mut peer = peer;
+            peer.trusted = self.shared.settings.forwarded_allow.trusts(peer.ip());
             let mut conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
             // The request usually comes with the connection (the listener
             // defers accept until data arrives): answer it before the poller
