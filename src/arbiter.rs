@@ -77,6 +77,8 @@ pub struct Settings {
     pub fork_hooks: Option<ForkHooks>,
     /// Where the master was started, for a re-executed image.
     pub start_dir: Option<std::path::PathBuf>,
+    /// `--user`/`--group`: who the workers run as.
+    pub identity: Option<crate::privileges::Identity>,
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
     pub worker: WorkerConfig,
@@ -548,6 +550,16 @@ impl Arbiter {
 
     /// In the child: become a worker. Never returns to the master's loop.
     fn run_worker(&mut self, slot_index: usize, mask: nix::sys::signal::SigSet) -> i32 {
+        if let Some(identity) = &self.settings.identity
+            && let Err(e) = identity.assume()
+        {
+            log::error!(
+                "worker cannot run as uid {} gid {}: {e:#}",
+                identity.uid,
+                identity.gid
+            );
+            return rgun_worker::EXIT_BOOT_ERROR;
+        }
         // SAFETY: the child never unmaps the scoreboard: it leaves through
         // process::exit, which runs no destructor of this arbiter.
         let slot: &'static rgun_worker::scoreboard::Slot =

@@ -133,6 +133,15 @@ pub struct Cli {
     )]
     pub forwarded_allow_ips: String,
 
+    /// Run the workers as this user (a name or a number).
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run the workers as this group (a name or a number); default: the
+    /// user's primary group.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+
     /// Write the master's pid to this file.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,

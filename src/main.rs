@@ -7,6 +7,7 @@ mod arbiter;
 mod cli;
 mod logging;
 mod pidfile;
+mod privileges;
 mod sockets;
 mod systemd;
 
@@ -75,6 +76,24 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
     settings.start_dir = Some(start_dir);
+    settings.identity = privileges::Identity::resolve(cli.user.as_deref(), cli.group.as_deref())?;
+    // Workers open the access log themselves (and again on USR1): as another
+    // user they could not create it where only root writes.
+    if let (Some(id), Some(path)) = (&settings.identity, &cli.access_logfile)
+        && path.as_os_str() != "-"
+    {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot create the access log {}", path.display()))?;
+        nix::unistd::chown(path.as_path(), Some(id.uid), Some(id.gid)).with_context(|| {
+            format!(
+                "cannot give the access log {} to the workers' user",
+                path.display()
+            )
+        })?;
+    }
     // Told to applications (the WSGI bridge's wsgi.multiprocess).
     // SAFETY: the master is single-threaded.
     unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
@@ -88,11 +107,12 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         None => {
             let mut listeners = Vec::new();
             for spec in &binds {
-                listeners.push(Listener::bind(
-                    &BindAddr::parse(spec)?,
-                    cli.backlog,
-                    cli.umask,
-                )?);
+                let listener = Listener::bind(&BindAddr::parse(spec)?, cli.backlog, cli.umask)?;
+                // The workers' user owns a Unix socket, as in Gunicorn.
+                if let Some(id) = &settings.identity {
+                    listener.chown(id.uid, id.gid)?;
+                }
+                listeners.push(listener);
             }
             listeners
         }
@@ -298,6 +318,7 @@ fn settings(
         timeout_ms: cli.timeout.saturating_mul(1000),
         graceful_timeout_ms: cli.graceful_timeout.saturating_mul(1000),
         start_dir: None,
+        identity: None,
         fork_hooks,
         worker: rgun_worker::WorkerConfig {
             forwarded_allow: forwarded_allow(&cli.forwarded_allow_ips)?,

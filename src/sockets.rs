@@ -208,6 +208,15 @@ impl Listener {
         })
     }
 
+    /// Give a Unix socket's file to the workers' user and group.
+    pub fn chown(&self, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<()> {
+        if let BindAddr::Unix(path) = &self.addr {
+            nix::unistd::chown(path.as_path(), Some(uid), Some(gid))
+                .with_context(|| format!("cannot give {} to the workers' user", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// This socket as an `RGUN_FDS` entry for a re-executed master.
     pub fn inherit_entry(&self) -> String {
         if self.systemd {

@@ -205,3 +205,39 @@ fn log_level_warning_hides_info_lines() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// The effective uid of a process, from /proc.
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn workers_run_as_the_user_given_and_the_master_stays() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test switches users: run the suite as root (CI does)");
+    }
+    let dir = TempDir::new("user");
+    let socket = crate::harness::unique_socket_path("user");
+    let access = dir.join("access.log");
+    let server = Server::builder(testapp())
+        .args(["--user", "nobody", "--group", "nogroup", "--access-logfile"])
+        .arg(access.to_str().unwrap())
+        .bind("127.0.0.1:0")
+        .bind(format!("unix:{}", socket.display()))
+        .start();
+    let worker: u32 = server.get("/pid").text().parse().unwrap();
+    assert_eq!(uid_of(worker), 65534, "the worker is not nobody");
+    assert_eq!(
+        uid_of(server.pid()),
+        0,
+        "the master dropped its own identity"
+    );
+    // The socket and the access log belong to the workers' user.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&socket).unwrap().uid(), 65534);
+    let log = crate::harness::wait_for_file_line(&access, "GET /pid", WAIT);
+    assert!(log.contains("\"GET /pid HTTP/1.1\" 200"), "{log}");
+}
