@@ -202,8 +202,10 @@ fn term_stops_accepting_new_connections() {
         let (answer, err) = late.read_to_end();
         let text = String::from_utf8_lossy(&answer);
         if text.starts_with("HTTP/1.1 200") {
+            // Answered whole, then closed cleanly: with `Connection: close`
+            // if the worker already drained, or at the keep-alive deadline
+            // if it answered before TERM reached it.
             assert!(err.is_none(), "served, then not closed cleanly: {err:?}");
-            assert!(text.contains("Connection: close\r\n"), "{text:?}");
             assert!(text.ends_with("Hello, World!"), "{text:?}");
         } else {
             assert!(

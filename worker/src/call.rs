@@ -82,39 +82,42 @@ impl CallIo {
         };
     }
 
-    /// Read what the socket has, waiting for at least one byte.
-    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Run a non-blocking system call until it makes progress: on EAGAIN
+    /// wait for `events`, on EINTR try again.
+    fn until_ready(
+        &self,
+        events: libc::c_short,
+        mut call: impl FnMut() -> isize,
+    ) -> io::Result<usize> {
         loop {
-            // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
-            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+            let n = call();
             if n >= 0 {
                 return Ok(n as usize);
             }
             let err = io::Error::last_os_error();
             match err.kind() {
-                io::ErrorKind::WouldBlock => self.wait(libc::POLLIN)?,
+                io::ErrorKind::WouldBlock => self.wait(events)?,
                 io::ErrorKind::Interrupted => {}
                 _ => return Err(err),
             }
         }
     }
 
+    /// Read what the socket has, waiting for at least one byte.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes.
+        self.until_ready(libc::POLLIN, || unsafe {
+            libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len())
+        })
+    }
+
     /// Write some of `data`, waiting until the socket takes at least one
     /// byte: the count written.
     pub fn write_some(&self, data: &[u8]) -> io::Result<usize> {
-        loop {
-            // SAFETY: `data` is a valid readable region.
-            let n = unsafe { libc::write(self.fd, data.as_ptr().cast(), data.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => self.wait(libc::POLLOUT)?,
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
-        }
+        // SAFETY: `data` is a valid readable region.
+        self.until_ready(libc::POLLOUT, || unsafe {
+            libc::write(self.fd, data.as_ptr().cast(), data.len())
+        })
     }
 }
 
