@@ -240,9 +240,6 @@ impl Arbiter {
             .filter(|(_, w)| !w.retiring)
             .map(|(p, _)| *p)
             .collect();
-        if self.wanted == 0 {
-            self.wanted = self.settings.workers;
-        }
         for _ in 0..self.wanted {
             self.spawn_worker();
         }

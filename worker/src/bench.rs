@@ -52,7 +52,10 @@ impl Harness {
             settings,
             scratch: Scratch::new(&limits),
             date: DateCache::new(),
-            conn: Conn::bare(stream, Peer::new(Some(([127, 0, 0, 1], 50000).into()))),
+            conn: Conn::bare(
+                stream,
+                Peer::new(Some(([127, 0, 0, 1], 50000).into()), false),
+            ),
             _peer: peer,
         }
     }

@@ -666,10 +666,7 @@ impl<'a> CallCtx<'a> {
                 if data.is_empty() {
                     return Ok(());
                 }
-                let mut size = [0u8; 16];
-                let hex = format_hex(data.len(), &mut size);
-                self.out.extend_from_slice(hex);
-                self.out.extend_from_slice(b"\r\n");
+                chunk_size_line(self.out, data.len());
                 self.out.extend_from_slice(data);
                 self.out.extend_from_slice(b"\r\n");
                 self.body_sent += data.len() as u64;
@@ -719,10 +716,7 @@ impl<'a> CallCtx<'a> {
                 if len == 0 {
                     return Ok(());
                 }
-                let mut size = [0u8; 16];
-                let hex = format_hex(len as usize, &mut size);
-                self.out.extend_from_slice(hex);
-                self.out.extend_from_slice(b"\r\n");
+                chunk_size_line(self.out, len as usize);
             }
             OutFraming::Close => {}
         }
@@ -833,16 +827,20 @@ impl<'a> CallCtx<'a> {
     }
 }
 
-fn format_hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+/// `<size in hex>\r\n`, the line before a chunk's data (RFC 9112 §7.1).
+fn chunk_size_line(out: &mut Vec<u8>, mut n: usize) {
+    let mut buf = [0u8; 16];
     let mut i = buf.len();
     loop {
         i -= 1;
         buf[i] = b"0123456789abcdef"[n & 0xf];
         n >>= 4;
         if n == 0 {
-            return &buf[i..];
+            break;
         }
     }
+    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// # Safety

@@ -83,12 +83,12 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn new(addr: Option<std::net::SocketAddr>) -> Peer {
+    pub fn new(addr: Option<std::net::SocketAddr>, trusted: bool) -> Peer {
         let mut peer = Peer {
             text: [0; 48],
             len: 0,
             port: 0,
-            trusted: false,
+            trusted,
         };
         if let Some(addr) = addr {
             let mut cursor = io::Cursor::new(&mut peer.text[..]);
@@ -101,11 +101,6 @@ impl Peer {
 
     pub fn addr(&self) -> &[u8] {
         &self.text[..self.len as usize]
-    }
-
-    /// The peer's IP address; None on a Unix socket.
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
-        std::str::from_utf8(self.addr()).ok()?.parse().ok()
     }
 }
 
@@ -548,11 +543,8 @@ impl Conn {
                 content_type: ffi::Str::new(head.content_type),
                 headers: scratch.fields.as_ptr(),
                 header_count: scratch.fields.len(),
-                content_length: match head.framing {
-                    parse::Framing::Length(n) => n as i64,
-                    parse::Framing::None if has_content_length(&scratch.fields) => 0,
-                    _ => -1,
-                },
+                // The parser keeps lengths within i64.
+                content_length: head.content_length.map_or(-1, |n| n as i64),
                 server_port: listener.server_port,
                 remote_port: self.peer.port,
                 body_chunked: u8::from(head.framing == parse::Framing::Chunked),
@@ -690,10 +682,6 @@ impl Conn {
             shared.give_write_buffer(std::mem::take(&mut self.wbuf));
         }
     }
-}
-
-fn has_content_length(fields: &[ffi::Header]) -> bool {
-    !field(fields, b"content-length").is_empty()
 }
 
 fn field<'f>(fields: &'f [ffi::Header], name: &[u8]) -> &'f [u8] {

@@ -59,6 +59,8 @@ pub struct Head<'b> {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     pub framing: Framing,
+    /// The Content-Length sent, if one was (0 included).
+    pub content_length: Option<u64>,
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub content_type: &'b [u8],
@@ -194,6 +196,7 @@ pub fn parse_head<'b>(
     if hosts > 1 || (minor == 1 && hosts == 0) {
         return Err(HeadError::Host);
     }
+    let content_length = framing.length;
     let framing = framing.decide(minor, limits)?;
     let (path, query) = split_target(method, target)?;
     Ok(Some(Head {
@@ -204,6 +207,7 @@ pub fn parse_head<'b>(
         query,
         minor,
         framing,
+        content_length,
         keep_alive: !close && (minor == 1 || keep_alive_token),
         expect_continue: expect_continue && minor == 1,
         content_type,

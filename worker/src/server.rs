@@ -51,17 +51,18 @@ impl Listener {
         }
     }
 
-    fn accept(&self) -> io::Result<(Stream, Peer)> {
+    fn accept(&self, allow: &crate::ForwardedAllow) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 // No TCP_NODELAY here: answers are written whole, so Nagle
                 // never holds them; a call that sends pieces sets it.
                 let (stream, addr) = l.accept()?;
-                Ok((Stream::Tcp(stream), Peer::new(Some(addr))))
+                let trusted = allow.trusts(Some(addr.ip()));
+                Ok((Stream::Tcp(stream), Peer::new(Some(addr), trusted)))
             }
             Listener::Unix(l) => {
                 let (stream, _) = l.accept()?;
-                Ok((Stream::Unix(stream), Peer::new(None)))
+                Ok((Stream::Unix(stream), Peer::new(None, allow.trusts(None))))
             }
         }
     }
@@ -219,7 +220,9 @@ impl EventLoop {
 
     fn accept(&mut self, index: usize) {
         while self.accepting {
-            let (stream, peer) = match self.listeners[index].accept() {
+            let (stream, peer) = match self.listeners[index]
+                .accept(&self.shared.settings.forwarded_allow)
+            {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -233,8 +236,6 @@ impl EventLoop {
                     return;
                 }
             };
-            let mut peer = peer;
-            peer.trusted = self.shared.settings.forwarded_allow.trusts(peer.ip());
             let mut conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
             // The request usually comes with the connection (the listener
             // defers accept until data arrives): answer it before the poller
