@@ -42,12 +42,17 @@ PORT_BASE = 18100
 READY_TIMEOUT = 30.0  # seconds a server gets to answer 200 on /
 STOP_TIMEOUT = 5.0  # seconds per signal (TERM, then KILL) for the group to go
 KEEPALIVE_S = 120  # idle keep-alive timeout where the server lets us set it
+# A CPU busier than this during a run had no time to spare: if it is wrk's,
+# the load generator, not the server, set the pace of that run.
+SATURATED = 0.97
 
 # id, label, path, extra wrk args, workers
 SCENARIOS = [
     {"id": "get", "label": "GET / keep-alive", "path": "/", "wrk": [], "workers": 1},
     {"id": "close", "label": "GET / Connection: close", "path": "/",
      "wrk": ["-H", "Connection: close"], "workers": 1},
+    {"id": "pipelined", "label": "GET / pipelined x16", "path": "/",
+     "wrk": ["-s", os.path.join(HERE, "pipeline.lua")], "workers": 1, "latency": False},
     {"id": "bytes64k", "label": "GET /bytes?n=65536", "path": "/bytes?n=65536", "wrk": [], "workers": 1},
     {"id": "upload1m", "label": "POST /upload 1 MiB", "path": "/upload",
      "wrk": ["-s", os.path.join(HERE, "upload.lua")], "workers": 1},
@@ -60,7 +65,7 @@ THROUGHPUT = [s["id"] for s in SCENARIOS if s["wrk"] is not None]
 SERVERS = [
     {"id": "rgun", "label": "rgun (native)", "short": "rgun", "color": 0xD62728},
     {"id": "nginx", "label": "nginx (static)", "short": "nginx", "color": 0x7F7F7F,
-     "scenarios": ["get", "close", "idle10k"]},
+     "scenarios": ["get", "close", "pipelined", "idle10k"]},
     {"id": "rgun-wsgi", "label": "rgun (wsgi)", "short": "rgun wsgi", "color": 0xFF9896},
     {"id": "granian", "label": "granian (wsgi)", "short": "granian", "color": 0x1F77B4},
     {"id": "gunicorn-sync", "label": "gunicorn sync", "short": "gunicorn sync", "color": 0x2CA02C},
@@ -359,6 +364,31 @@ def busy_ticks():
     return v[0] + v[1] + v[2]
 
 
+def cpu_ticks(cpu):
+    """(busy, total) ticks of one CPU from /proc/stat; busy counts interrupt
+    and softirq time too: on loopback that is TCP work done for the traffic."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                v = [int(x) for x in line.split()[1:]]
+                return sum(v) - v[3] - v[4], sum(v)
+    return 0, 0
+
+
+class CoreUse:
+    """How busy the server's CPU and wrk's CPU were over a run."""
+
+    def __init__(self):
+        self.start = {c: cpu_ticks(c) for c in (SERVER_CPU, LOAD_CPU)}
+
+    def busy(self):
+        out = {}
+        for c, (b0, t0) in self.start.items():
+            b1, t1 = cpu_ticks(c)
+            out[c] = round((b1 - b0) / (t1 - t0), 3) if t1 > t0 else None
+        return out.get(SERVER_CPU), out.get(LOAD_CPU)
+
+
 def group_ticks(pgid):
     total = 0
     for pid in group_pids(pgid):
@@ -625,7 +655,9 @@ def measure(sid, scn_id, port, ctx):
             best = None
             for attempt in (1, 2):
                 noise = Noise(srv.proc.pid)
-                argv, out, err = wrk(port, scn, ctx["duration"])
+                cores = CoreUse()
+                argv, out, err = wrk(port, scn, ctx["duration"], latency=scn.get("latency", True))
+                server_cpu, load_cpu = cores.busy()
                 other = noise.others()
                 row["wrk_command"] = shlex.join(argv).replace(ROOT + "/", "")
                 parsed = parse_wrk(out or "")
@@ -634,6 +666,10 @@ def measure(sid, scn_id, port, ctx):
                     row["status"] = "error"
                     return row
                 parsed["other_cpu"], parsed["attempts"] = other, attempt
+                parsed["server_cpu"], parsed["load_cpu"] = server_cpu, load_cpu
+                if server_cpu is not None and parsed["rps"] and SERVER_CPU != LOAD_CPU:
+                    # the server's CPU time per answer, at the pace this run had
+                    parsed["server_us_per_req"] = round(server_cpu * 1e6 / parsed["rps"], 3)
                 if best is None or other < best["other_cpu"]:
                     best = parsed
                 if other <= NOISE_LIMIT:
@@ -688,6 +724,14 @@ def fmt_ms(v):
     return f"{v*1000:.0f}us" if v < 1 else f"{v:.2f}ms" if v < 100 else f"{v:.0f}ms"
 
 
+def fmt_busy(v):
+    return "n/a" if v is None else f"{v:.0%}" + ("!" if v >= SATURATED else " ")
+
+
+def fmt_us(v):
+    return "n/a" if v is None else f"{v:.2f}"
+
+
 def fmt_mib(kib):
     return "n/a" if kib is None else f"{kib/1024:.1f}"
 
@@ -708,7 +752,7 @@ def add_ratios(results):
 def table(results, servers, scenarios):
     lines = []
     hdr = (f"{'scenario':<28} {'server':<17} {'req/s':>9} {'p99':>9} {'errors':>7} {'RSS MiB':>8} "
-           f"{'x nginx':>8} {'x granian':>9} {'other CPU':>9}")
+           f"{'x nginx':>8} {'x granian':>9} {'srv CPU':>8} {'wrk CPU':>8} {'us/req':>7} {'other CPU':>9}")
     lines += [hdr, "-" * len(hdr)]
     for scn in scenarios:
         if scn == "idle10k":
@@ -724,10 +768,16 @@ def table(results, servers, scenarios):
             xg = f"{r['x_granian']:.2f}" if r.get("x_granian") is not None else "-"
             lines.append(f"{SCN[scn]['label']:<28} {sid:<17} {fmt_rps(r['rps']):>9} {fmt_ms(r['p99_ms']):>9} "
                          f"{r['errors']['total']:>7} {fmt_mib(r['rss_kib']):>8} {xn:>8} {xg:>9} "
+                         f"{fmt_busy(r.get('server_cpu')):>8} {fmt_busy(r.get('load_cpu')):>8} "
+                         f"{fmt_us(r.get('server_us_per_req')):>7} "
                          f"{r.get('other_cpu', 0):>8.0%}{'*' if r.get('other_cpu', 0) > NOISE_LIMIT else ''}")
         lines.append("")
-    lines.append("other CPU: CPU time other processes on the machine took during the measured run, in % of one\n"
-                 f"CPU (a run above {NOISE_LIMIT:.0%} is measured once more and the quieter one kept; * = still above)")
+    lines.append(f"srv CPU, wrk CPU: how busy the server's CPU {SERVER_CPU} and wrk's CPU {LOAD_CPU} were (user, system and\n"
+                 f"softirq); ! = {SATURATED:.0%} or more: on wrk's CPU, it means wrk, not the server, set the pace.\n"
+                 "us/req: the server's CPU time per answer (busy share of its CPU / req/s) at the pace of that run.\n"
+                 "other CPU: CPU time other processes on the machine took during the measured run, in % of one\n"
+                 f"CPU (a run above {NOISE_LIMIT:.0%} is measured once more and the quieter one kept; * = still above)\n"
+                 "p99 n/a on GET / pipelined x16: wrk times a batch of 16 there, not a request.")
     lines.append("")
     if "idle10k" in scenarios:
         lines.append(f"Idle keep-alive connections (GET / once on each, then held idle)")
@@ -761,6 +811,24 @@ def targets(results):
         r = results.get((s, c))
         return r.get("p99_ms") if r else None
 
+    def pace(name, c):
+        """Who set the pace of a rgun-vs-nginx run, and each one's server CPU per answer."""
+        r, n = results.get(("rgun", c)) or {}, results.get(("nginx", c)) or {}
+        if r.get("load_cpu") is None or n.get("load_cpu") is None:
+            return
+        bound = [s for s, x in (("rgun", r), ("nginx", n)) if x["load_cpu"] >= SATURATED]
+        text = (f"wrk's CPU {r['load_cpu']:.0%} busy against rgun, {n['load_cpu']:.0%} against nginx; "
+                f"server CPU {r['server_cpu']:.0%} vs {n['server_cpu']:.0%}")
+        if r.get("server_us_per_req") and n.get("server_us_per_req"):
+            text += (f"; server CPU per answer {r['server_us_per_req']:.2f} vs {n['server_us_per_req']:.2f} us "
+                     f"(rgun {n['server_us_per_req'] / r['server_us_per_req']:.2f}x as frugal)")
+        if bound:
+            text += f"; the load generator set the pace against {' and '.join(bound)}"
+        out.append({"target": f"{name}: who set the pace", "goal": "(info)", "met": "info", "text": text,
+                    "value": {"load_cpu": [r["load_cpu"], n["load_cpu"]],
+                              "server_cpu": [r["server_cpu"], n["server_cpu"]],
+                              "server_us_per_req": [r.get("server_us_per_req"), n.get("server_us_per_req")]}})
+
     def ratio(name, a, b, goal):
         if a is None or b is None:
             out.append({"target": name, "goal": f">= {goal}x", "value": None, "met": None})
@@ -769,7 +837,14 @@ def targets(results):
                         "met": a / b >= goal, "text": f"{a / b:.2f}x ({fmt_rps(a)} vs {fmt_rps(b)})"})
 
     ratio("native GET / keep-alive vs nginx", rps("rgun", "get"), rps("nginx", "get"), 1.2)
+    pace("native GET / keep-alive", "get")
     ratio("native GET / Connection: close vs nginx", rps("rgun", "close"), rps("nginx", "close"), 1.0)
+    pace("native GET / Connection: close", "close")
+    a, b = rps("rgun", "pipelined"), rps("nginx", "pipelined")
+    if a is not None and b is not None:
+        out.append({"target": "native GET / pipelined x16 vs nginx", "goal": "(no goal)", "value": round(a / b, 3),
+                    "met": "info", "text": f"{a / b:.2f}x ({fmt_rps(a)} vs {fmt_rps(b)})"})
+        pace("native GET / pipelined x16", "pipelined")
     for c, lab in (("get", "keep-alive"), ("close", "Connection: close")):
         a, b = p99("rgun", c), p99("nginx", c)
         out.append({"target": f"native p99 <= nginx p99 ({lab})", "goal": "<= nginx",
@@ -811,7 +886,7 @@ def targets(results):
 def print_targets(tg):
     print("Issue-4 targets")
     for t in tg:
-        mark = {True: "MET    ", False: "NOT MET", None: "n/a    "}[t["met"]]
+        mark = {True: "MET    ", False: "NOT MET", None: "n/a    ", "info": "info   "}[t["met"]]
         print(f"  [{mark}] {t['target']:<45} goal {t['goal']:<9} {t.get('text') or ''}")
 
 
