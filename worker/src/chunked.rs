@@ -1,6 +1,8 @@
 //! Decoding a chunked request body (RFC 9112 §7.1): a byte-driven state
 //! machine fed whatever the socket had, writing data into the caller's
-//! buffer. Extensions are checked and skipped; trailer fields are skipped.
+//! buffer. Extensions are checked against their grammar (§7.1.1) and
+//! skipped; trailer lines are checked as field lines (§7.1.2, §5) and
+//! skipped.
 //! Line ends must be CRLF: a bare LF or CR is refused (smuggling guard).
 
 /// The longest chunk-size line with its extensions, and the most bytes of
@@ -12,13 +14,27 @@ pub const MAX_TRAILER_BYTES: usize = 8190;
 enum State {
     Size,
     SizeSpace,
-    Extension,
+    /// After `;`: BWS, then an extension name.
+    ExtBeforeName,
+    ExtName,
+    /// BWS after a name: `=` or another `;` must follow.
+    ExtAfterName,
+    /// After `=`: BWS, then a token or a quoted string.
+    ExtBeforeValue,
+    ExtToken,
+    ExtQuoted,
+    ExtQuotedPair,
+    /// After a closing quote: `;` or the line's end.
+    ExtAfterQuoted,
+    /// BWS after a value: only another `;` may follow.
+    ExtAfterValue,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -93,13 +109,34 @@ impl ChunkedDecoder {
                 self.line(Size)?
             }
             (Size, b' ' | b'\t') if self.digits > 0 => self.line(SizeSpace)?,
-            (Size | SizeSpace, b';') if self.digits > 0 => self.line(Extension)?,
-            // BWS is allowed before `;` only (RFC 9112 §7.1.1): `5 \r\n`
-            // is refused, as a proxy in front may read it otherwise.
-            (Size | Extension, b'\r') if self.digits > 0 => SizeLf,
+            // chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] ),
+            // ext-val = token / quoted-string. BWS is allowed where the
+            // grammar puts it only: `5 \r\n` or `5;a \r\n` is refused, as a
+            // proxy in front may read it otherwise.
+            (Size | SizeSpace, b';') if self.digits > 0 => self.line(ExtBeforeName)?,
+            (Size | ExtName | ExtToken | ExtAfterQuoted, b'\r') if self.digits > 0 => SizeLf,
             (SizeSpace, b' ' | b'\t') => self.line(SizeSpace)?,
-            (Extension, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
-                self.line(Extension)?
+            (ExtBeforeName, b' ' | b'\t') => self.line(ExtBeforeName)?,
+            (ExtBeforeName | ExtName, _) if is_tchar(b) => self.line(ExtName)?,
+            (ExtName | ExtAfterName, b' ' | b'\t') => self.line(ExtAfterName)?,
+            (ExtName | ExtAfterName, b'=') => self.line(ExtBeforeValue)?,
+            (ExtBeforeValue, b' ' | b'\t') => self.line(ExtBeforeValue)?,
+            (ExtBeforeValue, b'"') => self.line(ExtQuoted)?,
+            (ExtBeforeValue | ExtToken, _) if is_tchar(b) => self.line(ExtToken)?,
+            (ExtQuoted, b'"') => self.line(ExtAfterQuoted)?,
+            (ExtQuoted, b'\\') => self.line(ExtQuotedPair)?,
+            // qdtext: HTAB, SP, VCHAR but `"` and `\`, obs-text.
+            (ExtQuoted, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
+                self.line(ExtQuoted)?
+            }
+            (ExtQuotedPair, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
+                self.line(ExtQuoted)?
+            }
+            (ExtToken | ExtAfterQuoted | ExtAfterValue, b' ' | b'\t') => {
+                self.line(ExtAfterValue)?
+            }
+            (ExtName | ExtAfterName | ExtToken | ExtAfterQuoted | ExtAfterValue, b';') => {
+                self.line(ExtBeforeName)?
             }
             (SizeLf, b'\n') => {
                 self.digits = 0;
@@ -113,19 +150,27 @@ impl ChunkedDecoder {
             (DataCr, b'\r') => DataLf,
             (DataLf, b'\n') => Size,
             (TrailerStart, b'\r') => EndLf,
-            (TrailerStart | TrailerLine, _) if b != b'\n' && b != b'\r' && b != 0 => {
-                self.trailer_bytes += 1;
-                if self.trailer_bytes > MAX_TRAILER_BYTES {
-                    return Err(ChunkError);
-                }
-                TrailerLine
+            // field-line = field-name ":" OWS field-value OWS; a line
+            // starting with whitespace (obs-fold) is refused.
+            (TrailerStart | TrailerName, _) if is_tchar(b) => self.trailer(TrailerName)?,
+            (TrailerName, b':') => self.trailer(TrailerValue)?,
+            (TrailerValue, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
+                self.trailer(TrailerValue)?
             }
-            (TrailerLine, b'\r') => TrailerLf,
+            (TrailerValue, b'\r') => TrailerLf,
             (TrailerLf, b'\n') => TrailerStart,
             (EndLf, b'\n') => Done,
             _ => return Err(ChunkError),
         };
         Ok(())
+    }
+
+    fn trailer(&mut self, next: State) -> Result<State, ChunkError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILER_BYTES {
+            return Err(ChunkError);
+        }
+        Ok(next)
     }
 
     fn line(&mut self, next: State) -> Result<State, ChunkError> {
@@ -135,6 +180,11 @@ impl ChunkedDecoder {
         }
         Ok(next)
     }
+}
+
+/// tchar (RFC 9110 §5.6.2): the bytes of a token.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -168,8 +218,8 @@ mod tests {
         Ok((data, fed))
     }
 
-    const BODY: &[u8] =
-        b"5;name=value\r\nhello\r\n6 ; x\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\nNEXT";
+    const BODY: &[u8] = b"5;name=value\r\nhello\r\n6 ; x ; q = \"a \\\"b\\\" ;c\"\r\n world\r\n\
+        0;last\r\nX-Trailer: yes\r\nX-Empty:\r\n\r\nNEXT";
 
     #[test]
     fn decodes_whatever_the_split() {
@@ -192,6 +242,21 @@ mod tests {
             b"fffffffffffffffffff\r\n",
             b"5\r\nhello\r\n0\r\n\n",
             b"5 \r\nhello\r\n0\r\n\r\n",
+            // Extensions out of grammar.
+            b"5;\r\nhello\r\n0\r\n\r\n",
+            b"5;a \r\nhello\r\n0\r\n\r\n",
+            b"5;bad[=x\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"open\r\nhello\r\n0\r\n\r\n",
+            b"5;a=b c\r\nhello\r\n0\r\n\r\n",
+            b"5;a\0\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rX\nhello\r\n0\r\n\r\n",
+            // Trailer lines that are no field lines.
+            b"0\r\nno colon here\r\n\r\n",
+            b"0\r\n folded: x\r\n\r\n",
+            b"0\r\nX-A: a\x01b\r\n\r\n",
+            b"0\r\nX A: b\r\n\r\n",
+            b"0\r\n: b\r\n\r\n",
         ] {
             assert_eq!(
                 decode_all(bad, 64, 64).map(|r| r.0),
