@@ -26,8 +26,10 @@ pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 2;
 /// rgun's own: the time a client has to send a whole request head (Gunicorn's
 /// sync worker has none and leans on `timeout`).
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
-/// Gunicorn's `limit_request_line`, and its maximum.
-pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 4094;
+/// Gunicorn's `limit_request_line` maximum, and rgun's default: RFC 9112 §3
+/// recommends accepting request lines of at least 8000 octets, above
+/// Gunicorn's default of 4094.
+pub const DEFAULT_LIMIT_REQUEST_LINE: usize = 8190;
 pub const MAX_LIMIT_REQUEST_LINE: usize = 8190;
 /// Gunicorn's `limit_request_fields`.
 pub const DEFAULT_LIMIT_REQUEST_FIELDS: usize = 100;
@@ -275,7 +277,7 @@ mod tests {
         let cli = Cli::try_parse_from(["rgun", "x.so"]).unwrap();
         assert_eq!(cli.backlog, 2048);
         assert_eq!(cli.timeout, 30);
-        assert_eq!(cli.limit_request_line, 4094);
+        assert_eq!(cli.limit_request_line, 8190);
         let cli =
             Cli::try_parse_from(["rgun", "x.so", "--limit-request-field_size", "10"]).unwrap();
         assert_eq!(cli.limit_request_field_size, 10);

@@ -195,7 +195,7 @@ enum OutFraming {
 /// Why the server refused what the application asked.
 #[derive(Debug, thiserror::Error)]
 enum Refusal {
-    #[error("status {0} is not a final status code (200-999)")]
+    #[error("status {0} is not a final status code (200-599, RFC 9110 §15)")]
     Status(u16),
     #[error("invalid reason phrase")]
     Reason,
@@ -526,7 +526,7 @@ impl<'a> CallCtx<'a> {
         if self.committed {
             return Err(Refusal::AlreadySent);
         }
-        if !(200..=999).contains(&status) {
+        if !(200..=599).contains(&status) {
             return Err(Refusal::Status(status));
         }
         if !response::is_valid_value(reason) {
@@ -549,9 +549,9 @@ impl<'a> CallCtx<'a> {
         headers: &[ffi::Header],
         whole_body: Option<u64>,
     ) -> Result<(), Refusal> {
-        // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §8.6: no
-        // Content-Length in a 204.
-        let no_body = self.head_request || status == 204 || status == 304;
+        // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §15.3.6: none
+        // in a 205 either; §8.6: no Content-Length in a 204.
+        let no_body = self.head_request || matches!(status, 204 | 205 | 304);
         let out = &mut *self.out;
         response::status_line(out, status, reason);
         let (mut has_server, mut has_date, mut close) = (false, false, false);
@@ -607,8 +607,15 @@ impl<'a> CallCtx<'a> {
             // A length the application stated is passed on (RFC 9110 §8.6:
             // what a GET would have had); an empty whole body says nothing.
             let stated = declared.or(whole_body.filter(|&n| n > 0 && status != 304));
-            if let (Some(n), false) = (stated, status == 204) {
-                response::content_length(out, n);
+            match status {
+                204 => {}
+                // §15.3.6: a 205 says its content is empty.
+                205 => response::content_length(out, 0),
+                _ => {
+                    if let Some(n) = stated {
+                        response::content_length(out, n);
+                    }
+                }
             }
             OutFraming::NoBody
         } else if let Some(n) = length {
@@ -761,12 +768,37 @@ impl<'a> CallCtx<'a> {
         Ok(())
     }
 
+    /// The server's own answer to `OPTIONS *`, a question about the server
+    /// rather than a resource (RFC 9110 §9.3.7): 200 with no content. The
+    /// return code is the one an application's call would give.
+    pub fn answer_options_asterisk(&mut self) -> i32 {
+        match self.start_response(200, b"", &[], Some(0)) {
+            Ok(()) => ffi::OK,
+            Err(_) => ffi::ERR,
+        }
+    }
+
     /// After the application returned `rc`: finish the answer, or replace it
     /// with the server's error if nothing of it was sent; skip the unread
     /// body so that the connection can serve the next request.
     pub fn finish(mut self, rc: i32) -> Outcome {
         INFLIGHT_FD.store(-1, Ordering::Relaxed);
-        let complete = rc == ffi::OK && self.started && !self.failed;
+        let mut complete = rc == ffi::OK && self.started && !self.failed;
+        if complete && !self.committed && self.body_error.is_none() && self.body_fits_drain() {
+            // The client sends the body whether the application read it or
+            // not: take it before answering, so that a body whose framing
+            // is broken or cut short (RFC 9112 §6.3: an invalid message) is
+            // answered with the server's error, not the application's 200.
+            match self.drain_body() {
+                Ok(true) => {}
+                // Too much to skip: the answer goes, then the connection.
+                Ok(false) => self.keep_alive = false,
+                Err(e) => {
+                    self.body_error = Some(e);
+                    complete = false;
+                }
+            }
+        }
         if !complete {
             if rc == ffi::OK && !self.started {
                 log::error!("the application returned without starting a response");
@@ -776,10 +808,17 @@ impl<'a> CallCtx<'a> {
                 // is to end the connection, so the client sees it cut short.
                 self.keep_alive = false;
             } else {
-                let status = self.body_error.and_then(BodyError::status).unwrap_or(500);
                 self.out.truncate(self.head_start);
-                response::error(self.out, status, self.date);
-                self.status = status;
+                // A client gone mid-body gets no answer; any other failure
+                // gets the server's.
+                let status = match self.body_error {
+                    Some(e) => e.status(),
+                    None => Some(500),
+                };
+                if let Some(status) = status {
+                    response::error(self.out, status, self.date, self.head_request);
+                }
+                self.status = status.unwrap_or(0);
                 self.body_sent = 0;
                 self.keep_alive = false;
             }
@@ -798,7 +837,7 @@ impl<'a> CallCtx<'a> {
         if self.keep_alive && !matches!(self.body, BodyState::Done) {
             // The client may wait for the answer before it sends the rest of
             // the body: send the answer first, then skip the body.
-            self.keep_alive = self.flush_all().is_ok() && self.drain_body();
+            self.keep_alive = self.flush_all().is_ok() && self.drain_body() == Ok(true);
         }
         Outcome {
             body_unread: !matches!(self.body, BodyState::Done),
@@ -809,21 +848,32 @@ impl<'a> CallCtx<'a> {
         }
     }
 
-    /// Read and drop what is left of the body, up to MAX_DRAIN_BYTES.
-    fn drain_body(&mut self) -> bool {
+    /// Whether the unread body is one to take before answering: the client
+    /// is sending it (no 100-continue awaited) and it is small enough, as
+    /// far as can be known before reading it.
+    fn body_fits_drain(&self) -> bool {
+        match self.body {
+            BodyState::Done => false,
+            BodyState::Length(n) => !self.continue_pending && n <= MAX_DRAIN_BYTES,
+            BodyState::Chunked(_) => !self.continue_pending,
+        }
+    }
+
+    /// Read and drop what is left of the body: `Ok(false)` if more than
+    /// MAX_DRAIN_BYTES is left, which is not read.
+    fn drain_body(&mut self) -> Result<bool, BodyError> {
         let mut sink = [0u8; 8192];
         let mut drained = 0u64;
         while !matches!(self.body, BodyState::Done) {
-            match self.read_body(&mut sink) {
-                Ok(0) => return true,
-                Ok(n) => drained += n as u64,
-                Err(_) => return false,
+            match self.read_body(&mut sink)? {
+                0 => return Ok(true),
+                n => drained += n as u64,
             }
             if drained > MAX_DRAIN_BYTES {
-                return false;
+                return Ok(false);
             }
         }
-        true
+        Ok(true)
     }
 }
 

@@ -505,7 +505,12 @@ impl Conn {
                         "refusing a request from {}: {e}",
                         String::from_utf8_lossy(self.peer.addr())
                     );
-                    response::error(&mut self.wbuf, e.status(), cx.date);
+                    response::error(
+                        &mut self.wbuf,
+                        e.status(),
+                        cx.date,
+                        parse::is_head_request(buf),
+                    );
                     self.phase = Phase::Closing;
                     // The rest of a refused request may still be coming.
                     self.unread_input = true;
@@ -572,7 +577,11 @@ impl Conn {
             if settings.answer_on_abort {
                 call.enter();
             }
-            let rc = settings.app.handle(call.as_ffi(), &request);
+            let rc = if head.method == b"OPTIONS" && head.target == b"*" {
+                call.answer_options_asterisk()
+            } else {
+                settings.app.handle(call.as_ffi(), &request)
+            };
             let outcome = call.finish(rc);
             // The call may have taken long: deadlines from here on count
             // from now, not from when the request came in.
@@ -670,7 +679,7 @@ impl Conn {
     pub fn on_timeout(&mut self, shared: &mut Shared) {
         if self.phase == Phase::Head && self.rstart < self.rend && self.wpos == self.wbuf.len() {
             let mut out = Vec::new();
-            response::error(&mut out, 408, shared.date.get());
+            response::error(&mut out, 408, shared.date.get(), false);
             let _ = self.stream.write(&out);
         }
     }

@@ -101,6 +101,10 @@ pub enum HeadError {
     Host,
     #[error("request target in no supported form (RFC 9112 §3.2)")]
     Target,
+    #[error("CONNECT: this server is no proxy (RFC 9110 §9.3.6)")]
+    Connect,
+    #[error("an expectation other than 100-continue (RFC 9110 §10.1.1)")]
+    Expectation,
     #[error("body larger than --limit-request-body")]
     BodyTooLarge,
 }
@@ -111,7 +115,8 @@ impl HeadError {
             HeadError::LineTooLong => 414,
             HeadError::TooManyFields | HeadError::FieldTooLarge => 431,
             HeadError::Version => 505,
-            HeadError::UnknownCoding => 501,
+            HeadError::UnknownCoding | HeadError::Connect => 501,
+            HeadError::Expectation => 417,
             HeadError::BodyTooLarge => 413,
             _ => 400,
         }
@@ -147,7 +152,18 @@ pub fn parse_head<'b>(
     let target = request.path.unwrap_or_default().as_bytes();
     let minor = request.version.unwrap_or(1);
     if limits.request_line != 0 && method.len() + target.len() + 10 > limits.request_line {
-        return Err(HeadError::LineTooLong);
+        // 414 is about the target: a method that long is no method.
+        return Err(if method.len() + 10 > limits.request_line {
+            HeadError::Malformed
+        } else {
+            HeadError::LineTooLong
+        });
+    }
+    // Every line ends in CRLF (RFC 9112 §2.2 lets a recipient accept a bare
+    // LF; a proxy in front that does not would frame differently): the last
+    // two here, the others before each field name below.
+    if !buf[..len].ends_with(b"\r\n\r\n") {
+        return Err(HeadError::Malformed);
     }
 
     fields.clear();
@@ -157,9 +173,16 @@ pub fn parse_head<'b>(
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
+    let mut expect_other = false;
     let mut hosts = 0;
+    let mut host_index = 0;
     for field in request.headers.iter() {
         let (name, value) = (field.name.as_bytes(), field.value);
+        // The name follows the line before's end: CRLF, not LF alone.
+        let at = name.as_ptr() as usize - buf.as_ptr() as usize;
+        if at < 2 || buf[at - 2] != b'\r' {
+            return Err(HeadError::Malformed);
+        }
         if limits.request_field_size != 0
             && name.len() + value.len() + 2 > limits.request_field_size
         {
@@ -172,12 +195,17 @@ pub fn parse_head<'b>(
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 hosts += 1;
-                if !value.iter().all(|&b| is_host_byte(b)) {
+                host_index = fields.len() - 1;
+                if !is_valid_host(value) {
                     return Err(HeadError::Host);
                 }
             }
             6 if name.eq_ignore_ascii_case(b"expect") => {
-                expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+                for expectation in list_elements(value) {
+                    let continues = expectation.eq_ignore_ascii_case(b"100-continue");
+                    expect_continue |= continues;
+                    expect_other |= !continues;
+                }
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 for token in list_elements(value) {
@@ -196,9 +224,24 @@ pub fn parse_head<'b>(
     if hosts > 1 || (minor == 1 && hosts == 0) {
         return Err(HeadError::Host);
     }
+    // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation
+    // in an HTTP/1.0 request, and may refuse one it does not know with 417.
+    if expect_other && minor == 1 {
+        return Err(HeadError::Expectation);
+    }
     let content_length = framing.length;
     let framing = framing.decide(minor, limits)?;
-    let (path, query) = split_target(method, target)?;
+    let (path, query, authority) = split_target(method, target)?;
+    if let Some(authority) = authority {
+        // RFC 9112 §3.2.2: with a target in absolute form, the server MUST
+        // ignore Host and use the target's authority.
+        if !is_valid_host(authority) {
+            return Err(HeadError::Target);
+        }
+        if let Some(host) = fields.get_mut(host_index).filter(|_| hosts == 1) {
+            host.value = ffi::Str::new(authority);
+        }
+    }
     Ok(Some(Head {
         len,
         method,
@@ -291,29 +334,46 @@ impl FramingFields {
     }
 }
 
-/// The path and query of a target in origin form, absolute form (§3.2.2, the
-/// authority dropped) or asterisk form (OPTIONS only).
-fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Result<(&'b [u8], &'b [u8]), HeadError> {
-    let path_and_query: &'b [u8] = match target.first() {
-        Some(b'/') => target,
-        Some(b'*') if target.len() == 1 && method == b"OPTIONS" => return Ok((target, &[])),
+/// The parts of a request target (RFC 9112 §3.2).
+type TargetParts<'b> = (&'b [u8], &'b [u8], Option<&'b [u8]>);
+
+/// The path, query and, for the absolute form (§3.2.2), the authority of a
+/// target in origin form, absolute form or asterisk form (OPTIONS only).
+/// No fragment and no byte outside US-ASCII: RFC 3986 has no place for them.
+fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Result<TargetParts<'b>, HeadError> {
+    if method == b"CONNECT" {
+        // Authority form, or no valid CONNECT at all (§3.2.3).
+        return Err(if target.first().is_some_and(|&b| b != b'/') {
+            HeadError::Connect
+        } else {
+            HeadError::Target
+        });
+    }
+    if target.iter().any(|&b| b == b'#' || b >= 0x80) {
+        return Err(HeadError::Target);
+    }
+    let (path_and_query, authority): (&'b [u8], Option<&'b [u8]>) = match target.first() {
+        Some(b'/') => (target, None),
+        Some(b'*') if target.len() == 1 && method == b"OPTIONS" => return Ok((target, &[], None)),
         _ => {
             let rest = strip_prefix_ignore_case(target, b"http://")
                 .or_else(|| strip_prefix_ignore_case(target, b"https://"))
                 .ok_or(HeadError::Target)?;
-            let start = rest.iter().position(|&b| b == b'/' || b == b'?');
-            match start {
-                Some(i) if rest[i] == b'/' => &rest[i..],
-                Some(i) => {
-                    return Ok((b"/", &rest[i + 1..]));
-                }
-                None => return Ok((b"/", &[])),
+            let end = rest
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(rest.len());
+            let (authority, rest) = rest.split_at(end);
+            match rest.first() {
+                Some(b'/') => (rest, Some(authority)),
+                Some(_) => return Ok((b"/", &rest[1..], Some(authority))),
+                None => return Ok((b"/", &[], Some(authority))),
             }
         }
     };
     Ok(match path_and_query.iter().position(|&b| b == b'?') {
-        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..]),
-        None => (path_and_query, &[]),
+        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..], authority),
+        None => (path_and_query, &[], authority),
     })
 }
 
@@ -336,6 +396,11 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
         limits.request_line
     };
     match line.iter().position(|&b| b == b'\n') {
+        // No space yet: all of it is the method, which no limit on the
+        // target is about.
+        None if line.len() > line_limit + 2 && !line.contains(&b' ') => {
+            return Err(HeadError::Malformed);
+        }
         None if line.len() > line_limit + 2 => return Err(HeadError::LineTooLong),
         _ => {}
     }
@@ -348,10 +413,21 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
 /// httparse says Version for any bad version token: a well-formed
 /// `HTTP/x.y` that is not 1.0 or 1.1 is 505, anything else 400.
 fn version_error(buf: &[u8]) -> HeadError {
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    // The request line, after the empty lines a client may send first.
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = buf[start..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    match line.rsplit(|&b| b == b' ').next() {
-        Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor])
+    // Exactly method SP target SP version: `GET /a b HTTP/1.1` is a bad
+    // request line, not a bad version.
+    let mut parts = line.split(|&b| b == b' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None)
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
             HeadError::Version
@@ -368,6 +444,16 @@ fn refine_malformed(buf: &[u8], limits: &Limits) -> HeadError {
         Err(e) => e,
         Ok(()) => HeadError::Malformed,
     }
+}
+
+/// Whether a request refused before it was parsed asked with HEAD: its
+/// error answer then has no body.
+pub fn is_head_request(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    buf[start..].starts_with(b"HEAD ")
 }
 
 /// The elements of a comma-separated list field (RFC 9110 §5.6.1), empty
@@ -389,9 +475,45 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// uri-host [ ":" port ] (RFC 3986 §3.2.2): reg-name, IP literal, port.
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name
+/// or an IP literal in brackets, then digits after a colon; not empty
+/// (RFC 9110 §4.2.1: an http URI has a host).
+fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                let ok = !literal.is_empty()
+                    && literal.iter().all(|&b| {
+                        b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_reg_name_byte(b)
+                    });
+                if !ok {
+                    return false;
+                }
+                (&value[..end + 2], &rest[end + 1..])
+            }
+            None => return false,
+        },
+        _ => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            let host = &value[..end];
+            if host.is_empty() || !host.iter().all(|&b| is_reg_name_byte(b)) {
+                return false;
+            }
+            (host, &value[end..])
+        }
+    };
+    !host.is_empty()
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
 }
 
 /// Percent-decode `raw` into `out` (PEP 3333's PATH_INFO is decoded); a `%`
@@ -538,6 +660,30 @@ mod tests {
                 "GET http://example.com/a?b HTTP/1.1\r\nHost: x\r\n\r\n",
                 200,
             ),
+            // A space in the target is a bad request line, not a bad version.
+            ("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("\r\nGET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            ("GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x:99z\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: example.com:8000\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200),
+            ("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET http://u@h/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417),
+            ("GET / HTTP/1.0\r\nExpect: 200-ok\r\n\r\n", 200),
+            (
+                "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+                501,
+            ),
+            ("CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ];
         for (raw, want) in cases {
             assert_eq!(status(raw), *want, "{raw:?}");
@@ -550,6 +696,10 @@ mod tests {
         assert_eq!(status(&long), 414);
         let partial_long = format!("GET /{}", "a".repeat(5000));
         assert_eq!(status(&partial_long), 414);
+        // A method that long is a bad request, not a long URI.
+        assert_eq!(status(&"A".repeat(5000)), 400);
+        let long_method = format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "A".repeat(5000));
+        assert_eq!(status(&long_method), 400);
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(
             status(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
@@ -584,6 +734,13 @@ mod tests {
         let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
         assert_eq!((head.path, head.query), (&b"/a%20b"[..], &b"q=%41"[..]));
         assert_eq!(fields.len(), 1);
+        // Absolute form: the target's authority is the Host the app sees.
+        let raw = b"GET http://other.example:8080/p HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!(head.path, b"/p");
+        // SAFETY: the field points into `raw`, alive here.
+        let host = unsafe { fields[0].value.as_bytes() };
+        assert_eq!(host, b"other.example:8080");
     }
 
     #[test]

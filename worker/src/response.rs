@@ -192,8 +192,9 @@ pub fn content_length(out: &mut Vec<u8>, length: u64) {
 }
 
 /// The server's own answer to a request it refuses or could not serve: a
-/// short text body, and the connection closed after it.
-pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8]) {
+/// short text body (its head alone to a HEAD request, RFC 9110 §9.3.2),
+/// and the connection closed after it.
+pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8], head_request: bool) {
     let text = reason(status);
     status_line(out, status, b"");
     out.extend_from_slice(SERVER_HEADER);
@@ -201,8 +202,10 @@ pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8]) {
     out.extend_from_slice(b"Content-Type: text/plain\r\n");
     content_length(out, text.len() as u64 + 1);
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
+    if !head_request {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 #[cfg(test)]
@@ -224,7 +227,7 @@ mod tests {
     #[test]
     fn error_answers_close_and_say_why() {
         let mut out = Vec::new();
-        error(&mut out, 431, b"Sat, 21 Nov 2026 03:37:36 GMT");
+        error(&mut out, 431, b"Sat, 21 Nov 2026 03:37:36 GMT", false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
         assert!(text.contains("Connection: close\r\n"));
