@@ -110,6 +110,24 @@ fn crashed_worker_is_replaced() {
 }
 
 #[test]
+fn a_crash_answering_head_sends_the_head_alone() {
+    // The abort handler's 500 follows RFC 9110 §9.3.2 too: no content for
+    // HEAD, only the head that says how long it would be.
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    conn.send(b"HEAD /crash HTTP/1.1\r\nHost: a\r\n\r\n");
+    let (answer, _) = conn.read_to_end();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 500 "), "{answer:?}");
+    assert!(answer.contains("Content-Length: 22\r\n"), "{answer:?}");
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "a body after the head: {answer:?}"
+    );
+    server.get("/").assert_status(200);
+}
+
+#[test]
 fn repeated_crashes_are_survived() {
     let server = Server::testapp_with(["--workers", "2"]);
     let mut seen = HashSet::new();

@@ -220,18 +220,36 @@ enum Refusal {
 static INFLIGHT_FD: AtomicI32 = AtomicI32::new(-1);
 static INFLIGHT_COMMITTED: AtomicBool = AtomicBool::new(false);
 
-const TIMEOUT_ANSWER: &[u8] = b"HTTP/1.1 504 Gateway Timeout\r\nServer: rgun\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nGateway Timeout\n";
-const CRASH_ANSWER: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nServer: rgun\r\nContent-Type: text/plain\r\nContent-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n";
+static INFLIGHT_HEAD: AtomicBool = AtomicBool::new(false);
+
+/// The abort answers, whole; a HEAD request gets them without their body.
+const TIMEOUT_BODY: &str = "Gateway Timeout\n";
+const TIMEOUT_ANSWER: &str = concat!(
+    "HTTP/1.1 504 Gateway Timeout\r\nServer: rgun\r\nContent-Type: text/plain\r\n",
+    "Content-Length: 16\r\nConnection: close\r\n\r\n",
+    "Gateway Timeout\n"
+);
+const CRASH_BODY: &str = "Internal Server Error\n";
+const CRASH_ANSWER: &str = concat!(
+    "HTTP/1.1 500 Internal Server Error\r\nServer: rgun\r\nContent-Type: text/plain\r\n",
+    "Content-Length: 22\r\nConnection: close\r\n\r\n",
+    "Internal Server Error\n"
+);
 
 /// From the worker's SIGABRT handler: answer the request in hand if nothing
 /// of its answer was sent yet. Only async-signal-safe calls.
 pub fn answer_inflight_on_abort(timed_out: bool) {
     let fd = INFLIGHT_FD.load(Ordering::Relaxed);
     if fd >= 0 && !INFLIGHT_COMMITTED.load(Ordering::Relaxed) {
-        let answer = if timed_out {
-            TIMEOUT_ANSWER
+        let (answer, body) = if timed_out {
+            (TIMEOUT_ANSWER, TIMEOUT_BODY)
         } else {
-            CRASH_ANSWER
+            (CRASH_ANSWER, CRASH_BODY)
+        };
+        let answer = if INFLIGHT_HEAD.load(Ordering::Relaxed) {
+            &answer[..answer.len() - body.len()]
+        } else {
+            answer
         };
         // SAFETY: write(2) on a descriptor this process owns, from a static
         // buffer; async-signal-safe.
@@ -340,6 +358,7 @@ impl<'a> CallCtx<'a> {
     /// their place: then the handler stays silent.
     pub fn enter(&self) {
         INFLIGHT_COMMITTED.store(*self.out_pos < self.head_start, Ordering::Relaxed);
+        INFLIGHT_HEAD.store(self.head_request, Ordering::Relaxed);
         INFLIGHT_FD.store(self.io.fd, Ordering::Relaxed);
     }
 
@@ -1035,4 +1054,18 @@ pub unsafe extern "C" fn log(level: i32, message: ffi::Str) {
         _ => log::Level::Info,
     };
     log::log!(level, "{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abort_answers_state_their_body_length() {
+        for (answer, body) in [(TIMEOUT_ANSWER, TIMEOUT_BODY), (CRASH_ANSWER, CRASH_BODY)] {
+            let head = &answer[..answer.len() - body.len()];
+            assert!(head.ends_with("\r\n\r\n"), "{head:?}");
+            assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        }
+    }
 }
