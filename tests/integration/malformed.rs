@@ -153,7 +153,6 @@ fn invalid_requests() -> Vec<Case> {
             400,
         ),
         case("version HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-        case("version HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
         // Limits.
         case(
             "request line above --limit-request-line",
@@ -336,6 +335,11 @@ fn valid_requests() -> Vec<Case> {
         case(
             "a request line of 8000 octets (RFC 9112 §3), under the limit",
             format!("GET /?{} HTTP/1.1\r\nHost: a\r\n\r\n", "q".repeat(7985)),
+            200,
+        ),
+        case(
+            "HTTP/1.2, served as HTTP/1.1 (RFC 9110 §2.5)",
+            "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
             200,
         ),
         case(

@@ -500,6 +500,13 @@ impl Conn {
                     self.awaiting_more = true;
                     return;
                 }
+                Err(parse::HeadError::Version)
+                    if let Some(at) = parse::higher_minor_version(buf) =>
+                {
+                    // HTTP/1.2 and up: served as HTTP/1.1 (RFC 9110 §2.5).
+                    self.rbuf[self.rstart + at] = b'1';
+                    continue;
+                }
                 Err(e) => {
                     log::debug!(
                         "refusing a request from {}: {e}",

@@ -413,6 +413,18 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
 /// httparse says Version for any bad version token: a well-formed
 /// `HTTP/x.y` that is not 1.0 or 1.1 is 505, anything else 400.
 fn version_error(buf: &[u8]) -> HeadError {
+    match request_line_version(buf) {
+        Some((_, [major, minor])) if major.is_ascii_digit() && minor.is_ascii_digit() => {
+            HeadError::Version
+        }
+        _ => HeadError::Malformed,
+    }
+}
+
+/// The version digits of a request line of exactly method SP target SP
+/// `HTTP/d.d` (`GET /a b HTTP/1.1` has none: a bad request line, not a bad
+/// version), with the offset of the minor digit in `buf`.
+fn request_line_version(buf: &[u8]) -> Option<(usize, [u8; 2])> {
     // The request line, after the empty lines a client may send first.
     let start = buf
         .iter()
@@ -423,16 +435,22 @@ fn version_error(buf: &[u8]) -> HeadError {
         .next()
         .unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    // Exactly method SP target SP version: `GET /a b HTTP/1.1` is a bad
-    // request line, not a bad version.
     let mut parts = line.split(|&b| b == b' ');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some(_), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None)
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
-            HeadError::Version
+        (Some(_), Some(_), Some([b'H', b'T', b'T', b'P', b'/', major, b'.', minor]), None) => {
+            Some((start + line.len() - 1, [*major, *minor]))
         }
-        _ => HeadError::Malformed,
+        _ => None,
+    }
+}
+
+/// Where the minor digit of an `HTTP/1.x` request line with x above 1 is:
+/// RFC 9110 §2.5 says such a request SHOULD be served as HTTP/1.1, which
+/// the caller does by writing `1` there and parsing again.
+pub fn higher_minor_version(buf: &[u8]) -> Option<usize> {
+    match request_line_version(buf) {
+        Some((at, [b'1', minor])) if (b'2'..=b'9').contains(&minor) => Some(at),
+        _ => None,
     }
 }
 
@@ -650,6 +668,7 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+            // Served as HTTP/1.1 by the caller (higher_minor_version).
             ("GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
             ("GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
             ("GARBAGE\r\n\r\n", 400),
