@@ -5,7 +5,7 @@
 //! refusing good requests. Framing rules follow RFC 9112 §6.1 and §6.3.
 
 // `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
-use super::harness::{Conn, Server};
+use super::harness::{Conn, Server, chunked};
 use std::thread;
 
 /// A request and the status it must get.
@@ -591,4 +591,24 @@ fn reset_content_has_no_content() {
     // The connection is still in step: the next answer is the next one.
     conn.request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .assert_status(200);
+}
+
+#[test]
+fn a_large_unread_chunked_body_closes_and_the_answer_says_so() {
+    // More than the server skips (1 MiB) to a route that reads nothing: the
+    // answer goes, the connection closes, and the answer announces it.
+    let server = Server::testapp();
+    let mut conn = server.connect();
+    let mut writer = conn.tcp_stream().try_clone().expect("clone the socket");
+    let mut raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    raw.extend(chunked(&vec![b'x'; 3 << 20], &[65_536]));
+    let sender = thread::spawn(move || {
+        use std::io::Write;
+        // The server stops reading part-way: a reset here is expected.
+        let _ = writer.write_all(&raw);
+    });
+    let response = conn.read_response();
+    response.assert_status(200);
+    assert!(response.connection_has("close"), "{response:#?}");
+    sender.join().expect("writer thread");
 }

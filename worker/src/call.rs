@@ -285,6 +285,8 @@ pub struct CallCtx<'a> {
     out_pos: &'a mut usize,
     date: &'a [u8],
     head_start: usize,
+    /// The bytes of the written head, from `head_start`.
+    head_len: usize,
     started: bool,
     committed: bool,
     failed: bool,
@@ -336,6 +338,7 @@ impl<'a> CallCtx<'a> {
             out_pos: setup.out_pos,
             date: setup.date,
             head_start,
+            head_len: 0,
             started: false,
             committed: false,
             failed: false,
@@ -661,6 +664,7 @@ impl<'a> CallCtx<'a> {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        self.head_len = out.len() - self.head_start;
         self.started = true;
         self.status = status;
         Ok(())
@@ -810,8 +814,9 @@ impl<'a> CallCtx<'a> {
             // answered with the server's error, not the application's 200.
             match self.drain_body() {
                 Ok(true) => {}
-                // Too much to skip: the answer goes, then the connection.
-                Ok(false) => self.keep_alive = false,
+                // Too much to skip: the answer goes, then the connection,
+                // and the answer says so.
+                Ok(false) => self.announce_close(),
                 Err(e) => {
                     self.body_error = Some(e);
                     complete = false;
@@ -867,6 +872,21 @@ impl<'a> CallCtx<'a> {
         }
     }
 
+    /// Turn a written, unsent head that keeps the connection into one that
+    /// closes it, `Connection: close` added before its empty line. Only a
+    /// chunked body, so HTTP/1.1, gets here: no `keep-alive` to replace.
+    fn announce_close(&mut self) {
+        if !self.keep_alive {
+            return;
+        }
+        self.keep_alive = false;
+        let fields_end = self.head_start + self.head_len - 2;
+        self.out.splice(
+            fields_end..fields_end,
+            b"Connection: close\r\n".iter().copied(),
+        );
+    }
+
     /// Whether the unread body is one to take before answering: the client
     /// is sending it (no 100-continue awaited) and it is small enough, as
     /// far as can be known before reading it.
@@ -884,6 +904,11 @@ impl<'a> CallCtx<'a> {
         let mut sink = [0u8; 8192];
         let mut drained = 0u64;
         while !matches!(self.body, BodyState::Done) {
+            // A client trickling its body holds the worker no longer than
+            // the call's deadline: a wait that sees bytes does not time out.
+            if monotonic_ms() >= self.io.deadline_ms {
+                return Err(BodyError::TimedOut);
+            }
             match self.read_body(&mut sink)? {
                 0 => return Ok(true),
                 n => drained += n as u64,

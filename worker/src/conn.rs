@@ -686,7 +686,8 @@ impl Conn {
     pub fn on_timeout(&mut self, shared: &mut Shared) {
         if self.phase == Phase::Head && self.rstart < self.rend && self.wpos == self.wbuf.len() {
             let mut out = Vec::new();
-            response::error(&mut out, 408, shared.date.get(), false);
+            let head_request = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
+            response::error(&mut out, 408, shared.date.get(), head_request);
             let _ = self.stream.write(&out);
         }
     }
