@@ -574,6 +574,10 @@ impl<'a> CallCtx<'a> {
         // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §15.3.6: none
         // in a 205 either; §8.6: no Content-Length in a 204.
         let no_body = self.head_request || matches!(status, 204 | 205 | 304);
+        // A connection stays open only if the next request can be found:
+        // the client is not left waiting for a 100 and the unread body is
+        // small enough to skip.
+        let unread_ok = matches!(self.body, BodyState::Done) || self.body_fits_drain();
         let out = &mut *self.out;
         response::status_line(out, status, reason);
         let (mut has_server, mut has_date, mut close) = (false, false, false);
@@ -648,14 +652,6 @@ impl<'a> CallCtx<'a> {
             OutFraming::Chunked
         } else {
             OutFraming::Close
-        };
-        // A connection stays open only if the next request can be found:
-        // the client is not left waiting for a 100 and the unread body is
-        // small enough to skip.
-        let unread_ok = match self.body {
-            BodyState::Done => true,
-            BodyState::Length(n) => !self.continue_pending && n <= MAX_DRAIN_BYTES,
-            BodyState::Chunked(_) => !self.continue_pending,
         };
         self.keep_alive &= !close && unread_ok && self.framing != OutFraming::Close;
         if !self.keep_alive {
@@ -887,9 +883,9 @@ impl<'a> CallCtx<'a> {
         );
     }
 
-    /// Whether the unread body is one to take before answering: the client
-    /// is sending it (no 100-continue awaited) and it is small enough, as
-    /// far as can be known before reading it.
+    /// Whether the unread body can be skipped, before the answer or after
+    /// it: the client is sending it (no 100-continue awaited) and it is
+    /// small enough, as far as can be known before reading it.
     fn body_fits_drain(&self) -> bool {
         match self.body {
             BodyState::Done => false,

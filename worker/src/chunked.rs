@@ -5,6 +5,8 @@
 //! skipped.
 //! Line ends must be CRLF: a bare LF or CR is refused (smuggling guard).
 
+use crate::response::{is_tchar, is_value_byte};
+
 /// The longest chunk-size line with its extensions, and the most bytes of
 /// trailer fields, a client may send.
 pub const MAX_CHUNK_LINE: usize = 4096;
@@ -126,12 +128,8 @@ impl ChunkedDecoder {
             (ExtQuoted, b'"') => self.line(ExtAfterQuoted)?,
             (ExtQuoted, b'\\') => self.line(ExtQuotedPair)?,
             // qdtext: HTAB, SP, VCHAR but `"` and `\`, obs-text.
-            (ExtQuoted, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
-                self.line(ExtQuoted)?
-            }
-            (ExtQuotedPair, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
-                self.line(ExtQuoted)?
-            }
+            (ExtQuoted, _) if is_value_byte(b) => self.line(ExtQuoted)?,
+            (ExtQuotedPair, _) if is_value_byte(b) => self.line(ExtQuoted)?,
             (ExtToken | ExtAfterQuoted | ExtAfterValue, b' ' | b'\t') => {
                 self.line(ExtAfterValue)?
             }
@@ -154,9 +152,7 @@ impl ChunkedDecoder {
             // starting with whitespace (obs-fold) is refused.
             (TrailerStart | TrailerName, _) if is_tchar(b) => self.trailer(TrailerName)?,
             (TrailerName, b':') => self.trailer(TrailerValue)?,
-            (TrailerValue, _) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
-                self.trailer(TrailerValue)?
-            }
+            (TrailerValue, _) if is_value_byte(b) => self.trailer(TrailerValue)?,
             (TrailerValue, b'\r') => TrailerLf,
             (TrailerLf, b'\n') => TrailerStart,
             (EndLf, b'\n') => Done,
@@ -180,11 +176,6 @@ impl ChunkedDecoder {
         }
         Ok(next)
     }
-}
-
-/// tchar (RFC 9110 §5.6.2): the bytes of a token.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

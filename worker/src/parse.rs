@@ -175,7 +175,7 @@ pub fn parse_head<'b>(
     let mut expect_continue = false;
     let mut expect_other = false;
     let mut hosts = 0;
-    let mut host_index = 0;
+    let mut host_index = None;
     for field in request.headers.iter() {
         let (name, value) = (field.name.as_bytes(), field.value);
         // The name follows the line before's end: CRLF, not LF alone.
@@ -195,7 +195,7 @@ pub fn parse_head<'b>(
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 hosts += 1;
-                host_index = fields.len() - 1;
+                host_index = Some(fields.len() - 1);
                 if !is_valid_host(value) {
                     return Err(HeadError::Host);
                 }
@@ -238,8 +238,8 @@ pub fn parse_head<'b>(
         if !is_valid_host(authority) {
             return Err(HeadError::Target);
         }
-        if let Some(host) = fields.get_mut(host_index).filter(|_| hosts == 1) {
-            host.value = ffi::Str::new(authority);
+        if let Some(i) = host_index {
+            fields[i].value = ffi::Str::new(authority);
         }
     }
     Ok(Some(Head {
@@ -385,11 +385,7 @@ fn strip_prefix_ignore_case<'b>(s: &'b [u8], prefix: &[u8]) -> Option<&'b [u8]> 
 /// An incomplete head that is already over a limit is refused now, not when
 /// the client has sent all of it.
 fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let line = &buf[start..];
+    let line = &buf[empty_lines_len(buf)..];
     let line_limit = if limits.request_line == 0 {
         usize::MAX - 2
     } else {
@@ -425,11 +421,7 @@ fn version_error(buf: &[u8]) -> HeadError {
 /// `HTTP/d.d` (`GET /a b HTTP/1.1` has none: a bad request line, not a bad
 /// version), with the offset of the minor digit in `buf`.
 fn request_line_version(buf: &[u8]) -> Option<(usize, [u8; 2])> {
-    // The request line, after the empty lines a client may send first.
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
+    let start = empty_lines_len(buf);
     let line = buf[start..]
         .split(|&b| b == b'\n')
         .next()
@@ -467,11 +459,15 @@ fn refine_malformed(buf: &[u8], limits: &Limits) -> HeadError {
 /// Whether a request refused before it was parsed asked with HEAD: its
 /// error answer then has no body.
 pub fn is_head_request(buf: &[u8]) -> bool {
-    let start = buf
-        .iter()
+    buf[empty_lines_len(buf)..].starts_with(b"HEAD ")
+}
+
+/// The bytes of the empty lines a client may send before a request line
+/// (RFC 9112 §2.2), which the parser skips too.
+fn empty_lines_len(buf: &[u8]) -> usize {
+    buf.iter()
         .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    buf[start..].starts_with(b"HEAD ")
+        .unwrap_or(buf.len())
 }
 
 /// The elements of a comma-separated list field (RFC 9110 §5.6.1), empty

@@ -95,15 +95,23 @@ const TCHAR: [bool; 256] = {
     table
 };
 
+/// A byte of a token (RFC 9110 §5.6.2).
+pub fn is_tchar(b: u8) -> bool {
+    TCHAR[b as usize]
+}
+
+/// A byte of a field value (RFC 9110 §5.5): visible, obs-text, SP or HTAB.
+pub fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b != 0x7f)
+}
+
 pub fn is_valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|&b| TCHAR[b as usize])
+    !name.is_empty() && name.iter().all(|&b| is_tchar(b))
 }
 
 /// field-value (RFC 9110 §5.5): visible bytes, obs-text, SP and HTAB.
 pub fn is_valid_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    value.iter().all(|&b| is_value_byte(b))
 }
 
 /// Headers the server owns and an application may not set (hop-by-hop,
