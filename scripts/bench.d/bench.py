@@ -340,11 +340,21 @@ class Server:
             log(f"warning: {self.sid} left processes {left} after SIGKILL")
 
 
+def stat_ticks(name="cpu"):
+    """The tick counters of one /proc/stat line: "cpu" for all CPUs, "cpuN"
+    for one (user, nice, system, idle, iowait, irq, softirq, ...)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == name:
+                return [int(x) for x in fields[1:]]
+    return [0] * 8
+
+
 def cpu_busy(interval=0.5):
     """Busy fraction of all CPUs over `interval` seconds (from /proc/stat)."""
     def snap():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
+        v = stat_ticks()
         return sum(v), v[3] + v[4]  # total, idle + iowait
     t1, i1 = snap()
     time.sleep(interval)
@@ -359,20 +369,15 @@ NOISE_LIMIT = 0.10  # other work, in CPUs, above which a run is measured again (
 def busy_ticks():
     """user + nice + system ticks of all CPUs (interrupt time left out: on
     loopback that is the benchmark's own traffic)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
+    v = stat_ticks()
     return v[0] + v[1] + v[2]
 
 
 def cpu_ticks(cpu):
     """(busy, total) ticks of one CPU from /proc/stat; busy counts interrupt
     and softirq time too: on loopback that is TCP work done for the traffic."""
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{cpu} "):
-                v = [int(x) for x in line.split()[1:]]
-                return sum(v) - v[3] - v[4], sum(v)
-    return 0, 0
+    v = stat_ticks(f"cpu{cpu}")
+    return sum(v) - v[3] - v[4], sum(v)
 
 
 class CoreUse:
