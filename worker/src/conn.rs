@@ -12,7 +12,9 @@ use rgun_gateway::ffi;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::app::LoadedApp;
-use crate::call::{CallCtx, CallIo, CallSetup, Spill};
+use crate::blocking::CallIo;
+use crate::body::Spill;
+use crate::call::{CallCtx, CallSetup};
 use crate::parse::{self, Limits};
 use crate::response::{self, DateCache};
 use crate::scoreboard::{Slot, monotonic_ms};

@@ -7,13 +7,17 @@
 //! between the two: the scoreboard, the signal queue, the exit codes, and the
 //! log time format.
 
+mod abort;
 mod access_log;
 mod app;
 #[doc(hidden)]
 pub mod bench;
+mod blocking;
+mod body;
 mod call;
 pub mod chunked;
 mod conn;
+mod encode;
 pub mod parse;
 mod pool;
 mod response;
@@ -248,7 +252,7 @@ static ABORT_SLOT: std::sync::OnceLock<&'static scoreboard::Slot> = std::sync::O
 
 extern "C" fn on_abort(_: libc::c_int) {
     let timed_out = ABORT_SLOT.get().is_some_and(|slot| slot.is_timed_out());
-    call::answer_inflight_on_abort(timed_out);
+    abort::answer_inflight(timed_out);
     // Die of SIGABRT as the process would have: default action, re-raised
     // (it is delivered once this handler returns).
     // SAFETY: signal(2) and raise(3) are async-signal-safe.
