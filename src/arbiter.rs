@@ -15,7 +15,9 @@ use nix::unistd::{ForkResult, Pid, fork};
 
 use rgun_worker::scoreboard::{Scoreboard, monotonic_ms};
 use rgun_worker::signals::{self, SignalQueue};
-use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, ListenerFd, WorkerConfig};
+use rgun_worker::{
+    EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, ListenerFd, ListenerSocket, SocketKind, WorkerConfig,
+};
 
 use crate::sockets::Listener;
 
@@ -81,7 +83,9 @@ pub struct Settings {
     pub identity: Option<crate::privileges::Identity>,
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
-    pub worker: WorkerConfig,
+    /// Always there in the master; taken by a forked child as it becomes a
+    /// worker.
+    pub worker: Option<WorkerConfig>,
 }
 
 pub struct Arbiter {
@@ -565,12 +569,23 @@ impl Arbiter {
             .listeners
             .iter()
             .map(|l| ListenerFd {
-                fd: l.fd(),
-                unix: matches!(l.addr, crate::sockets::BindAddr::Unix(_)),
+                socket: ListenerSocket {
+                    fd: l.fd(),
+                    kind: if matches!(l.addr, crate::sockets::BindAddr::Unix(_)) {
+                        SocketKind::Unix
+                    } else {
+                        SocketKind::Tcp
+                    },
+                },
                 info: l.info(),
             })
             .collect();
-        let config = std::mem::replace(&mut self.settings.worker, placeholder_config());
+        // This child's copy of the arbiter ends here: its configuration
+        // moves into the worker.
+        let Some(config) = self.settings.worker.take() else {
+            log::error!("worker started without its configuration");
+            return rgun_worker::EXIT_BOOT_ERROR;
+        };
         rgun_worker::run(
             slot_index as u32,
             self.master_pid,
@@ -629,32 +644,5 @@ impl Arbiter {
             self.workers.clear();
             self.orphans.clear();
         }
-    }
-}
-
-/// What stays in a child's copy of the arbiter once the real configuration
-/// has moved into its worker.
-fn placeholder_config() -> WorkerConfig {
-    WorkerConfig {
-        forwarded_allow: Default::default(),
-        app: rgun_worker::AppSource::Library {
-            path: Default::default(),
-            symbol: String::new(),
-            arg: String::new(),
-            global: false,
-        },
-        limits: rgun_worker::Limits {
-            request_line: 0,
-            request_fields: 0,
-            request_field_size: 0,
-            request_body: 0,
-        },
-        threads: 1,
-        timeout_ms: 0,
-        keep_alive_ms: 0,
-        header_timeout_ms: 0,
-        io_timeout_ms: 0,
-        access_log: None,
-        reopen_error_log: || {},
     }
 }

@@ -320,7 +320,7 @@ fn settings(
         start_dir: None,
         identity: None,
         fork_hooks,
-        worker: rgun_worker::WorkerConfig {
+        worker: Some(rgun_worker::WorkerConfig {
             forwarded_allow: forwarded_allow(&cli.forwarded_allow_ips)?,
             app,
             threads: cli.threads,
@@ -336,6 +336,6 @@ fn settings(
             io_timeout_ms: io_timeout_secs.saturating_mul(1000),
             access_log: cli.access_logfile.clone(),
             reopen_error_log: logging::reopen,
-        },
+        }),
     })
 }

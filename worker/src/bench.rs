@@ -8,10 +8,12 @@ use std::sync::Mutex;
 use rgun_gateway::ffi;
 
 use crate::app::LoadedApp;
-use crate::conn::{Conn, Cx, ListenerInfo, Peer, Scratch, Settings, Stream};
+use crate::conn::Conn;
+use crate::context::{Cx, Scratch, Settings};
 use crate::parse::Limits;
 use crate::response::DateCache;
 use crate::scoreboard::Scoreboard;
+use crate::stream::{ListenerInfo, Peer, Stream};
 
 pub struct Harness {
     settings: &'static Settings,

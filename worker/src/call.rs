@@ -143,7 +143,10 @@ impl<'a> CallCtx<'a> {
             // The client may wait for the answer before it sends the rest of
             // the body: send the answer first, then skip the body.
             let kept = self.enc.flush_all().is_ok()
-                && self.body.drain(&self.io, &mut self.enc, self.io.deadline_ms) == Ok(true);
+                && self
+                    .body
+                    .drain(&self.io, &mut self.enc, self.io.deadline_ms)
+                    == Ok(true);
             if !kept {
                 self.enc.end_connection();
             }
@@ -166,7 +169,10 @@ impl<'a> CallCtx<'a> {
         if self.enc.is_committed() || self.body.error().is_some() || !self.body.fits_drain() {
             return true;
         }
-        match self.body.drain(&self.io, &mut self.enc, self.io.deadline_ms) {
+        match self
+            .body
+            .drain(&self.io, &mut self.enc, self.io.deadline_ms)
+        {
             Ok(true) => true,
             // Too much to skip: the answer goes, then the connection, and
             // the answer says so.

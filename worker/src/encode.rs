@@ -41,7 +41,9 @@ enum Answer {
     Committed(OutFraming),
     /// The application's answer is broken (refused, or its file ended
     /// early); `sent`: part of it is on the wire already.
-    Failed { sent: bool },
+    Failed {
+        sent: bool,
+    },
 }
 
 /// Why the server refused what the application asked.

@@ -17,6 +17,7 @@ mod body;
 mod call;
 pub mod chunked;
 mod conn;
+mod context;
 mod encode;
 pub mod parse;
 mod pool;
@@ -24,6 +25,7 @@ mod response;
 pub mod scoreboard;
 mod server;
 pub mod signals;
+mod stream;
 pub mod timefmt;
 
 use std::path::PathBuf;
@@ -34,9 +36,9 @@ pub use app::{LoadError, load_library};
 /// The gateway's log callback, writing to this process's error log (for a
 /// library the master calls directly, such as the bridge's preload).
 pub use call::log as log_callback;
-pub use conn::ListenerInfo;
 pub use parse::Limits;
-pub use server::ListenerFd;
+pub use server::{ListenerFd, ListenerSocket, SocketKind};
+pub use stream::ListenerInfo;
 
 /// A worker's exit code when it cannot boot (the init hook failed).
 /// Gunicorn's WORKER_BOOT_ERROR: the master stops instead of respawning.
@@ -99,6 +101,34 @@ pub struct WorkerConfig {
     pub reopen_error_log: fn(),
 }
 
+/// Why a worker could not start serving; each maps to its exit code.
+#[derive(Debug, thiserror::Error)]
+enum BootError {
+    #[error("worker could not set up its signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("{0}")]
+    Load(app::LoadError),
+    /// The init hook said the application cannot load (it logged why).
+    #[error("the application could not be loaded in worker {0}")]
+    InitLoad(u32),
+    #[error("the application's init hook failed in worker {0}")]
+    Init(u32),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    #[error("worker could not start its event loop: {0}")]
+    EventLoop(std::io::Error),
+}
+
+impl BootError {
+    /// Gunicorn's codes: the master stops instead of respawning.
+    fn exit_code(&self) -> i32 {
+        match self {
+            BootError::Load(_) | BootError::InitLoad(_) => EXIT_APP_LOAD_ERROR,
+            _ => EXIT_BOOT_ERROR,
+        }
+    }
+}
+
 /// Run a worker in a freshly forked process: returns its exit code.
 pub fn run(
     worker_id: u32,
@@ -110,95 +140,12 @@ pub fn run(
 ) -> i32 {
     slot.set_pid(std::process::id() as i32);
     let _ = ABORT_SLOT.set(slot);
-    // The master forks with every signal blocked: the worker's handlers go
-    // in first, then `signal_mask` (the master's usual mask) comes back.
-    let signals = match install_signals().and_then(|s| {
-        signals::restore_mask(&signal_mask)?;
-        Ok(s)
-    }) {
-        Ok(signals) => signals,
+    let mut event_loop = match boot(worker_id, master_pid, slot, listeners, config, signal_mask) {
+        Ok(event_loop) => event_loop,
+        Err(BootError::InitLoad(_)) => return EXIT_APP_LOAD_ERROR,
         Err(e) => {
-            log::error!("worker could not set up its signal handlers: {e}");
-            return EXIT_BOOT_ERROR;
-        }
-    };
-    let app = match &config.app {
-        AppSource::Library {
-            path,
-            symbol,
-            arg,
-            global,
-        } => match app::load_library(path, symbol, *global) {
-            Ok(table) => app::LoadedApp::new(table, arg.as_bytes(), worker_id),
-            Err(e) => {
-                log::error!("{e}");
-                return EXIT_APP_LOAD_ERROR;
-            }
-        },
-        AppSource::Table { table, arg } => app::LoadedApp::new(table, arg.as_bytes(), worker_id),
-    };
-    let access_log = match config
-        .access_log
-        .map(access_log::AccessLog::open)
-        .transpose()
-    {
-        Ok(log) => log.map(|log| std::sync::Arc::new(std::sync::Mutex::new(log))),
-        Err(e) => {
-            log::error!("cannot open the access log: {e}");
-            return EXIT_BOOT_ERROR;
-        }
-    };
-    let mut threads = config.threads;
-    if threads > 1 && !app.is_thread_safe() {
-        log::warn!(
-            "the application does not declare itself thread-safe (RGUN_APP_THREAD_SAFE); running it on one thread despite --threads {}",
-            threads
-        );
-        threads = 1;
-    }
-    // Told to the application (the WSGI bridge's wsgi.multithread).
-    // SAFETY: no other thread of this process exists yet to read the
-    // environment concurrently.
-    unsafe { std::env::set_var("RGUN_THREADS", threads.to_string()) };
-    match app.init() {
-        rgun_gateway::ffi::OK => {}
-        rgun_gateway::ffi::ERR_LOAD => return EXIT_APP_LOAD_ERROR,
-        _ => {
-            log::error!(
-                "the application's init hook failed in worker {}",
-                std::process::id()
-            );
-            return EXIT_BOOT_ERROR;
-        }
-    }
-    slot.set_booted();
-    let (fds, listeners): (Vec<_>, Vec<_>) = listeners.into_iter().map(ListenerFd::split).unzip();
-    // Every thread of the worker reads these until the process exits.
-    let settings: &'static conn::Settings = Box::leak(Box::new(conn::Settings {
-        limits: config.limits,
-        keep_alive_ms: config.keep_alive_ms,
-        header_timeout_ms: config.header_timeout_ms,
-        io_timeout_ms: config.io_timeout_ms,
-        app,
-        slot,
-        listeners,
-        forwarded_allow: config.forwarded_allow.clone(),
-        answer_on_abort: threads <= 1,
-    }));
-    let shared = conn::Shared::new(settings, access_log);
-    let mut event_loop = match server::EventLoop::new(
-        fds,
-        shared,
-        signals,
-        master_pid,
-        threads,
-        config.timeout_ms,
-        config.reopen_error_log,
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("worker could not start its event loop: {e}");
-            return EXIT_BOOT_ERROR;
+            log::error!("{e}");
+            return e.exit_code();
         }
     };
     let result = event_loop.run();
@@ -210,6 +157,96 @@ pub fn run(
             1
         }
     }
+}
+
+/// Everything between fork and the first poll: signals, the application
+/// loaded and initialised, the access log, the event loop.
+fn boot(
+    worker_id: u32,
+    master_pid: i32,
+    slot: &'static scoreboard::Slot,
+    listeners: Vec<ListenerFd>,
+    config: WorkerConfig,
+    signal_mask: nix::sys::signal::SigSet,
+) -> Result<server::EventLoop, BootError> {
+    // The master forks with every signal blocked: the worker's handlers go
+    // in first, then `signal_mask` (the master's usual mask) comes back.
+    let signals = install_signals()
+        .and_then(|s| {
+            signals::restore_mask(&signal_mask)?;
+            Ok(s)
+        })
+        .map_err(BootError::Signals)?;
+    let app = load_app(&config.app, worker_id)?;
+    let access_log = config
+        .access_log
+        .map(access_log::AccessLog::open)
+        .transpose()
+        .map_err(BootError::AccessLog)?
+        .map(|log| std::sync::Arc::new(std::sync::Mutex::new(log)));
+    let threads = thread_count(config.threads, &app);
+    // Told to the application (the WSGI bridge's wsgi.multithread).
+    // SAFETY: no other thread of this process exists yet to read the
+    // environment concurrently.
+    unsafe { std::env::set_var("RGUN_THREADS", threads.to_string()) };
+    match app.init() {
+        rgun_gateway::ffi::OK => {}
+        rgun_gateway::ffi::ERR_LOAD => return Err(BootError::InitLoad(std::process::id())),
+        _ => return Err(BootError::Init(std::process::id())),
+    }
+    slot.set_booted();
+    let (sockets, listeners): (Vec<_>, Vec<_>) =
+        listeners.into_iter().map(|l| (l.socket, l.info)).unzip();
+    // Every thread of the worker reads these until the process exits.
+    let settings: &'static context::Settings = Box::leak(Box::new(context::Settings {
+        limits: config.limits,
+        keep_alive_ms: config.keep_alive_ms,
+        header_timeout_ms: config.header_timeout_ms,
+        io_timeout_ms: config.io_timeout_ms,
+        app,
+        slot,
+        listeners,
+        forwarded_allow: config.forwarded_allow,
+        answer_on_abort: threads <= 1,
+    }));
+    let shared = context::Shared::new(settings, access_log);
+    server::EventLoop::new(
+        sockets,
+        shared,
+        signals,
+        master_pid,
+        threads,
+        config.timeout_ms,
+        config.reopen_error_log,
+    )
+    .map_err(BootError::EventLoop)
+}
+
+fn load_app(source: &AppSource, worker_id: u32) -> Result<app::LoadedApp, BootError> {
+    Ok(match source {
+        AppSource::Library {
+            path,
+            symbol,
+            arg,
+            global,
+        } => {
+            let table = app::load_library(path, symbol, *global).map_err(BootError::Load)?;
+            app::LoadedApp::new(table, arg.as_bytes(), worker_id)
+        }
+        AppSource::Table { table, arg } => app::LoadedApp::new(table, arg.as_bytes(), worker_id),
+    })
+}
+
+/// `--threads`, unless the application does not declare itself
+/// thread-safe: then its calls run one at a time.
+fn thread_count(wanted: usize, app: &app::LoadedApp) -> usize {
+    if wanted > 1 && !app.is_thread_safe() {
+        log::warn!(
+            "the application does not declare itself thread-safe (RGUN_APP_THREAD_SAFE); running it on one thread despite --threads {wanted}"
+        );
+        return 1;
+    }
+    wanted
 }
 
 /// `TERM` drains, `USR1` reopens logs (through the queue); `INT` and `QUIT`

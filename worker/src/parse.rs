@@ -66,6 +66,9 @@ pub struct Head<'b> {
     pub content_type: &'b [u8],
     /// `X-Forwarded-Proto`, for a proxy the operator trusts.
     pub forwarded_proto: &'b [u8],
+    /// What the buffer holds after the head: the start of the body, or of
+    /// the next request.
+    pub rest: &'b [u8],
 }
 
 impl Head<'_> {
@@ -121,6 +124,29 @@ impl HeadError {
             _ => 400,
         }
     }
+}
+
+/// The connection's parse: the head at the start of `buf`, with a request
+/// line of HTTP/1.2 and up served as HTTP/1.1 (RFC 9110 §2.5: such a
+/// request SHOULD be), by writing `1` over its minor digit in place and
+/// parsing again.
+pub fn next_head<'b>(
+    buf: &'b mut [u8],
+    limits: &Limits,
+    fields: &mut Vec<ffi::Header>,
+) -> Result<Option<Head<'b>>, HeadError> {
+    let whole: *const [u8] = buf;
+    // SAFETY: `whole` is `buf`, valid for 'b. What this shared borrow
+    // yields is either returned, and `buf` is not used again, or an error
+    // that holds no borrow, after which `buf` is written: the two never
+    // overlap, which the borrow checker cannot see (rust-lang/rust#54663).
+    match parse_head(unsafe { &*whole }, limits, fields) {
+        Err(HeadError::Version) => {}
+        other => return other,
+    }
+    let at = higher_minor_version(buf).ok_or(HeadError::Version)?;
+    buf[at] = b'1';
+    parse_head(buf, limits, fields)
 }
 
 /// Parse the head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -255,6 +281,7 @@ pub fn parse_head<'b>(
         expect_continue: expect_continue && minor == 1,
         content_type,
         forwarded_proto,
+        rest: &buf[len..],
     }))
 }
 
@@ -436,10 +463,8 @@ fn request_line_version(buf: &[u8]) -> Option<(usize, [u8; 2])> {
     }
 }
 
-/// Where the minor digit of an `HTTP/1.x` request line with x above 1 is:
-/// RFC 9110 §2.5 says such a request SHOULD be served as HTTP/1.1, which
-/// the caller does by writing `1` there and parsing again.
-pub fn higher_minor_version(buf: &[u8]) -> Option<usize> {
+/// Where the minor digit of an `HTTP/1.x` request line with x above 1 is.
+fn higher_minor_version(buf: &[u8]) -> Option<usize> {
     match request_line_version(buf) {
         Some((at, [b'1', minor])) if (b'2'..=b'9').contains(&minor) => Some(at),
         _ => None,
@@ -528,6 +553,17 @@ fn is_valid_host(value: &[u8]) -> bool {
 /// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
 fn is_reg_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
+}
+
+/// The path the application sees (PEP 3333's PATH_INFO is decoded): `raw`
+/// itself when it has nothing to decode, else its decoding in `scratch`.
+pub fn decoded_path<'p>(raw: &'p [u8], scratch: &'p mut Vec<u8>) -> &'p [u8] {
+    if raw.contains(&b'%') {
+        percent_decode(raw, scratch);
+        scratch
+    } else {
+        raw
+    }
 }
 
 /// Percent-decode `raw` into `out` (PEP 3333's PATH_INFO is decoded); a `%`

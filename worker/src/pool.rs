@@ -8,7 +8,8 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use crate::access_log::AccessLog;
-use crate::conn::{Conn, Cx, Scratch, Settings};
+use crate::conn::Conn;
+use crate::context::{Cx, Scratch, Settings};
 use crate::response::DateCache;
 use crate::scoreboard::monotonic_ms;
 

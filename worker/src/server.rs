@@ -10,10 +10,12 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
 use slab::Slab;
 
-use crate::conn::{Conn, ListenerInfo, Next, Peer, Phase, Shared, Stream};
+use crate::conn::{Conn, Next};
+use crate::context::{AcceptMode, Shared};
 use crate::pool::Pool;
 use crate::scoreboard::monotonic_ms;
 use crate::signals::SignalQueue;
+use crate::stream::{ListenerInfo, Peer, Stream};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The pool's threads hand connections back through this waker.
@@ -24,18 +26,23 @@ const EVENTS_CAPACITY: usize = 1024;
 /// The tick: heartbeat and connection deadlines are checked this often.
 const TICK_MS: u64 = 1000;
 
-/// A listening socket handed down by the master.
-pub struct ListenerFd {
-    pub fd: RawFd,
-    pub unix: bool,
-    pub info: ListenerInfo,
+/// Which family a listening socket is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketKind {
+    Tcp,
+    Unix,
 }
 
-impl ListenerFd {
-    /// The descriptor for the loop, the description for the application.
-    pub fn split(self) -> ((RawFd, bool), ListenerInfo) {
-        ((self.fd, self.unix), self.info)
-    }
+/// A listening descriptor, as the event loop takes it.
+pub struct ListenerSocket {
+    pub fd: RawFd,
+    pub kind: SocketKind,
+}
+
+/// A listening socket handed down by the master.
+pub struct ListenerFd {
+    pub socket: ListenerSocket,
+    pub info: ListenerInfo,
 }
 
 enum Listener {
@@ -68,18 +75,17 @@ impl Listener {
     }
 }
 
-/// A connection, or the place it keeps while an application thread has it
-/// (with the time it was handed over).
-enum Entry {
-    Ready(Conn),
-    Busy(u64),
+/// Where a connection of the loop's is: here, or lent to an application
+/// thread (since the time it was handed over), its key kept for its return.
+enum Place {
+    Here(Conn),
+    Lent { since_ms: u64 },
 }
 
 pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,
-    accepting: bool,
-    conns: Slab<Entry>,
+    conns: Slab<Place>,
     pool: Option<Pool>,
     /// `--timeout`: a thread holding a request longer stops the heartbeat.
     timeout_ms: u64,
@@ -93,7 +99,7 @@ pub struct EventLoop {
 impl EventLoop {
     /// `listener_fds` in the order of `shared.settings.listeners`.
     pub fn new(
-        listener_fds: Vec<(RawFd, bool)>,
+        listener_fds: Vec<ListenerSocket>,
         shared: Shared,
         signals: SignalQueue,
         master_pid: i32,
@@ -103,13 +109,13 @@ impl EventLoop {
     ) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (i, (fd, unix)) in listener_fds.into_iter().enumerate() {
+        for (i, ListenerSocket { fd, kind }) in listener_fds.into_iter().enumerate() {
             // SAFETY: the master hands each worker its inherited listening
             // descriptors; the worker owns them from here on (the master's
             // copies in this process's memory are never dropped: a worker
             // leaves through process::exit).
             let mut listener = unsafe {
-                if unix {
+                if kind == SocketKind::Unix {
                     Listener::Unix(mio::net::UnixListener::from_std(
                         std::os::unix::net::UnixListener::from_raw_fd(fd),
                     ))
@@ -145,7 +151,6 @@ impl EventLoop {
         Ok(EventLoop {
             poll,
             listeners,
-            accepting: true,
             conns: Slab::with_capacity(1024),
             pool,
             timeout_ms,
@@ -189,7 +194,7 @@ impl EventLoop {
                 self.next_tick_ms = self.shared.now_ms + TICK_MS;
                 self.tick();
             }
-            if self.shared.draining && self.conns.is_empty() {
+            if self.shared.is_draining() && self.conns.is_empty() {
                 return Ok(());
             }
         }
@@ -207,19 +212,19 @@ impl EventLoop {
         self.timeout_ms != 0
             && self.pool.is_some()
             && self.conns.iter().any(|(_, e)| {
-                matches!(e, Entry::Busy(since) if self.shared.now_ms.saturating_sub(*since) > self.timeout_ms)
+                matches!(e, Place::Lent { since_ms } if self.shared.now_ms.saturating_sub(*since_ms) > self.timeout_ms)
             })
     }
 
     fn take_back_finished(&mut self) {
         while let Some((key, conn)) = self.pool.as_ref().and_then(Pool::finished) {
-            self.conns[key] = Entry::Ready(conn);
+            self.conns[key] = Place::Here(conn);
             self.on_conn_ready(key);
         }
     }
 
     fn accept(&mut self, index: usize) {
-        while self.accepting {
+        while self.shared.accept == AcceptMode::Accepting {
             let (stream, peer) = match self.listeners[index]
                 .accept(&self.shared.settings.forwarded_allow)
             {
@@ -232,7 +237,7 @@ impl EventLoop {
                     // next tick rather than spin on a listener that stays
                     // readable.
                     log::error!("accepting a connection failed: {e}; pausing accept for a tick");
-                    self.pause_accepting();
+                    self.stop_accepting(AcceptMode::Paused);
                     return;
                 }
             };
@@ -257,7 +262,7 @@ impl EventLoop {
                 conn.release(&mut self.shared);
                 continue;
             }
-            entry.insert(Entry::Ready(conn));
+            entry.insert(Place::Here(conn));
             if next == Next::Dispatch {
                 self.dispatch(key);
             }
@@ -266,16 +271,18 @@ impl EventLoop {
 
     /// Hand a connection with buffered requests to an application thread.
     fn dispatch(&mut self, key: usize) {
-        let busy = Entry::Busy(self.shared.now_ms);
-        if let (Entry::Ready(conn), Some(pool)) =
-            (std::mem::replace(&mut self.conns[key], busy), &self.pool)
+        let lent = Place::Lent {
+            since_ms: self.shared.now_ms,
+        };
+        if let (Place::Here(conn), Some(pool)) =
+            (std::mem::replace(&mut self.conns[key], lent), &self.pool)
         {
-            pool.submit(key, conn, self.shared.draining);
+            pool.submit(key, conn, self.shared.is_draining());
         }
     }
 
     fn on_conn_ready(&mut self, key: usize) {
-        let Some(Entry::Ready(conn)) = self.conns.get_mut(key) else {
+        let Some(Place::Here(conn)) = self.conns.get_mut(key) else {
             // Gone, or with an application thread: it is looked at again
             // when the thread hands it back.
             return;
@@ -290,23 +297,23 @@ impl EventLoop {
     fn close(&mut self, key: usize) {
         // Closing the descriptor takes it out of the poller: no
         // deregistration (one system call fewer per connection).
-        if let Entry::Ready(conn) = self.conns.remove(key) {
+        if let Place::Here(conn) = self.conns.remove(key) {
             conn.release(&mut self.shared);
         }
     }
 
-    fn pause_accepting(&mut self) {
-        self.accepting = false;
+    fn stop_accepting(&mut self, mode: AcceptMode) {
+        self.shared.accept = mode;
         for listener in &mut self.listeners {
             let _ = self.poll.registry().deregister(listener.source());
         }
     }
 
     fn resume_accepting(&mut self) {
-        if self.accepting || self.shared.draining {
+        if self.shared.accept != AcceptMode::Paused {
             return;
         }
-        self.accepting = true;
+        self.shared.accept = AcceptMode::Accepting;
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             let _ = self.poll.registry().register(
                 listener.source(),
@@ -327,13 +334,13 @@ impl EventLoop {
         let expired: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, e)| matches!(e, Entry::Ready(c) if c.deadline_ms <= now))
+            .filter(|(_, e)| matches!(e, Place::Here(c) if c.deadline_ms <= now))
             .map(|(key, _)| key)
             .collect();
         for key in expired {
-            if let Some(Entry::Ready(conn)) = self.conns.get_mut(key)
+            if let Some(Place::Here(conn)) = self.conns.get_mut(key)
                 && conn.deadline_ms <= now
-                && conn.phase != Phase::Closing
+                && !conn.is_closing()
             {
                 conn.on_timeout(&mut self.shared);
             }
@@ -362,10 +369,9 @@ impl EventLoop {
     /// answered with `Connection: close`, or it is closed at its keep-alive
     /// deadline, as any idle connection is.
     fn start_draining(&mut self) {
-        if self.shared.draining {
+        if self.shared.is_draining() {
             return;
         }
-        self.pause_accepting();
-        self.shared.draining = true;
+        self.stop_accepting(AcceptMode::Draining);
     }
 }

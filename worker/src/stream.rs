@@ -1,0 +1,85 @@
+//! A client connection's socket, TCP or Unix, and what is known of its two
+//! ends: the listener it came in on and the peer, rendered once at accept.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+
+pub enum Stream {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Stream {
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
+
+    pub fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+}
+
+/// What a listener tells the application about where a request came in.
+pub struct ListenerInfo {
+    pub server_name: Box<[u8]>,
+    pub server_port: u16,
+}
+
+/// The peer's address as the application sees it, rendered once at accept.
+pub struct Peer {
+    text: [u8; 48],
+    len: u8,
+    pub port: u16,
+    /// A proxy in `--forwarded-allow-ips`: its X-Forwarded-Proto is
+    /// believed.
+    pub trusted: bool,
+}
+
+impl Peer {
+    pub fn new(addr: Option<std::net::SocketAddr>, trusted: bool) -> Peer {
+        let mut peer = Peer {
+            text: [0; 48],
+            len: 0,
+            port: 0,
+            trusted,
+        };
+        if let Some(addr) = addr {
+            let mut cursor = io::Cursor::new(&mut peer.text[..]);
+            let _ = write!(cursor, "{}", addr.ip());
+            peer.len = cursor.position() as u8;
+            peer.port = addr.port();
+        }
+        peer
+    }
+
+    pub fn addr(&self) -> &[u8] {
+        &self.text[..self.len as usize]
+    }
+}
