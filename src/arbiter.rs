@@ -11,15 +11,16 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork};
+use nix::unistd::Pid;
 
 use rgun_worker::scoreboard::{Scoreboard, monotonic_ms};
-use rgun_worker::signals::{self, SignalQueue};
-use rgun_worker::{
-    EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, ListenerFd, ListenerSocket, SocketKind, WorkerConfig,
-};
+use rgun_worker::signals::SignalQueue;
+use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WorkerConfig};
 
 use crate::sockets::Listener;
+
+mod reload;
+mod spawn;
 
 /// How often the loop wakes without a signal (Gunicorn sleeps up to 1 s).
 const TICK_MS: u16 = 1000;
@@ -88,6 +89,8 @@ pub struct Settings {
     pub worker: Option<WorkerConfig>,
 }
 
+/// The master: its workers, what it was asked for and what it told
+/// systemd. One loop ([`Arbiter::run`]) drives all of it.
 pub struct Arbiter {
     settings: Settings,
     listeners: Vec<Listener>,
@@ -223,100 +226,6 @@ impl Arbiter {
             log::warn!(
                 "Handling signal: usr2; binary upgrade is not supported by this rgun, ignored"
             );
-        }
-    }
-
-    /// HUP: new workers first (they load the library afresh, so a rebuilt
-    /// one goes live), then the old ones leave gracefully: no request is
-    /// refused, the listeners never close.
-    fn handle_hup(&mut self) {
-        self.notifier.notify("RELOADING=1\nSTATUS=reloading");
-        self.ready = false;
-        self.ready_after_ms = monotonic_ms();
-        if self.preloaded {
-            self.reexec();
-            return;
-        }
-        log::info!("Handling signal: hup; reloading");
-        let old: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.retiring)
-            .map(|(p, _)| *p)
-            .collect();
-        for _ in 0..self.wanted {
-            self.spawn_worker();
-        }
-        for pid in old {
-            self.retire(pid);
-        }
-    }
-
-    /// HUP with `--preload`: the code lives in this process, so new code
-    /// needs a new image. The workers finish their requests and leave; the
-    /// same binary is executed with the same arguments, keeping the pid and
-    /// the listening sockets, which never close: connections wait in the
-    /// backlog until the new workers accept them.
-    fn reexec(&mut self) {
-        log::info!(
-            "Handling signal: hup; re-executing the master to load the application afresh (--preload)"
-        );
-        let mut fds = Vec::new();
-        for listener in &self.listeners {
-            if let Err(e) = listener.keep_across_exec(true) {
-                log::error!("cannot keep a listening socket across exec: {e}; not reloading");
-                return;
-            }
-            fds.push(listener.inherit_entry());
-        }
-        let old: Vec<Pid> = self
-            .workers
-            .keys()
-            .copied()
-            .chain(self.orphans.iter().copied())
-            .collect();
-        for pid in &old {
-            let _ = kill(*pid, Signal::SIGTERM);
-        }
-        let old_list: Vec<String> = old.iter().map(|p| p.to_string()).collect();
-        self.notifier.restore_env();
-        // SAFETY: the master is single-threaded.
-        unsafe {
-            std::env::set_var(crate::sockets::INHERIT_ENV, fds.join(","));
-            std::env::set_var(ORPHANS_ENV, old_list.join(","));
-        }
-        let exe = std::env::current_exe()
-            .map(|p| {
-                let text = p.to_string_lossy();
-                std::path::PathBuf::from(
-                    text.strip_suffix(" (deleted)").unwrap_or(&text).to_string(),
-                )
-            })
-            .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
-        let mut command = std::process::Command::new(&exe);
-        command.args(std::env::args_os().skip(1));
-        if let Some(dir) = &self.settings.start_dir {
-            command.current_dir(dir);
-        }
-        let err = std::os::unix::process::CommandExt::exec(&mut command);
-        // Only reached when exec failed: carry on with new workers.
-        log::error!(
-            "cannot re-execute {}: {err}; starting new workers from this image",
-            exe.display()
-        );
-        // SAFETY: as above.
-        unsafe {
-            std::env::remove_var(crate::sockets::INHERIT_ENV);
-            std::env::remove_var(ORPHANS_ENV);
-            std::env::remove_var("NOTIFY_SOCKET");
-        }
-        for listener in &self.listeners {
-            let _ = listener.keep_across_exec(false);
-        }
-        for pid in old {
-            if let Some(worker) = self.workers.get_mut(&pid) {
-                worker.retiring = true;
-            }
         }
     }
 
@@ -470,130 +379,6 @@ impl Arbiter {
                 self.retire(*pid);
             }
         }
-    }
-
-    fn free_slot(&self) -> Option<usize> {
-        (0..self.scoreboard.len()).find(|i| !self.workers.values().any(|w| w.slot == *i))
-    }
-
-    fn spawn_worker(&mut self) -> Option<Pid> {
-        let Some(slot_index) = self.free_slot() else {
-            log::error!("no free scoreboard slot for another worker");
-            return None;
-        };
-        let now = monotonic_ms();
-        self.scoreboard.slot(slot_index).reset(now);
-        // Signals stay blocked across fork so that the child never runs the
-        // master's handlers (nginx does the same).
-        let mask = match signals::block_all() {
-            Ok(mask) => mask,
-            Err(e) => {
-                log::error!("cannot block signals to fork a worker: {e}");
-                return None;
-            }
-        };
-        let hooks = self.settings.fork_hooks;
-        if let Some(hooks) = hooks {
-            // SAFETY: the bridge's fork hooks take no arguments and are
-            // called as CPython's PyOS_*Fork calls want: around fork.
-            unsafe { (hooks.before)() };
-        }
-        // SAFETY: the master is single-threaded, so the child starts with a
-        // consistent heap and no lock held by another thread.
-        let forked = unsafe { fork() };
-        if let Some(hooks) = hooks {
-            // SAFETY: as above.
-            unsafe {
-                match forked {
-                    Ok(ForkResult::Child) => (hooks.after_child)(),
-                    _ => (hooks.after_parent)(),
-                }
-            }
-        }
-        match forked {
-            Ok(ForkResult::Child) => {
-                // Signals stay blocked until the worker has its own handlers
-                // (rgun_worker::run restores `mask`): none may reach the
-                // child with the master's handlers or the default action.
-                let _ =
-                    signals::set_handler(&HANDLED_SIGNALS, nix::sys::signal::SigHandler::SigDfl);
-                // A panic must end this process, never unwind into the
-                // master's frames above (which own the listeners, the
-                // scoreboard and the pid file).
-                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.run_worker(slot_index, mask)
-                }))
-                .unwrap_or(EXIT_WORKER_PANIC);
-                std::process::exit(code);
-            }
-            Ok(ForkResult::Parent { child }) => {
-                let _ = signals::restore_mask(&mask);
-                log::info!("Booting worker with pid: {child}");
-                self.workers.insert(
-                    child,
-                    Worker {
-                        slot: slot_index,
-                        started_ms: now,
-                        aborted_ms: None,
-                        retiring: false,
-                    },
-                );
-                Some(child)
-            }
-            Err(e) => {
-                let _ = signals::restore_mask(&mask);
-                log::error!("cannot fork a worker: {e}");
-                self.next_spawn_ms = now + MAX_BACKOFF_MS;
-                None
-            }
-        }
-    }
-
-    /// In the child: become a worker. Never returns to the master's loop.
-    fn run_worker(&mut self, slot_index: usize, mask: nix::sys::signal::SigSet) -> i32 {
-        if let Some(identity) = &self.settings.identity
-            && let Err(e) = identity.assume()
-        {
-            log::error!(
-                "worker cannot run as uid {} gid {}: {e:#}",
-                identity.uid,
-                identity.gid
-            );
-            return rgun_worker::EXIT_BOOT_ERROR;
-        }
-        // SAFETY: the child never unmaps the scoreboard: it leaves through
-        // process::exit, which runs no destructor of this arbiter.
-        let slot: &'static rgun_worker::scoreboard::Slot =
-            unsafe { &*(self.scoreboard.slot(slot_index) as *const _) };
-        let listeners = self
-            .listeners
-            .iter()
-            .map(|l| ListenerFd {
-                socket: ListenerSocket {
-                    fd: l.fd(),
-                    kind: if matches!(l.addr, crate::sockets::BindAddr::Unix(_)) {
-                        SocketKind::Unix
-                    } else {
-                        SocketKind::Tcp
-                    },
-                },
-                info: l.info(),
-            })
-            .collect();
-        // This child's copy of the arbiter ends here: its configuration
-        // moves into the worker.
-        let Some(config) = self.settings.worker.take() else {
-            log::error!("worker started without its configuration");
-            return rgun_worker::EXIT_BOOT_ERROR;
-        };
-        rgun_worker::run(
-            slot_index as u32,
-            self.master_pid,
-            slot,
-            listeners,
-            config,
-            mask,
-        )
     }
 
     /// Signal every worker, including those of this master's previous image

@@ -30,9 +30,9 @@ const CRASH_ANSWER: &str = concat!(
 
 /// A call on `fd` is in hand; `committed` if answers to earlier pipelined
 /// requests are still unsent.
-pub fn enter(fd: RawFd, committed: bool, head_request: bool) {
+pub fn enter(fd: RawFd, committed: bool, method_is_head: bool) {
     INFLIGHT_COMMITTED.store(committed, Ordering::Relaxed);
-    INFLIGHT_HEAD.store(head_request, Ordering::Relaxed);
+    INFLIGHT_HEAD.store(method_is_head, Ordering::Relaxed);
     INFLIGHT_FD.store(fd, Ordering::Relaxed);
 }
 

@@ -34,7 +34,7 @@ pub struct CallCtx<'a> {
     io: CallIo,
     body: BodyReader<'a>,
     enc: Encoder<'a>,
-    head_request: bool,
+    method_is_head: bool,
 }
 
 /// What a call starts from.
@@ -49,7 +49,7 @@ pub struct CallSetup<'a> {
     pub out: &'a mut Vec<u8>,
     pub out_pos: &'a mut usize,
     pub date: &'a [u8],
-    pub head_request: bool,
+    pub method_is_head: bool,
     pub minor: u8,
     pub keep_alive: bool,
 }
@@ -70,11 +70,11 @@ impl<'a> CallCtx<'a> {
                 out_pos: setup.out_pos,
                 io: setup.io,
                 date: setup.date,
-                head_request: setup.head_request,
+                method_is_head: setup.method_is_head,
                 minor: setup.minor,
                 keep_alive: setup.keep_alive,
             }),
-            head_request: setup.head_request,
+            method_is_head: setup.method_is_head,
         }
     }
 
@@ -89,7 +89,7 @@ impl<'a> CallCtx<'a> {
         abort::enter(
             self.io.fd,
             self.enc.earlier_answers_unsent(),
-            self.head_request,
+            self.method_is_head,
         );
     }
 

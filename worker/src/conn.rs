@@ -372,12 +372,12 @@ impl Conn {
             Ok(Some(head)) => head,
             Ok(None) => return Served::Incomplete,
             Err(e) => {
-                let head_request = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
+                let method_is_head = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
                 log::debug!(
                     "refusing a request from {}: {e}",
                     String::from_utf8_lossy(self.peer.addr())
                 );
-                response::error(&mut self.wbuf, e.status(), cx.date, head_request);
+                response::error(&mut self.wbuf, e.status(), cx.date, method_is_head);
                 // The rest of a refused request may still be coming.
                 return Served::Close { unread_input: true };
             }
@@ -405,7 +405,7 @@ impl Conn {
             out: &mut self.wbuf,
             out_pos: &mut self.wpos,
             date: cx.date,
-            head_request: head.is_head_method(),
+            method_is_head: head.is_head_method(),
             minor: head.minor,
             keep_alive: head.keep_alive && !cx.draining,
         };
@@ -496,8 +496,8 @@ impl Conn {
     pub fn on_timeout(&mut self, shared: &mut Shared) {
         if self.phase == Phase::Head && self.rstart < self.rend && self.wpos == self.wbuf.len() {
             let mut out = Vec::new();
-            let head_request = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
-            response::error(&mut out, 408, shared.date.get(), head_request);
+            let method_is_head = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
+            response::error(&mut out, 408, shared.date.get(), method_is_head);
             let _ = self.stream.write(&out);
         }
     }

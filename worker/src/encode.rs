@@ -89,7 +89,7 @@ pub struct EncoderSetup<'a> {
     pub out_pos: &'a mut usize,
     pub io: CallIo,
     pub date: &'a [u8],
-    pub head_request: bool,
+    pub method_is_head: bool,
     pub minor: u8,
     /// The request allows the connection to stay open.
     pub keep_alive: bool,
@@ -101,12 +101,12 @@ pub struct Encoder<'a> {
     out_pos: &'a mut usize,
     io: CallIo,
     date: &'a [u8],
-    head_request: bool,
+    method_is_head: bool,
     minor: u8,
     /// Where this answer's head starts in `out` (earlier pipelined answers
     /// may precede it, unsent).
-    head_start: usize,
-    /// The bytes of the written head, from `head_start`.
+    answer_start: usize,
+    /// The bytes of the written head, from `answer_start`.
     head_len: usize,
     state: Answer,
     keep_alive: bool,
@@ -119,12 +119,12 @@ pub struct Encoder<'a> {
 impl<'a> Encoder<'a> {
     pub fn new(setup: EncoderSetup<'a>) -> Encoder<'a> {
         Encoder {
-            head_start: setup.out.len(),
+            answer_start: setup.out.len(),
             out: setup.out,
             out_pos: setup.out_pos,
             io: setup.io,
             date: setup.date,
-            head_request: setup.head_request,
+            method_is_head: setup.method_is_head,
             minor: setup.minor,
             head_len: 0,
             state: Answer::NotStarted,
@@ -138,7 +138,7 @@ impl<'a> Encoder<'a> {
     /// Answers to earlier pipelined requests are still unsent: an abort
     /// answer must not be written in their place.
     pub fn earlier_answers_unsent(&self) -> bool {
-        *self.out_pos < self.head_start
+        *self.out_pos < self.answer_start
     }
 
     pub fn is_started(&self) -> bool {
@@ -205,7 +205,7 @@ impl<'a> Encoder<'a> {
         while *self.out_pos < end {
             let n = self.io.write_some(&self.out[*self.out_pos..end])?;
             *self.out_pos += n;
-            if *self.out_pos > self.head_start {
+            if *self.out_pos > self.answer_start {
                 self.mark_committed();
             }
         }
@@ -218,7 +218,7 @@ impl<'a> Encoder<'a> {
         self.flush_to(end)?;
         self.out.clear();
         *self.out_pos = 0;
-        self.head_start = 0;
+        self.answer_start = 0;
         self.mark_committed();
         Ok(())
     }
@@ -232,11 +232,11 @@ impl<'a> Encoder<'a> {
             return Ok(());
         }
         self.out.splice(
-            self.head_start..self.head_start,
+            self.answer_start..self.answer_start,
             response::CONTINUE.iter().copied(),
         );
-        self.head_start += response::CONTINUE.len();
-        let end = self.head_start;
+        self.answer_start += response::CONTINUE.len();
+        let end = self.answer_start;
         self.flush_to(end)
     }
 
@@ -261,7 +261,7 @@ impl<'a> Encoder<'a> {
             return Err(Refusal::Reason);
         }
         // A second call replaces the first head (PEP 3333's exc_info).
-        self.out.truncate(self.head_start);
+        self.out.truncate(self.answer_start);
         let failed = self.is_failed();
         if !failed {
             self.state = Answer::NotStarted;
@@ -274,7 +274,7 @@ impl<'a> Encoder<'a> {
                 Ok(())
             }
             Err(refusal) => {
-                self.out.truncate(self.head_start);
+                self.out.truncate(self.answer_start);
                 Err(refusal)
             }
         }
@@ -290,7 +290,7 @@ impl<'a> Encoder<'a> {
     ) -> Result<OutFraming, Refusal> {
         // RFC 9110 §6.4.1: no body after HEAD, 204 or 304; §15.3.6: none
         // in a 205 either; §8.6: no Content-Length in a 204.
-        let no_body = self.head_request || matches!(status, 204 | 205 | 304);
+        let no_body = self.method_is_head || matches!(status, 204 | 205 | 304);
         response::status_line(self.out, status, reason);
         let fields = write_app_fields(self.out, headers, no_body, whole_body)?;
         if !fields.has_server {
@@ -310,7 +310,7 @@ impl<'a> Encoder<'a> {
             self.out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         self.out.extend_from_slice(b"\r\n");
-        self.head_len = self.out.len() - self.head_start;
+        self.head_len = self.out.len() - self.answer_start;
         self.status = status;
         Ok(framing)
     }
@@ -495,9 +495,9 @@ impl<'a> Encoder<'a> {
         if self.is_committed() {
             return;
         }
-        self.out.truncate(self.head_start);
+        self.out.truncate(self.answer_start);
         if let Some(status) = status {
-            response::error(self.out, status, self.date, self.head_request);
+            response::error(self.out, status, self.date, self.method_is_head);
         }
         self.status = status.unwrap_or(0);
         self.body_sent = 0;
@@ -511,7 +511,7 @@ impl<'a> Encoder<'a> {
             return;
         }
         self.keep_alive = false;
-        let fields_end = self.head_start + self.head_len - 2;
+        let fields_end = self.answer_start + self.head_len - 2;
         self.out
             .splice(fields_end..fields_end, CONNECTION_CLOSE.iter().copied());
     }

@@ -202,7 +202,7 @@ pub fn content_length(out: &mut Vec<u8>, length: u64) {
 /// The server's own answer to a request it refuses or could not serve: a
 /// short text body (its head alone to a HEAD request, RFC 9110 §9.3.2),
 /// and the connection closed after it.
-pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8], head_request: bool) {
+pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8], method_is_head: bool) {
     let text = reason(status);
     status_line(out, status, b"");
     out.extend_from_slice(SERVER_HEADER);
@@ -210,7 +210,7 @@ pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8], head_request: bool) {
     out.extend_from_slice(b"Content-Type: text/plain\r\n");
     content_length(out, text.len() as u64 + 1);
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    if !head_request {
+    if !method_is_head {
         out.extend_from_slice(text.as_bytes());
         out.push(b'\n');
     }

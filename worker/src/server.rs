@@ -82,6 +82,10 @@ enum Place {
     Lent { since_ms: u64 },
 }
 
+/// A worker's event loop: its listeners, its connections (each here or lent
+/// to an application thread), the optional pool of application threads,
+/// and the signal queue. Single-threaded; the pool's threads hand
+/// connections back through the waker.
 pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,

@@ -1,0 +1,136 @@
+//! Forking a worker: a free scoreboard slot, signals blocked across fork,
+//! the preloaded interpreter's fork hooks, and in the child the hand-over
+//! of the listeners and the configuration to `rgun_worker::run`.
+
+use nix::unistd::{ForkResult, Pid, fork};
+
+use super::{Arbiter, EXIT_WORKER_PANIC, HANDLED_SIGNALS, MAX_BACKOFF_MS, Worker};
+use rgun_worker::scoreboard::monotonic_ms;
+use rgun_worker::signals;
+use rgun_worker::{ListenerFd, ListenerSocket, SocketKind};
+
+impl Arbiter {
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.scoreboard.len()).find(|i| !self.workers.values().any(|w| w.slot == *i))
+    }
+
+    pub(super) fn spawn_worker(&mut self) -> Option<Pid> {
+        let Some(slot_index) = self.free_slot() else {
+            log::error!("no free scoreboard slot for another worker");
+            return None;
+        };
+        let now = monotonic_ms();
+        self.scoreboard.slot(slot_index).reset(now);
+        // Signals stay blocked across fork so that the child never runs the
+        // master's handlers (nginx does the same).
+        let mask = match signals::block_all() {
+            Ok(mask) => mask,
+            Err(e) => {
+                log::error!("cannot block signals to fork a worker: {e}");
+                return None;
+            }
+        };
+        let hooks = self.settings.fork_hooks;
+        if let Some(hooks) = hooks {
+            // SAFETY: the bridge's fork hooks take no arguments and are
+            // called as CPython's PyOS_*Fork calls want: around fork.
+            unsafe { (hooks.before)() };
+        }
+        // SAFETY: the master is single-threaded, so the child starts with a
+        // consistent heap and no lock held by another thread.
+        let forked = unsafe { fork() };
+        if let Some(hooks) = hooks {
+            // SAFETY: as above.
+            unsafe {
+                match forked {
+                    Ok(ForkResult::Child) => (hooks.after_child)(),
+                    _ => (hooks.after_parent)(),
+                }
+            }
+        }
+        match forked {
+            Ok(ForkResult::Child) => {
+                // Signals stay blocked until the worker has its own handlers
+                // (rgun_worker::run restores `mask`): none may reach the
+                // child with the master's handlers or the default action.
+                let _ =
+                    signals::set_handler(&HANDLED_SIGNALS, nix::sys::signal::SigHandler::SigDfl);
+                // A panic must end this process, never unwind into the
+                // master's frames above (which own the listeners, the
+                // scoreboard and the pid file).
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.run_worker(slot_index, mask)
+                }))
+                .unwrap_or(EXIT_WORKER_PANIC);
+                std::process::exit(code);
+            }
+            Ok(ForkResult::Parent { child }) => {
+                let _ = signals::restore_mask(&mask);
+                log::info!("Booting worker with pid: {child}");
+                self.workers.insert(
+                    child,
+                    Worker {
+                        slot: slot_index,
+                        started_ms: now,
+                        aborted_ms: None,
+                        retiring: false,
+                    },
+                );
+                Some(child)
+            }
+            Err(e) => {
+                let _ = signals::restore_mask(&mask);
+                log::error!("cannot fork a worker: {e}");
+                self.next_spawn_ms = now + MAX_BACKOFF_MS;
+                None
+            }
+        }
+    }
+
+    /// In the child: become a worker. Never returns to the master's loop.
+    fn run_worker(&mut self, slot_index: usize, mask: nix::sys::signal::SigSet) -> i32 {
+        if let Some(identity) = &self.settings.identity
+            && let Err(e) = identity.assume()
+        {
+            log::error!(
+                "worker cannot run as uid {} gid {}: {e:#}",
+                identity.uid,
+                identity.gid
+            );
+            return rgun_worker::EXIT_BOOT_ERROR;
+        }
+        // SAFETY: the child never unmaps the scoreboard: it leaves through
+        // process::exit, which runs no destructor of this arbiter.
+        let slot: &'static rgun_worker::scoreboard::Slot =
+            unsafe { &*(self.scoreboard.slot(slot_index) as *const _) };
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| ListenerFd {
+                socket: ListenerSocket {
+                    fd: l.fd(),
+                    kind: if matches!(l.addr, crate::sockets::BindAddr::Unix(_)) {
+                        SocketKind::Unix
+                    } else {
+                        SocketKind::Tcp
+                    },
+                },
+                info: l.info(),
+            })
+            .collect();
+        // This child's copy of the arbiter ends here: its configuration
+        // moves into the worker.
+        let Some(config) = self.settings.worker.take() else {
+            log::error!("worker started without its configuration");
+            return rgun_worker::EXIT_BOOT_ERROR;
+        };
+        rgun_worker::run(
+            slot_index as u32,
+            self.master_pid,
+            slot,
+            listeners,
+            config,
+            mask,
+        )
+    }
+}
