@@ -335,6 +335,8 @@ fn settings(
             header_timeout_ms: cli.header_timeout.saturating_mul(1000),
             io_timeout_ms: io_timeout_secs.saturating_mul(1000),
             access_log: cli.access_logfile.clone(),
+            channel: rgun_worker::handoff::Channel::new()
+                .context("creating the channel that passes connections between workers")?,
             reopen_error_log: logging::reopen,
         }),
     })

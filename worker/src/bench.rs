@@ -46,6 +46,7 @@ impl Harness {
             }],
             forwarded_allow: crate::ForwardedAllow::default(),
             answer_on_abort: false,
+            call_clock: Box::leak(Box::default()),
         }));
         let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
         ours.set_nonblocking(true).expect("non-blocking");

@@ -12,6 +12,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::blocking::CallIo;
 use crate::call::{CallCtx, CallSetup, Outcome};
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
+use crate::handoff::{Arrival, Passage};
 use crate::parse::{self, Head};
 use crate::response;
 use crate::scoreboard::monotonic_ms;
@@ -107,6 +108,52 @@ impl Conn {
         conn.rbuf = Vec::new();
         conn.deadline_ms = now_ms + shared.settings.header_timeout_ms;
         conn
+    }
+
+    /// A connection another worker handed over: its unsent answers go out
+    /// first, its unparsed bytes are parsed as if just read.
+    pub fn adopt(arrival: Arrival, now_ms: u64, shared: &mut Shared) -> Conn {
+        let settings = shared.settings;
+        let peer = Peer::from_text(
+            &arrival.peer_addr,
+            arrival.peer_port,
+            &settings.forwarded_allow,
+        );
+        let stream = Stream::from_fd(arrival.fd, arrival.kind);
+        let mut conn = Conn::new(stream, arrival.listener as usize, peer, now_ms, shared);
+        if !arrival.input.is_empty() {
+            conn.rbuf = shared.take_read_buffer();
+            if conn.rbuf.len() < arrival.input.len() {
+                conn.rbuf.resize(arrival.input.len(), 0);
+            }
+            conn.rbuf[..arrival.input.len()].copy_from_slice(&arrival.input);
+            conn.rend = arrival.input.len();
+            conn.phase = Phase::Head;
+        } else {
+            conn.deadline_ms = now_ms + settings.keep_alive_ms;
+        }
+        if !arrival.output.is_empty() {
+            conn.wbuf = arrival.output;
+        }
+        conn
+    }
+
+    /// The connection as it would travel to another worker, if it can move
+    /// now: between requests or part-way through a head, nothing
+    /// half-answered, and the client still there.
+    pub fn passage(&self) -> Option<Passage<'_>> {
+        if !matches!(self.phase, Phase::Idle | Phase::Head) || self.input == Input::Eof {
+            return None;
+        }
+        Some(Passage {
+            fd: self.stream.fd(),
+            kind: self.stream.kind(),
+            listener: self.listener as u16,
+            peer_addr: self.peer.addr(),
+            peer_port: self.peer.port,
+            output: &self.wbuf[self.wpos..],
+            input: &self.rbuf[self.rstart..self.rend],
+        })
     }
 
     /// A connection with no worker around it (the bench harness's).
@@ -559,12 +606,16 @@ fn call_app(
     settings.slot.request_started(now_ms);
     if settings.answer_on_abort {
         call.enter();
+        settings.call_clock.enter();
     }
     let rc = if head.method == b"OPTIONS" && head.target == b"*" {
         call.answer_options_asterisk()
     } else {
         settings.app.handle(call.as_ffi(), request)
     };
+    if settings.answer_on_abort {
+        settings.call_clock.leave();
+    }
     call.finish(rc)
 }
 

@@ -39,6 +39,9 @@ pub struct Settings {
     /// One thread runs the application: the abort handler may answer the
     /// request in hand (with several there is no one request in hand).
     pub answer_on_abort: bool,
+    /// Counts the calls of a single-threaded worker, for its affinity
+    /// watcher.
+    pub call_clock: &'static crate::watcher::CallClock,
 }
 
 /// A thread's scratch space, reused from request to request.
@@ -75,6 +78,9 @@ pub enum AcceptMode {
     /// Accepting failed (out of descriptors or memory): resumed at the
     /// next tick rather than spinning on a listener that stays readable.
     Paused,
+    /// Every application thread has a call: new work is left to workers
+    /// that can take it now.
+    Full,
     /// `TERM`: no new connections, and the open ones end after their
     /// current request.
     Draining,

@@ -18,7 +18,9 @@ mod call;
 pub mod chunked;
 mod conn;
 mod context;
+mod listener;
 mod encode;
+pub mod handoff;
 pub mod parse;
 mod pool;
 mod response;
@@ -26,6 +28,7 @@ pub mod scoreboard;
 mod server;
 pub mod signals;
 mod stream;
+mod watcher;
 pub mod timefmt;
 
 use std::path::PathBuf;
@@ -37,7 +40,7 @@ pub use app::{LoadError, load_library};
 /// library the master calls directly, such as the bridge's preload).
 pub use call::log as log_callback;
 pub use parse::Limits;
-pub use server::{ListenerFd, ListenerSocket, SocketKind};
+pub use listener::{ListenerFd, ListenerSocket, SocketKind};
 pub use stream::ListenerInfo;
 
 /// A worker's exit code when it cannot boot (the init hook failed).
@@ -97,6 +100,8 @@ pub struct WorkerConfig {
     /// The longest wait on one client read or write inside a request.
     pub io_timeout_ms: u64,
     pub access_log: Option<PathBuf>,
+    /// Where connections pass between workers (made by the master).
+    pub channel: handoff::Channel,
     /// Reopens the error log (the master's logger, inherited) on USR1.
     pub reopen_error_log: fn(),
 }
@@ -208,17 +213,19 @@ fn boot(
         listeners,
         forwarded_allow: config.forwarded_allow,
         answer_on_abort: threads <= 1,
+        call_clock: Box::leak(Box::default()),
     }));
     let shared = context::Shared::new(settings, access_log);
-    server::EventLoop::new(
-        sockets,
+    server::EventLoop::new(server::LoopSetup {
+        listeners: sockets,
+        channel: Box::leak(Box::new(config.channel)),
         shared,
         signals,
         master_pid,
         threads,
-        config.timeout_ms,
-        config.reopen_error_log,
-    )
+        timeout_ms: config.timeout_ms,
+        reopen_error_log: config.reopen_error_log,
+    })
     .map_err(BootError::EventLoop)
 }
 

@@ -1,10 +1,12 @@
 //! The worker's event loop: one `mio` poll over the inherited listeners, the
-//! client connections and the signal queue. It accepts, lets each ready
-//! connection do its work, ticks once a second to beat the heartbeat and
-//! expire idle or slow connections, and drains on `TERM`.
+//! hand-off channel, the client connections and the signal queue. It takes
+//! new connections only while it can serve them (a free thread, or its own
+//! thread free), passes on the ones it cannot serve now (see `handoff`),
+//! ticks once a second to beat the heartbeat and expire idle or slow
+//! connections, and drains on `TERM`.
 
 use std::io;
-use std::os::fd::{FromRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::Signal;
@@ -12,85 +14,48 @@ use slab::Slab;
 
 use crate::conn::{Conn, Next};
 use crate::context::{AcceptMode, Shared};
+use crate::handoff::{Channel, SendError};
+use crate::listener::{Listener, ListenerSocket};
 use crate::pool::Pool;
 use crate::scoreboard::monotonic_ms;
 use crate::signals::SignalQueue;
-use crate::stream::{ListenerInfo, Peer, Stream};
+use crate::watcher::{self, Watched};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The pool's threads hand connections back through this waker.
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
+/// Connections handed over by other workers.
+const CHANNEL_TOKEN: Token = Token(usize::MAX - 2);
 /// Listener `i` is `Token(LISTENER_TOKEN_BASE + i)`.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1024;
 const EVENTS_CAPACITY: usize = 1024;
 /// The tick: heartbeat and connection deadlines are checked this often.
 const TICK_MS: u64 = 1000;
 
-/// Which family a listening socket is of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketKind {
-    Tcp,
-    Unix,
-}
-
-/// A listening descriptor, as the event loop takes it.
-pub struct ListenerSocket {
-    pub fd: RawFd,
-    pub kind: SocketKind,
-}
-
-/// A listening socket handed down by the master.
-pub struct ListenerFd {
-    pub socket: ListenerSocket,
-    pub info: ListenerInfo,
-}
-
-enum Listener {
-    Tcp(mio::net::TcpListener),
-    Unix(mio::net::UnixListener),
-}
-
-impl Listener {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
-        match self {
-            Listener::Tcp(l) => l,
-            Listener::Unix(l) => l,
-        }
-    }
-
-    fn accept(&self, allow: &crate::ForwardedAllow) -> io::Result<(Stream, Peer)> {
-        match self {
-            Listener::Tcp(l) => {
-                // No TCP_NODELAY here: answers are written whole, so Nagle
-                // never holds them; a call that sends pieces sets it.
-                let (stream, addr) = l.accept()?;
-                let trusted = allow.trusts(Some(addr.ip()));
-                Ok((Stream::Tcp(stream), Peer::new(Some(addr), trusted)))
-            }
-            Listener::Unix(l) => {
-                let (stream, _) = l.accept()?;
-                Ok((Stream::Unix(stream), Peer::new(None, allow.trusts(None))))
-            }
-        }
-    }
-}
-
-/// Where a connection of the loop's is: here, or lent to an application
-/// thread (since the time it was handed over), its key kept for its return.
-enum Place {
+/// Where a connection of the loop's is: here, or in a call (on an
+/// application thread, or the loop's own) since a time, its key kept for
+/// its return.
+pub enum Place {
     Here(Conn),
-    Lent { since_ms: u64 },
+    InCall { since_ms: u64 },
 }
 
-/// A worker's event loop: its listeners, its connections (each here or lent
-/// to an application thread), the optional pool of application threads,
-/// and the signal queue. Single-threaded; the pool's threads hand
-/// connections back through the waker.
+/// A worker's event loop: its listeners, its connections (each here or in
+/// a call), the optional pool of application threads, the hand-off channel
+/// and the signal queue. The connections are behind a lock only so that
+/// the affinity watcher can move them while the loop's thread is in a
+/// call; the pool's threads hand connections back through the waker.
 pub struct EventLoop {
     poll: Poll,
     listeners: Vec<Listener>,
-    conns: Slab<Place>,
+    conns: Arc<Mutex<Slab<Place>>>,
     pool: Option<Pool>,
+    /// Threads that run calls (1: the loop's own), and how many hold one.
+    threads: usize,
+    in_calls: usize,
+    channel: &'static Channel,
+    /// Scratch space for receiving hand-offs.
+    channel_buf: Vec<u8>,
     /// `--timeout`: a thread holding a request longer stops the heartbeat.
     timeout_ms: u64,
     shared: Shared,
@@ -100,35 +65,29 @@ pub struct EventLoop {
     reopen_error_log: fn(),
 }
 
+/// What the event loop is made from.
+pub struct LoopSetup {
+    /// In the order of `shared.settings.listeners`.
+    pub listeners: Vec<ListenerSocket>,
+    pub channel: &'static Channel,
+    pub shared: Shared,
+    pub signals: SignalQueue,
+    pub master_pid: i32,
+    pub threads: usize,
+    pub timeout_ms: u64,
+    pub reopen_error_log: fn(),
+}
+
 impl EventLoop {
-    /// `listener_fds` in the order of `shared.settings.listeners`.
-    pub fn new(
-        listener_fds: Vec<ListenerSocket>,
-        shared: Shared,
-        signals: SignalQueue,
-        master_pid: i32,
-        threads: usize,
-        timeout_ms: u64,
-        reopen_error_log: fn(),
-    ) -> io::Result<EventLoop> {
+    pub fn new(setup: LoopSetup) -> io::Result<EventLoop> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (i, ListenerSocket { fd, kind }) in listener_fds.into_iter().enumerate() {
+        for (i, socket) in setup.listeners.into_iter().enumerate() {
             // SAFETY: the master hands each worker its inherited listening
             // descriptors; the worker owns them from here on (the master's
             // copies in this process's memory are never dropped: a worker
             // leaves through process::exit).
-            let mut listener = unsafe {
-                if kind == SocketKind::Unix {
-                    Listener::Unix(mio::net::UnixListener::from_std(
-                        std::os::unix::net::UnixListener::from_raw_fd(fd),
-                    ))
-                } else {
-                    Listener::Tcp(mio::net::TcpListener::from_std(
-                        std::net::TcpListener::from_raw_fd(fd),
-                    ))
-                }
-            };
+            let mut listener = unsafe { socket.into_listener() };
             poll.registry().register(
                 listener.source(),
                 Token(LISTENER_TOKEN_BASE + i),
@@ -137,14 +96,15 @@ impl EventLoop {
             listeners.push(listener);
         }
         poll.registry().register(
-            &mut mio::unix::SourceFd(&signals.fd()),
+            &mut mio::unix::SourceFd(&setup.signals.fd()),
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
-        let pool = if threads > 1 {
-            let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
+        let shared = setup.shared;
+        let pool = if setup.threads > 1 {
+            let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER_TOKEN)?);
             Some(Pool::start(
-                threads,
+                setup.threads,
                 shared.settings,
                 shared.access_log.clone(),
                 waker,
@@ -152,19 +112,34 @@ impl EventLoop {
         } else {
             None
         };
-        Ok(EventLoop {
+        let event_loop = EventLoop {
             poll,
             listeners,
-            conns: Slab::with_capacity(1024),
+            conns: Arc::new(Mutex::new(Slab::with_capacity(1024))),
             pool,
-            timeout_ms,
+            threads: setup.threads,
+            in_calls: 0,
+            channel: setup.channel,
+            channel_buf: Vec::new(),
+            timeout_ms: setup.timeout_ms,
             shared,
-            signals,
-            master_pid,
+            signals: setup.signals,
+            master_pid: setup.master_pid,
             next_tick_ms: 0,
-            reopen_error_log,
-        })
+            reopen_error_log: setup.reopen_error_log,
+        };
+        event_loop.watch_channel(true)?;
+        if event_loop.pool.is_none() {
+            watcher::start(Watched {
+                clock: event_loop.shared.settings.call_clock,
+                conns: Arc::clone(&event_loop.conns),
+                registry: event_loop.poll.registry().try_clone()?,
+                channel: event_loop.channel,
+            })?;
+        }
+        Ok(event_loop)
     }
+
 
     /// Serve until told to stop; returns when the worker should exit.
     pub fn run(&mut self) -> io::Result<()> {
@@ -190,6 +165,7 @@ impl EventLoop {
                 match event.token() {
                     SIGNAL_TOKEN => {}
                     WAKER_TOKEN => self.take_back_finished(),
+                    CHANNEL_TOKEN => self.take_handed_off(),
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
                     Token(key) => self.on_conn_ready(key),
                 }
@@ -198,8 +174,11 @@ impl EventLoop {
                 self.next_tick_ms = self.shared.now_ms + TICK_MS;
                 self.tick();
             }
-            if self.shared.is_draining() && self.conns.is_empty() {
-                return Ok(());
+            if self.shared.is_draining() {
+                let idle = lock(&self.conns).is_empty();
+                if idle && !self.take_one_handed_off() {
+                    return Ok(());
+                }
             }
         }
     }
@@ -215,15 +194,19 @@ impl EventLoop {
     fn holds_hung_request(&self) -> bool {
         self.timeout_ms != 0
             && self.pool.is_some()
-            && self.conns.iter().any(|(_, e)| {
-                matches!(e, Place::Lent { since_ms } if self.shared.now_ms.saturating_sub(*since_ms) > self.timeout_ms)
+            && lock(&self.conns).iter().any(|(_, place)| {
+                matches!(place, Place::InCall { since_ms } if self.shared.now_ms.saturating_sub(*since_ms) > self.timeout_ms)
             })
     }
 
     fn take_back_finished(&mut self) {
         while let Some((key, conn)) = self.pool.as_ref().and_then(Pool::finished) {
-            self.conns[key] = Place::Here(conn);
+            self.in_calls -= 1;
+            lock(&self.conns)[key] = Place::Here(conn);
             self.on_conn_ready(key);
+        }
+        if self.shared.accept == AcceptMode::Full && self.in_calls < self.threads {
+            self.set_accept_mode(AcceptMode::Accepting);
         }
     }
 
@@ -241,90 +224,210 @@ impl EventLoop {
                     // next tick rather than spin on a listener that stays
                     // readable.
                     log::error!("accepting a connection failed: {e}; pausing accept for a tick");
-                    self.stop_accepting(AcceptMode::Paused);
+                    self.set_accept_mode(AcceptMode::Paused);
                     return;
                 }
             };
-            let mut conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
-            // The request usually comes with the connection (the listener
-            // defers accept until data arrives): answer it before the poller
-            // hears of the connection, so that a one-shot connection never
-            // costs an epoll_ctl.
-            let next = conn.on_ready(&mut self.shared, self.pool.is_none());
-            if next == Next::Close {
-                conn.release(&mut self.shared);
-                continue;
-            }
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            if let Err(e) = self.poll.registry().register(
-                conn.stream.source(),
-                Token(key),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                log::error!("registering a connection failed: {e}");
-                conn.release(&mut self.shared);
-                continue;
-            }
-            entry.insert(Place::Here(conn));
-            if next == Next::Dispatch {
-                self.dispatch(key);
+            let conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
+            self.serve_new(conn);
+        }
+    }
+
+    /// A connection new to this worker (accepted, or handed over). Its
+    /// request usually comes with it (the listener defers accept until
+    /// data arrives): answer it before the poller hears of the connection,
+    /// so that a one-shot connection never costs an epoll_ctl.
+    fn serve_new(&mut self, mut conn: Conn) {
+        let next = conn.on_ready(&mut self.shared, self.pool.is_none());
+        if next == Next::Close {
+            conn.release(&mut self.shared);
+            return;
+        }
+        let mut conns = lock(&self.conns);
+        let entry = conns.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            conn.stream.source(),
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::error!("registering a connection failed: {e}");
+            drop(conns);
+            conn.release(&mut self.shared);
+            return;
+        }
+        entry.insert(Place::Here(conn));
+        drop(conns);
+        if next == Next::Dispatch {
+            self.dispatch(key);
+        }
+    }
+
+    /// Connections other workers handed over: as many as there are free
+    /// threads (the loop's own thread takes one at a time; the channel
+    /// stays readable for the next).
+    fn take_handed_off(&mut self) {
+        let free = if self.pool.is_some() {
+            self.threads.saturating_sub(self.in_calls)
+        } else {
+            1
+        };
+        for _ in 0..free {
+            if !self.take_one_handed_off() {
+                return;
             }
         }
     }
 
-    /// Hand a connection with buffered requests to an application thread.
+    /// Take one connection from the channel, if one waits: `false` if none.
+    fn take_one_handed_off(&mut self) -> bool {
+        match self.channel.receive(&mut self.channel_buf) {
+            Ok(Some(arrival)) => {
+                let conn = Conn::adopt(arrival, self.shared.now_ms, &mut self.shared);
+                self.serve_new(conn);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::error!("taking a connection from another worker failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// A connection with buffered requests: to a free application thread,
+    /// or, when every thread has a call, to whichever worker is free first
+    /// (this one included, once a thread is free).
     fn dispatch(&mut self, key: usize) {
-        let lent = Place::Lent {
+        let Some(pool) = &self.pool else {
+            return;
+        };
+        let mut conns = lock(&self.conns);
+        if self.in_calls >= self.threads
+            && let Some(Place::Here(conn)) = conns.get_mut(key)
+        {
+            match hand_off(conn, self.poll.registry(), self.channel) {
+                Ok(()) => {
+                    conns.remove(key);
+                    return;
+                }
+                Err(e) => log::debug!("a connection waits for a thread here: {e}"),
+            }
+        }
+        let in_call = Place::InCall {
             since_ms: self.shared.now_ms,
         };
-        if let (Place::Here(conn), Some(pool)) =
-            (std::mem::replace(&mut self.conns[key], lent), &self.pool)
-        {
+        if let Place::Here(conn) = std::mem::replace(&mut conns[key], in_call) {
             pool.submit(key, conn, self.shared.is_draining());
+            self.in_calls += 1;
+        }
+        drop(conns);
+        if self.in_calls >= self.threads && self.shared.accept == AcceptMode::Accepting {
+            self.set_accept_mode(AcceptMode::Full);
         }
     }
 
     fn on_conn_ready(&mut self, key: usize) {
-        let Some(Place::Here(conn)) = self.conns.get_mut(key) else {
-            // Gone, or with an application thread: it is looked at again
-            // when the thread hands it back.
-            return;
+        let in_call = Place::InCall {
+            since_ms: self.shared.now_ms,
+        };
+        // Taken out while it works, so that the watcher may move the others
+        // while this one is in a call on the loop's thread.
+        let mut conn = {
+            let mut conns = lock(&self.conns);
+            match conns.get_mut(key) {
+                Some(place @ Place::Here(_)) => match std::mem::replace(place, in_call) {
+                    Place::Here(conn) => conn,
+                    Place::InCall { .. } => return,
+                },
+                // Gone, or in a call: it is looked at again when the call
+                // returns.
+                _ => return,
+            }
         };
         match conn.on_ready(&mut self.shared, self.pool.is_none()) {
-            Next::Close => self.close(key),
-            Next::Keep => {}
-            Next::Dispatch => self.dispatch(key),
+            Next::Close => {
+                lock(&self.conns).remove(key);
+                conn.release(&mut self.shared);
+            }
+            Next::Keep => lock(&self.conns)[key] = Place::Here(conn),
+            Next::Dispatch => {
+                lock(&self.conns)[key] = Place::Here(conn);
+                self.dispatch(key);
+            }
         }
     }
 
     fn close(&mut self, key: usize) {
         // Closing the descriptor takes it out of the poller: no
         // deregistration (one system call fewer per connection).
-        if let Place::Here(conn) = self.conns.remove(key) {
+        let place = lock(&self.conns).try_remove(key);
+        if let Some(Place::Here(conn)) = place {
             conn.release(&mut self.shared);
         }
     }
 
-    fn stop_accepting(&mut self, mode: AcceptMode) {
+    /// Listeners are polled only while accepting; the channel too, and
+    /// while draining (what was handed over is served, so that nothing is
+    /// stranded in it).
+    fn set_accept_mode(&mut self, mode: AcceptMode) {
+        let was = self.shared.accept;
+        if was == mode {
+            return;
+        }
         self.shared.accept = mode;
-        for listener in &mut self.listeners {
-            let _ = self.poll.registry().deregister(listener.source());
+        let listening = |m: AcceptMode| m == AcceptMode::Accepting;
+        let taking = |m: AcceptMode| matches!(m, AcceptMode::Accepting | AcceptMode::Draining);
+        if listening(was) != listening(mode) {
+            for (i, listener) in self.listeners.iter_mut().enumerate() {
+                let registry = self.poll.registry();
+                let _ = if listening(mode) {
+                    registry.register(
+                        listener.source(),
+                        Token(LISTENER_TOKEN_BASE + i),
+                        Interest::READABLE,
+                    )
+                } else {
+                    registry.deregister(listener.source())
+                };
+            }
+        }
+        if taking(was) != taking(mode)
+            && let Err(e) = self.watch_channel(taking(mode))
+        {
+            log::error!("polling the hand-off channel failed: {e}");
         }
     }
 
-    fn resume_accepting(&mut self) {
-        if self.shared.accept != AcceptMode::Paused {
-            return;
+    /// Poll the channel, or stop. Level-triggered and exclusive: one free
+    /// worker is woken per connection handed over, and it is woken again
+    /// while more wait.
+    fn watch_channel(&self, on: bool) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            u64: CHANNEL_TOKEN.0 as u64,
+        };
+        let op = if on {
+            libc::EPOLL_CTL_ADD
+        } else {
+            libc::EPOLL_CTL_DEL
+        };
+        // SAFETY: epoll_ctl on this loop's own epoll descriptor with the
+        // channel's descriptor, which lives as long as the process, and a
+        // valid event.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.poll.as_raw_fd(),
+                op,
+                self.channel.receiver_fd(),
+                &mut event,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
         }
-        self.shared.accept = AcceptMode::Accepting;
-        for (i, listener) in self.listeners.iter_mut().enumerate() {
-            let _ = self.poll.registry().register(
-                listener.source(),
-                Token(LISTENER_TOKEN_BASE + i),
-                Interest::READABLE,
-            );
-        }
+        Ok(())
     }
 
     fn tick(&mut self) {
@@ -333,16 +436,17 @@ impl EventLoop {
             log::warn!("the master is gone; the worker stops");
             self.start_draining();
         }
-        self.resume_accepting();
+        if self.shared.accept == AcceptMode::Paused {
+            self.set_accept_mode(AcceptMode::Accepting);
+        }
         let now = self.shared.now_ms;
-        let expired: Vec<usize> = self
-            .conns
+        let expired: Vec<usize> = lock(&self.conns)
             .iter()
-            .filter(|(_, e)| matches!(e, Place::Here(c) if c.deadline_ms <= now))
+            .filter(|(_, place)| matches!(place, Place::Here(c) if c.deadline_ms <= now))
             .map(|(key, _)| key)
             .collect();
         for key in expired {
-            if let Some(Place::Here(conn)) = self.conns.get_mut(key)
+            if let Some(Place::Here(conn)) = lock(&self.conns).get_mut(key)
                 && conn.deadline_ms <= now
                 && !conn.is_closing()
             {
@@ -376,6 +480,30 @@ impl EventLoop {
         if self.shared.is_draining() {
             return;
         }
-        self.stop_accepting(AcceptMode::Draining);
+        self.shared.settings.call_clock.set_draining();
+        self.set_accept_mode(AcceptMode::Draining);
     }
+}
+
+/// The connections, whichever thread holds them (the loop's, or the
+/// watcher's while the loop's is in a call).
+fn lock(conns: &Mutex<Slab<Place>>) -> MutexGuard<'_, Slab<Place>> {
+    conns.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Pass `conn` to whichever worker is free first. On success the caller
+/// drops it, which closes this worker's descriptor; the socket lives on in
+/// the channel. Taken out of this loop's poller only once sent, so that a
+/// failure leaves it as it was.
+pub fn hand_off(
+    conn: &mut Conn,
+    registry: &mio::Registry,
+    channel: &Channel,
+) -> Result<(), SendError> {
+    let passage = conn.passage().ok_or(SendError::NotMovable)?;
+    channel.send(&passage)?;
+    // The message holds the socket open: without this the poller would
+    // keep reporting it under a key that may be reused.
+    let _ = registry.deregister(conn.stream.source());
+    Ok(())
 }

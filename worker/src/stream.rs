@@ -2,7 +2,9 @@
 //! ends: the listener it came in on and the peer, rendered once at accept.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::handoff::ConnKind;
 
 pub enum Stream {
     Tcp(mio::net::TcpStream),
@@ -10,6 +12,22 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// A socket another worker handed over (non-blocking already: the flag
+    /// belongs to the socket, which moved whole).
+    pub fn from_fd(fd: OwnedFd, kind: ConnKind) -> Stream {
+        match kind {
+            ConnKind::Tcp => Stream::Tcp(mio::net::TcpStream::from_std(fd.into())),
+            ConnKind::Unix => Stream::Unix(mio::net::UnixStream::from_std(fd.into())),
+        }
+    }
+
+    pub fn kind(&self) -> ConnKind {
+        match self {
+            Stream::Tcp(_) => ConnKind::Tcp,
+            Stream::Unix(_) => ConnKind::Unix,
+        }
+    }
+
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
@@ -81,5 +99,14 @@ impl Peer {
 
     pub fn addr(&self) -> &[u8] {
         &self.text[..self.len as usize]
+    }
+
+    /// The peer of a connection another worker handed over, from the text
+    /// that worker rendered; trusted by this worker's own rule.
+    pub fn from_text(text: &[u8], port: u16, allow: &crate::ForwardedAllow) -> Peer {
+        let ip = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<std::net::IpAddr>().ok());
+        Peer::new(ip.map(|ip| (ip, port).into()), allow.trusts(ip))
     }
 }

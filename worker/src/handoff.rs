@@ -1,0 +1,305 @@
+//! The hand-off channel: how a worker that cannot serve a connection now
+//! passes it to one that can (issue: keep-alive affinity). It is one Unix
+//! `SOCK_SEQPACKET` socket pair that the master makes before forking and
+//! every worker inherits: a worker sends a connection into one end, as its
+//! descriptor (`SCM_RIGHTS`) with the bytes user space holds for it (the
+//! unsent answer, the unparsed request bytes), and whichever worker is
+//! free first receives it from the other end, as it would accept from a
+//! listener. Nothing is lost: what the client sends meanwhile waits in the
+//! socket, which moves whole.
+//!
+//! The master never reads or writes it; it only keeps both ends open so
+//! that workers come and go without the channel closing.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::cmsg_space;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+
+/// The most bytes (unsent answer and unparsed request together) a
+/// connection carries with it; one holding more stays where it is.
+pub const MAX_CARRIED_BYTES: usize = 64 * 1024;
+/// Marks a hand-off message of this layout.
+const MAGIC: u32 = 0x5247_4831;
+/// The longest peer address text (an IPv6 address with a zone).
+const ADDR_TEXT_MAX: usize = 48;
+/// magic, kind, listener, port, address length, address, output length,
+/// input length.
+const HEADER_LEN: usize = 4 + 1 + 2 + 2 + 1 + ADDR_TEXT_MAX + 4 + 4;
+/// What the kernel may queue in the channel: room for a few hundred
+/// connections in passage (root may set it past `wmem_max`).
+const CHANNEL_BUFFER_BYTES: usize = 4 << 20;
+
+/// The socket family of a connection in passage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnKind {
+    Tcp,
+    Unix,
+}
+
+/// A connection as it travels: its socket and what user space held.
+#[derive(Debug)]
+pub struct Passage<'a> {
+    pub fd: RawFd,
+    pub kind: ConnKind,
+    /// Index of the listener it came in on (the same in every worker).
+    pub listener: u16,
+    /// The peer's address as text (empty on a Unix socket) and port.
+    pub peer_addr: &'a [u8],
+    pub peer_port: u16,
+    /// Answers not yet sent, to go out first.
+    pub output: &'a [u8],
+    /// Request bytes received and not yet parsed.
+    pub input: &'a [u8],
+}
+
+/// A connection received: it owns its descriptor.
+#[derive(Debug)]
+pub struct Arrival {
+    pub fd: OwnedFd,
+    pub kind: ConnKind,
+    pub listener: u16,
+    pub peer_addr: Vec<u8>,
+    pub peer_port: u16,
+    pub output: Vec<u8>,
+    pub input: Vec<u8>,
+}
+
+/// Why a connection could not be sent: it stays with its worker.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the connection is part-way through an answer, or closing")]
+    NotMovable,
+    #[error("the connection carries {0} bytes, more than a hand-off takes")]
+    TooLarge(usize),
+    #[error("the hand-off channel is full")]
+    Full,
+    #[error("sending a connection to another worker failed: {0}")]
+    Io(#[from] nix::Error),
+}
+
+/// Both ends of the channel, as every worker holds them.
+#[derive(Debug)]
+pub struct Channel {
+    sender: OwnedFd,
+    receiver: OwnedFd,
+}
+
+impl Channel {
+    /// The master: a new channel, close-on-exec (kept by forks only).
+    pub fn new() -> io::Result<Channel> {
+        let (sender, receiver) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )?;
+        for fd in [&sender, &receiver] {
+            grow_buffer(fd.as_raw_fd());
+        }
+        Ok(Channel { sender, receiver })
+    }
+
+    /// The end a worker polls for connections to take.
+    pub fn receiver_fd(&self) -> RawFd {
+        self.receiver.as_raw_fd()
+    }
+
+    /// Send a connection; on success the caller closes its descriptor (the
+    /// message holds its own reference to the socket).
+    pub fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {
+        let carried = passage.output.len() + passage.input.len();
+        if carried > MAX_CARRIED_BYTES || passage.peer_addr.len() > ADDR_TEXT_MAX {
+            return Err(SendError::TooLarge(carried));
+        }
+        let header = encode_header(passage);
+        let iov = [
+            IoSlice::new(&header),
+            IoSlice::new(passage.output),
+            IoSlice::new(passage.input),
+        ];
+        let fds = [passage.fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        match sendmsg::<()>(
+            self.sender.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(_) => Ok(()),
+            Err(nix::Error::EAGAIN | nix::Error::ENOBUFS | nix::Error::ETOOMANYREFS) => {
+                Err(SendError::Full)
+            }
+            Err(e) => Err(SendError::Io(e)),
+        }
+    }
+
+    /// Take one connection, if one is waiting. `buf` is scratch space,
+    /// grown as needed.
+    pub fn receive(&self, buf: &mut Vec<u8>) -> io::Result<Option<Arrival>> {
+        buf.resize(HEADER_LEN + MAX_CARRIED_BYTES, 0);
+        let mut space = cmsg_space!([RawFd; 1]);
+        let (len, fd) = loop {
+            let mut iov = [IoSliceMut::new(buf)];
+            match recvmsg::<()>(
+                self.receiver.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let fd = msg.cmsgs()?.find_map(|c| match c {
+                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                        _ => None,
+                    });
+                    break (msg.bytes, fd);
+                }
+                Err(nix::Error::EAGAIN) => return Ok(None),
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let Some(fd) = fd else {
+            return Err(io::Error::other("a hand-off message without its socket"));
+        };
+        // SAFETY: SCM_RIGHTS just installed this descriptor in this process;
+        // nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        decode(&buf[..len], fd).map(Some)
+    }
+}
+
+/// A bigger queue than the default, so that a burst of hand-offs fits.
+fn grow_buffer(fd: RawFd) {
+    let size = CHANNEL_BUFFER_BYTES as libc::c_int;
+    for option in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt with a valid int option on our own socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
+fn encode_header(p: &Passage<'_>) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4] = match p.kind {
+        ConnKind::Tcp => 0,
+        ConnKind::Unix => 1,
+    };
+    h[5..7].copy_from_slice(&p.listener.to_le_bytes());
+    h[7..9].copy_from_slice(&p.peer_port.to_le_bytes());
+    h[9] = p.peer_addr.len() as u8;
+    h[10..10 + p.peer_addr.len()].copy_from_slice(p.peer_addr);
+    let lens = 10 + ADDR_TEXT_MAX;
+    h[lens..lens + 4].copy_from_slice(&(p.output.len() as u32).to_le_bytes());
+    h[lens + 4..lens + 8].copy_from_slice(&(p.input.len() as u32).to_le_bytes());
+    h
+}
+
+fn decode(msg: &[u8], fd: OwnedFd) -> io::Result<Arrival> {
+    let bad = || io::Error::other("a malformed hand-off message");
+    if msg.len() < HEADER_LEN || msg[0..4] != MAGIC.to_le_bytes() {
+        return Err(bad());
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([msg[i], msg[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([msg[i], msg[i + 1], msg[i + 2], msg[i + 3]]);
+    let kind = match msg[4] {
+        0 => ConnKind::Tcp,
+        1 => ConnKind::Unix,
+        _ => return Err(bad()),
+    };
+    let addr_len = (msg[9] as usize).min(ADDR_TEXT_MAX);
+    let lens = 10 + ADDR_TEXT_MAX;
+    let out_len = u32_at(lens) as usize;
+    let in_len = u32_at(lens + 4) as usize;
+    let body = &msg[HEADER_LEN..];
+    if body.len() != out_len + in_len {
+        return Err(bad());
+    }
+    Ok(Arrival {
+        fd,
+        kind,
+        listener: u16_at(5),
+        peer_port: u16_at(7),
+        peer_addr: msg[10..10 + addr_len].to_vec(),
+        output: body[..out_len].to_vec(),
+        input: body[out_len..].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_connection_arrives_whole_with_its_bytes() {
+        let channel = Channel::new().unwrap();
+        let (ours, mut client) = UnixStream::pair().unwrap();
+        client.write_all(b"queued in the socket").unwrap();
+        channel
+            .send(&Passage {
+                fd: ours.as_raw_fd(),
+                kind: ConnKind::Tcp,
+                listener: 3,
+                peer_addr: b"2001:db8::1",
+                peer_port: 50123,
+                output: b"HTTP/1.1 200 OK\r\n",
+                input: b"GET / HT",
+            })
+            .unwrap();
+        drop(ours);
+        let arrival = channel.receive(&mut Vec::new()).unwrap().unwrap();
+        assert_eq!(arrival.kind, ConnKind::Tcp);
+        assert_eq!(arrival.listener, 3);
+        assert_eq!(arrival.peer_addr, b"2001:db8::1");
+        assert_eq!(arrival.peer_port, 50123);
+        assert_eq!(arrival.output, b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(arrival.input, b"GET / HT");
+        // The socket moved whole: what the client sent is there to read,
+        // and what is written through it reaches the client.
+        let mut moved = UnixStream::from(arrival.fd);
+        let mut queued = [0u8; 20];
+        moved.read_exact(&mut queued).unwrap();
+        assert_eq!(&queued, b"queued in the socket");
+        moved.write_all(b"answer").unwrap();
+        let mut answer = [0u8; 6];
+        client.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"answer");
+        assert!(channel.receive(&mut Vec::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn too_much_carried_is_refused_and_nothing_is_sent() {
+        let channel = Channel::new().unwrap();
+        let (ours, _client) = UnixStream::pair().unwrap();
+        let big = vec![b'x'; MAX_CARRIED_BYTES + 1];
+        let result = channel.send(&Passage {
+            fd: ours.as_raw_fd(),
+            kind: ConnKind::Unix,
+            listener: 0,
+            peer_addr: b"",
+            peer_port: 0,
+            output: &[],
+            input: &big,
+        });
+        assert!(matches!(result, Err(SendError::TooLarge(_))), "{result:?}");
+        assert!(channel.receive(&mut Vec::new()).unwrap().is_none());
+    }
+}

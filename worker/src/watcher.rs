@@ -1,0 +1,156 @@
+//! The affinity watcher of a single-threaded worker. The event loop calls
+//! the application on its own thread, which is the fastest way to answer,
+//! but while a call runs nobody looks at the worker's other connections:
+//! a request arriving on one of them would wait for the call, however long,
+//! while other workers sit idle (keep-alive affinity). This thread notices
+//! a call that has run for a tick and hands every other connection that can
+//! move to the hand-off channel, where a free worker takes it.
+//!
+//! It does nothing on the fast path: the loop bumps a counter around each
+//! call, and the watcher samples it once a tick. A worker with no calls for
+//! a while parks the watcher until its next call.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::handoff::Channel;
+use crate::server::Place;
+
+/// How often the watcher samples the call in hand: a call seen at two
+/// consecutive samples has run at least this long.
+pub const AFFINITY_TICK: Duration = Duration::from_micros(500);
+/// Ticks without any call before the watcher parks.
+const PARK_AFTER_TICKS: u32 = 200;
+/// The most connections moved for one slow call.
+const MAX_MOVED_PER_CALL: usize = 1024;
+
+/// Counts calls: odd while one is in hand. Written by the loop's thread,
+/// read by the watcher.
+#[derive(Default)]
+pub struct CallClock {
+    seq: AtomicU64,
+    /// The watcher is parked (or about to be) until the next call.
+    parked: AtomicBool,
+    watcher: OnceLock<Thread>,
+    /// The worker drains: its connections stay (nobody may be left to take
+    /// them).
+    draining: AtomicBool,
+}
+
+impl CallClock {
+    /// The loop's thread hands a request to the application.
+    pub fn enter(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst)
+            && self.parked.swap(false, Ordering::SeqCst)
+            && let Some(watcher) = self.watcher.get()
+        {
+            watcher.unpark();
+        }
+    }
+
+    /// The call returned.
+    pub fn leave(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the watcher needs of the event loop.
+pub struct Watched {
+    pub clock: &'static CallClock,
+    pub conns: Arc<Mutex<Slab<Place>>>,
+    pub registry: mio::Registry,
+    pub channel: &'static Channel,
+}
+
+/// Start the watcher thread; it lives as long as the worker.
+pub fn start(watched: Watched) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("rgun-affinity".into())
+        .spawn(move || watch(watched))?;
+    Ok(())
+}
+
+fn watch(watched: Watched) {
+    let clock = watched.clock;
+    // Before the first park (PARK_AFTER_TICKS from now), so that a call
+    // always finds the thread to wake.
+    let _ = clock.watcher.set(std::thread::current());
+    let mut last = clock.seq.load(Ordering::Acquire);
+    let mut moved_for = u64::MAX;
+    let mut idle_ticks = 0u32;
+    loop {
+        std::thread::sleep(AFFINITY_TICK);
+        let seq = clock.seq.load(Ordering::Acquire);
+        let in_call = seq % 2 == 1;
+        if in_call && seq == last && moved_for != seq {
+            moved_for = seq;
+            if !clock.draining.load(Ordering::Relaxed) {
+                move_connections(&watched);
+            }
+        }
+        idle_ticks = if seq == last && !in_call {
+            idle_ticks + 1
+        } else {
+            0
+        };
+        if idle_ticks >= PARK_AFTER_TICKS {
+            park(clock, seq);
+            idle_ticks = 0;
+        }
+        last = clock.seq.load(Ordering::Acquire);
+    }
+}
+
+/// Sleep until the next call. The flag is raised before the counter is
+/// read again, and the loop bumps the counter before it reads the flag:
+/// one of the two sees the other, so no call goes unwatched.
+fn park(clock: &CallClock, seen: u64) {
+    clock.parked.store(true, Ordering::SeqCst);
+    while clock.seq.load(Ordering::SeqCst) == seen && clock.parked.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
+    clock.parked.store(false, Ordering::SeqCst);
+}
+
+/// Hand every connection that can move to the channel. The loop's thread
+/// is in a call and holds none of them (the one in the call is not in the
+/// slab).
+fn move_connections(watched: &Watched) {
+    let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
+    let keys: Vec<usize> = conns
+        .iter()
+        .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
+        .map(|(key, _)| key)
+        .take(MAX_MOVED_PER_CALL)
+        .collect();
+    let mut moved = 0;
+    for key in keys {
+        let Place::Here(conn) = &mut conns[key] else {
+            continue;
+        };
+        match crate::server::hand_off(conn, &watched.registry, watched.channel) {
+            Ok(()) => {
+                // Its descriptor closes with it; the socket lives on in the
+                // channel.
+                conns.remove(key);
+                moved += 1;
+            }
+            Err(e) => {
+                log::debug!("a connection stays in this worker: {e}");
+                break;
+            }
+        }
+    }
+    if moved > 0 {
+        log::debug!("a call runs long: {moved} connections handed to other workers");
+    }
+}
