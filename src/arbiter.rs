@@ -267,6 +267,8 @@ impl Arbiter {
                 self.orphans.retain(|p| *p != pid);
                 continue;
             };
+            // Peers no longer count it as a worker that takes work.
+            self.scoreboard.slot(worker.slot).clear();
             if self.probe == Some(pid) {
                 self.probe = None;
             }

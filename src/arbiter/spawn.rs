@@ -21,6 +21,7 @@ impl Arbiter {
         };
         let now = monotonic_ms();
         self.scoreboard.slot(slot_index).reset(now);
+        self.scoreboard.note_in_use(slot_index);
         // Signals stay blocked across fork so that the child never runs the
         // master's handlers (nginx does the same).
         let mask = match signals::block_all() {
@@ -99,10 +100,9 @@ impl Arbiter {
             );
             return rgun_worker::EXIT_BOOT_ERROR;
         }
-        // SAFETY: the child never unmaps the scoreboard: it leaves through
+        // The child never unmaps the scoreboard: it leaves through
         // process::exit, which runs no destructor of this arbiter.
-        let slot: &'static rgun_worker::scoreboard::Slot =
-            unsafe { &*(self.scoreboard.slot(slot_index) as *const _) };
+        let peers = self.scoreboard.peers(slot_index);
         let listeners = self
             .listeners
             .iter()
@@ -127,7 +127,7 @@ impl Arbiter {
         rgun_worker::run(
             slot_index as u32,
             self.master_pid,
-            slot,
+            peers,
             listeners,
             config,
             mask,

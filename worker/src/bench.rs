@@ -33,13 +33,16 @@ impl Harness {
             request_body: 0,
         };
         let board = Scoreboard::new(1).expect("mapping a scoreboard");
+        let peers = board.peers(0);
+        // The harness keeps the mapping for the rest of the process.
+        std::mem::forget(board);
         let settings: &'static Settings = Box::leak(Box::new(Settings {
             limits: limits.clone(),
             keep_alive_ms: 2000,
             header_timeout_ms: 10_000,
             io_timeout_ms: 30_000,
             app: LoadedApp::new(app, b"app", 0),
-            slot: board.into_static_slot(0),
+            slot: peers.own(),
             listeners: vec![ListenerInfo {
                 server_name: b"127.0.0.1".to_vec().into_boxed_slice(),
                 server_port: 8000,
@@ -47,6 +50,7 @@ impl Harness {
             forwarded_allow: crate::ForwardedAllow::default(),
             answer_on_abort: false,
             call_clock: Box::leak(Box::default()),
+            peers,
         }));
         let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
         ours.set_nonblocking(true).expect("non-blocking");

@@ -604,6 +604,7 @@ fn call_app(
 ) -> Outcome {
     let mut call = CallCtx::new(setup);
     settings.slot.request_started(now_ms);
+    settings.slot.call_started();
     if settings.answer_on_abort {
         call.enter();
         settings.call_clock.enter();
@@ -616,7 +617,9 @@ fn call_app(
     if settings.answer_on_abort {
         settings.call_clock.leave();
     }
-    call.finish(rc)
+    let outcome = call.finish(rc);
+    settings.slot.call_finished();
+    outcome
 }
 
 fn log_access(

@@ -42,6 +42,8 @@ pub struct Settings {
     /// Counts the calls of a single-threaded worker, for its affinity
     /// watcher.
     pub call_clock: &'static crate::watcher::CallClock,
+    /// The other workers' load, to leave them work they can take sooner.
+    pub peers: crate::scoreboard::Peers,
 }
 
 /// A thread's scratch space, reused from request to request.

@@ -18,9 +18,9 @@ mod call;
 pub mod chunked;
 mod conn;
 mod context;
-mod listener;
 mod encode;
 pub mod handoff;
+mod listener;
 pub mod parse;
 mod pool;
 mod response;
@@ -28,8 +28,8 @@ pub mod scoreboard;
 mod server;
 pub mod signals;
 mod stream;
-mod watcher;
 pub mod timefmt;
+mod watcher;
 
 use std::path::PathBuf;
 
@@ -39,8 +39,8 @@ pub use app::{LoadError, load_library};
 /// The gateway's log callback, writing to this process's error log (for a
 /// library the master calls directly, such as the bridge's preload).
 pub use call::log as log_callback;
-pub use parse::Limits;
 pub use listener::{ListenerFd, ListenerSocket, SocketKind};
+pub use parse::Limits;
 pub use stream::ListenerInfo;
 
 /// A worker's exit code when it cannot boot (the init hook failed).
@@ -138,14 +138,15 @@ impl BootError {
 pub fn run(
     worker_id: u32,
     master_pid: i32,
-    slot: &'static scoreboard::Slot,
+    peers: scoreboard::Peers,
     listeners: Vec<ListenerFd>,
     config: WorkerConfig,
     signal_mask: nix::sys::signal::SigSet,
 ) -> i32 {
+    let slot = peers.own();
     slot.set_pid(std::process::id() as i32);
     let _ = ABORT_SLOT.set(slot);
-    let mut event_loop = match boot(worker_id, master_pid, slot, listeners, config, signal_mask) {
+    let mut event_loop = match boot(worker_id, master_pid, peers, listeners, config, signal_mask) {
         Ok(event_loop) => event_loop,
         Err(BootError::InitLoad(_)) => return EXIT_APP_LOAD_ERROR,
         Err(e) => {
@@ -169,7 +170,7 @@ pub fn run(
 fn boot(
     worker_id: u32,
     master_pid: i32,
-    slot: &'static scoreboard::Slot,
+    peers: scoreboard::Peers,
     listeners: Vec<ListenerFd>,
     config: WorkerConfig,
     signal_mask: nix::sys::signal::SigSet,
@@ -182,6 +183,7 @@ fn boot(
             Ok(s)
         })
         .map_err(BootError::Signals)?;
+    let slot = peers.own();
     let app = load_app(&config.app, worker_id)?;
     let access_log = config
         .access_log
@@ -214,6 +216,7 @@ fn boot(
         forwarded_allow: config.forwarded_allow,
         answer_on_abort: threads <= 1,
         call_clock: Box::leak(Box::default()),
+        peers,
     }));
     let shared = context::Shared::new(settings, access_log);
     server::EventLoop::new(server::LoopSetup {

@@ -55,7 +55,6 @@ impl Listener {
     }
 }
 
-
 impl ListenerSocket {
     /// Take ownership of the inherited descriptor.
     ///

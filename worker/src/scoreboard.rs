@@ -1,12 +1,24 @@
 //! The scoreboard: one slot of shared memory per worker, mapped by the master
 //! before it forks. A worker writes its own slot (heartbeat, the request in
-//! hand, counters); the master reads them all to find hung workers. There is
-//! no lock and no message: every field is an atomic with a single writer,
-//! except `timed_out`, which only the master sets while the worker is stuck.
+//! hand, its load, counters); the master reads them all to find hung
+//! workers, and workers read each other's load to leave work to the least
+//! loaded. There is no lock and no message: every field is an atomic with a
+//! single writer (a worker's threads count as one), except `timed_out`,
+//! which only the master sets while the worker is stuck, and the header,
+//! which only the master writes.
 
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// What the master says of all the slots.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Header {
+    /// One past the highest slot index ever given to a worker: workers look
+    /// no further for peers.
+    high_water: AtomicU32,
+}
 
 /// One worker's slot, a cache line of its own so that two workers never
 /// write the same line.
@@ -16,9 +28,13 @@ pub struct Slot {
     pid: AtomicI32,
     timed_out: AtomicU32,
     booted: AtomicU32,
+    /// Calls the worker has in hand now, on all its threads.
+    in_flight: AtomicU32,
     heartbeat_ms: AtomicU64,
     request_started_ms: AtomicU64,
     requests: AtomicU64,
+    /// 1 while the worker takes new work (accepts, takes hand-offs).
+    taking: AtomicU32,
 }
 
 impl Slot {
@@ -30,6 +46,35 @@ impl Slot {
         self.heartbeat_ms.store(now_ms, Ordering::Relaxed);
         self.request_started_ms.store(0, Ordering::Relaxed);
         self.requests.store(0, Ordering::Relaxed);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.taking.store(0, Ordering::Relaxed);
+    }
+
+    /// The master, once the worker is gone: nobody's slot any more.
+    pub fn clear(&self) {
+        self.reset(0);
+    }
+
+    /// A call starts, on any of the worker's threads.
+    pub fn call_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn call_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The worker takes new work, or stops (all threads busy, draining).
+    pub fn set_taking(&self, taking: bool) {
+        self.taking.store(u32::from(taking), Ordering::Relaxed);
+    }
+
+    fn is_taking(&self) -> bool {
+        self.taking.load(Ordering::Relaxed) != 0 && self.pid.load(Ordering::Relaxed) != 0
     }
 
     pub fn set_pid(&self, pid: i32) {
@@ -79,15 +124,21 @@ impl Slot {
     }
 }
 
-/// The shared mapping: `len` slots, zeroed, inherited by every fork.
+/// The shared mapping: a header, then `len` slots, zeroed, inherited by
+/// every fork.
 pub struct Scoreboard {
+    header: NonNull<Header>,
     slots: NonNull<Slot>,
     len: usize,
 }
 
 impl Scoreboard {
+    fn mapping_bytes(len: usize) -> usize {
+        size_of::<Header>() + len.max(1) * size_of::<Slot>()
+    }
+
     pub fn new(len: usize) -> io::Result<Scoreboard> {
-        let bytes = len.max(1) * size_of::<Slot>();
+        let bytes = Self::mapping_bytes(len);
         // SAFETY: an anonymous shared mapping with no address hint; the result
         // is checked for MAP_FAILED before use.
         let ptr = unsafe {
@@ -103,8 +154,41 @@ impl Scoreboard {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let slots = NonNull::new(ptr.cast::<Slot>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Scoreboard { slots, len })
+        let header = NonNull::new(ptr.cast::<Header>()).ok_or_else(io::Error::last_os_error)?;
+        // SAFETY: the slots follow the header inside the mapping, which is
+        // large enough for both; Header's size keeps them 64-byte aligned.
+        let slots = unsafe { header.add(1).cast::<Slot>() };
+        Ok(Scoreboard { header, slots, len })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the header is zero-filled (valid atomics) and lives as long
+        // as the mapping, which `self` owns.
+        unsafe { self.header.as_ref() }
+    }
+
+    /// The master, as it gives slot `index` to a worker.
+    pub fn note_in_use(&self, index: usize) {
+        self.header()
+            .high_water
+            .fetch_max(index as u32 + 1, Ordering::Relaxed);
+    }
+
+    /// A worker's view of every slot, kept for the rest of the process (a
+    /// worker never unmaps the scoreboard), to find less loaded peers.
+    pub fn peers(&self, own: usize) -> Peers {
+        let slots: *const [Slot] = std::ptr::slice_from_raw_parts(self.slots.as_ptr(), self.len);
+        let header: *const Header = self.header();
+        // SAFETY: a worker leaves through process::exit and never drops the
+        // scoreboard, so the mapping outlives every use of these; the
+        // master, which does unmap it, never calls this.
+        unsafe {
+            Peers {
+                header: &*header,
+                slots: &*slots,
+                own,
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -143,11 +227,34 @@ impl Drop for Scoreboard {
         // SAFETY: unmapping exactly the region mapped in `new`; no reference
         // into it outlives `self` (borrows of `slot` end with `self`).
         unsafe {
-            libc::munmap(
-                self.slots.as_ptr().cast(),
-                self.len.max(1) * size_of::<Slot>(),
-            );
+            libc::munmap(self.header.as_ptr().cast(), Self::mapping_bytes(self.len));
         }
+    }
+}
+
+/// Every worker's slot as one worker sees them.
+#[derive(Clone, Copy)]
+pub struct Peers {
+    header: &'static Header,
+    slots: &'static [Slot],
+    own: usize,
+}
+
+impl Peers {
+    /// The worker's own slot.
+    pub fn own(&self) -> &'static Slot {
+        &self.slots[self.own]
+    }
+
+    /// Whether another worker that takes work holds fewer calls than
+    /// `load`: then new work is better left to it.
+    pub fn has_less_loaded_than(&self, load: u32) -> bool {
+        let in_use =
+            (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        self.slots[..in_use]
+            .iter()
+            .enumerate()
+            .any(|(i, slot)| i != self.own && slot.is_taking() && slot.in_flight() < load)
     }
 }
 
@@ -178,5 +285,27 @@ mod tests {
         board.slot(1).request_finished();
         assert_eq!(board.slot(1).requests(), 1);
         assert_eq!(board.slot(0).requests(), 0);
+    }
+
+    #[test]
+    fn peers_see_a_less_loaded_worker_that_takes_work() {
+        let board = Scoreboard::new(4).unwrap();
+        for i in 0..3 {
+            board.note_in_use(i);
+            board.slot(i).set_pid(100 + i as i32);
+        }
+        let me = board.peers(0);
+        board.slot(0).call_started();
+        board.slot(1).call_started();
+        assert!(!me.has_less_loaded_than(1), "nobody takes work yet");
+        board.slot(2).set_taking(true);
+        assert!(
+            me.has_less_loaded_than(1),
+            "slot 2 takes work and holds none"
+        );
+        board.slot(2).call_started();
+        assert!(!me.has_less_loaded_than(1));
+        board.slot(2).clear();
+        assert!(!me.has_less_loaded_than(1), "a cleared slot is nobody");
     }
 }

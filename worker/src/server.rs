@@ -62,6 +62,9 @@ pub struct EventLoop {
     signals: SignalQueue,
     master_pid: i32,
     next_tick_ms: u64,
+    /// This worker's request count when the current batch of events began:
+    /// once it moved, more ready work in the batch is left to an idle peer.
+    batch_start_requests: u64,
     reopen_error_log: fn(),
 }
 
@@ -126,8 +129,10 @@ impl EventLoop {
             signals: setup.signals,
             master_pid: setup.master_pid,
             next_tick_ms: 0,
+            batch_start_requests: 0,
             reopen_error_log: setup.reopen_error_log,
         };
+        event_loop.shared.settings.slot.set_taking(true);
         event_loop.watch_channel(true)?;
         if event_loop.pool.is_none() {
             watcher::start(Watched {
@@ -139,7 +144,6 @@ impl EventLoop {
         }
         Ok(event_loop)
     }
-
 
     /// Serve until told to stop; returns when the worker should exit.
     pub fn run(&mut self) -> io::Result<()> {
@@ -153,6 +157,7 @@ impl EventLoop {
             }
             self.shared.now_ms = monotonic_ms();
             self.shared.date.refresh();
+            self.batch_start_requests = self.shared.settings.slot.requests();
             if !self.holds_hung_request() {
                 self.shared.settings.slot.beat(self.shared.now_ms);
             }
@@ -167,7 +172,7 @@ impl EventLoop {
                     WAKER_TOKEN => self.take_back_finished(),
                     CHANNEL_TOKEN => self.take_handed_off(),
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
-                    Token(key) => self.on_conn_ready(key),
+                    Token(key) => self.on_conn_ready(key, self.serves_inline()),
                 }
             }
             if self.shared.now_ms >= self.next_tick_ms {
@@ -203,7 +208,7 @@ impl EventLoop {
         while let Some((key, conn)) = self.pool.as_ref().and_then(Pool::finished) {
             self.in_calls -= 1;
             lock(&self.conns)[key] = Place::Here(conn);
-            self.on_conn_ready(key);
+            self.on_conn_ready(key, false);
         }
         if self.shared.accept == AcceptMode::Full && self.in_calls < self.threads {
             self.set_accept_mode(AcceptMode::Accepting);
@@ -229,16 +234,26 @@ impl EventLoop {
                 }
             };
             let conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
-            self.serve_new(conn);
+            self.serve_new(conn, true);
         }
+    }
+
+    /// A single-threaded worker answers a ready request on its own thread
+    /// at once, unless it already answered one in this batch of events:
+    /// then the request may be left to an idle peer (see `dispatch`).
+    fn serves_inline(&self) -> bool {
+        self.pool.is_none() && self.shared.settings.slot.requests() == self.batch_start_requests
     }
 
     /// A connection new to this worker (accepted, or handed over). Its
     /// request usually comes with it (the listener defers accept until
     /// data arrives): answer it before the poller hears of the connection,
-    /// so that a one-shot connection never costs an epoll_ctl.
-    fn serve_new(&mut self, mut conn: Conn) {
-        let next = conn.on_ready(&mut self.shared, self.pool.is_none());
+    /// so that a one-shot connection never costs an epoll_ctl. `spread`:
+    /// its request may still go to a less loaded worker; not for one just
+    /// handed over (it came because this worker was free).
+    fn serve_new(&mut self, mut conn: Conn, spread: bool) {
+        let inline = self.pool.is_none() && (!spread || self.serves_inline());
+        let next = conn.on_ready(&mut self.shared, inline);
         if next == Next::Close {
             conn.release(&mut self.shared);
             return;
@@ -259,7 +274,7 @@ impl EventLoop {
         entry.insert(Place::Here(conn));
         drop(conns);
         if next == Next::Dispatch {
-            self.dispatch(key);
+            self.dispatch(key, spread);
         }
     }
 
@@ -284,7 +299,7 @@ impl EventLoop {
         match self.channel.receive(&mut self.channel_buf) {
             Ok(Some(arrival)) => {
                 let conn = Conn::adopt(arrival, self.shared.now_ms, &mut self.shared);
-                self.serve_new(conn);
+                self.serve_new(conn, false);
                 true
             }
             Ok(None) => false,
@@ -295,39 +310,61 @@ impl EventLoop {
         }
     }
 
-    /// A connection with buffered requests: to a free application thread,
-    /// or, when every thread has a call, to whichever worker is free first
-    /// (this one included, once a thread is free).
-    fn dispatch(&mut self, key: usize) {
+    /// A connection with buffered requests that was not answered inline.
+    /// It goes to whichever worker can serve it soonest: with `spread`, to
+    /// the hand-off channel if another worker holds fewer calls; always
+    /// there when every application thread here has a call. Otherwise it
+    /// is served here, on a free thread or on the loop's own.
+    fn dispatch(&mut self, key: usize, spread: bool) {
+        let load = if self.pool.is_some() {
+            self.in_calls
+        } else {
+            1
+        } as u32;
+        let full = self.pool.is_some() && self.in_calls >= self.threads;
+        let leave =
+            full || (spread && load > 0 && self.shared.settings.peers.has_less_loaded_than(load));
+        if leave && self.hand_off_key(key) {
+            return;
+        }
         let Some(pool) = &self.pool else {
+            self.on_conn_ready(key, true);
             return;
         };
-        let mut conns = lock(&self.conns);
-        if self.in_calls >= self.threads
-            && let Some(Place::Here(conn)) = conns.get_mut(key)
-        {
-            match hand_off(conn, self.poll.registry(), self.channel) {
-                Ok(()) => {
-                    conns.remove(key);
-                    return;
-                }
-                Err(e) => log::debug!("a connection waits for a thread here: {e}"),
-            }
-        }
         let in_call = Place::InCall {
             since_ms: self.shared.now_ms,
         };
-        if let Place::Here(conn) = std::mem::replace(&mut conns[key], in_call) {
+        if let Some(Place::Here(conn)) = lock(&self.conns)
+            .get_mut(key)
+            .map(|p| std::mem::replace(p, in_call))
+        {
             pool.submit(key, conn, self.shared.is_draining());
             self.in_calls += 1;
         }
-        drop(conns);
         if self.in_calls >= self.threads && self.shared.accept == AcceptMode::Accepting {
             self.set_accept_mode(AcceptMode::Full);
         }
     }
 
-    fn on_conn_ready(&mut self, key: usize) {
+    /// Send the connection under `key` to the channel: `false` if it stays.
+    fn hand_off_key(&mut self, key: usize) -> bool {
+        let mut conns = lock(&self.conns);
+        let Some(Place::Here(conn)) = conns.get_mut(key) else {
+            return false;
+        };
+        match hand_off(conn, self.poll.registry(), self.channel) {
+            Ok(()) => {
+                conns.remove(key);
+                true
+            }
+            Err(e) => {
+                log::debug!("a connection stays in this worker: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_conn_ready(&mut self, key: usize, inline: bool) {
         let in_call = Place::InCall {
             since_ms: self.shared.now_ms,
         };
@@ -345,7 +382,7 @@ impl EventLoop {
                 _ => return,
             }
         };
-        match conn.on_ready(&mut self.shared, self.pool.is_none()) {
+        match conn.on_ready(&mut self.shared, inline) {
             Next::Close => {
                 lock(&self.conns).remove(key);
                 conn.release(&mut self.shared);
@@ -353,7 +390,7 @@ impl EventLoop {
             Next::Keep => lock(&self.conns)[key] = Place::Here(conn),
             Next::Dispatch => {
                 lock(&self.conns)[key] = Place::Here(conn);
-                self.dispatch(key);
+                self.dispatch(key, true);
             }
         }
     }
@@ -376,6 +413,10 @@ impl EventLoop {
             return;
         }
         self.shared.accept = mode;
+        self.shared
+            .settings
+            .slot
+            .set_taking(mode == AcceptMode::Accepting);
         let listening = |m: AcceptMode| m == AcceptMode::Accepting;
         let taking = |m: AcceptMode| matches!(m, AcceptMode::Accepting | AcceptMode::Draining);
         if listening(was) != listening(mode) {
