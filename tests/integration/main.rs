@@ -13,6 +13,7 @@ mod load_errors;
 mod malformed;
 mod operations;
 mod routes;
+mod spec_copy;
 mod split;
 mod wsgi_bridge;
 mod wsgi_flask;

@@ -1,7 +1,8 @@
 //! What the Python WSGI tests add to the harness: where the Python test
 //! applications live, a virtualenv with Flask (made on first use), and
-//! `WsgiServer`, a stand-in for `Server` that starts the same test
-//! application contract as `shared/spec/testapp_wsgi.py`, so that the core
+//! `WsgiServer`, a stand-in for `Server` that starts the test application
+//! contract as `examples/testapp/testapp_wsgi.py` (the repository's copy of
+//! `shared/spec/testapp_wsgi.py`, checked by `spec_copy`), so that the core
 //! suite's files run unchanged against it (see `wsgi_suite`).
 
 use std::ops::{Deref, DerefMut};
@@ -9,18 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 
-use crate::harness::{Server, ServerBuilder, manifest_dir, target_dir};
-
-/// `shared/spec`, home of `testapp_wsgi.py`.
-pub fn spec_dir() -> PathBuf {
-    let dir = manifest_dir().join("../shared/spec");
-    assert!(
-        dir.join("testapp_wsgi.py").exists(),
-        "{} has no testapp_wsgi.py",
-        dir.display()
-    );
-    dir.canonicalize().unwrap()
-}
+use crate::harness::{Server, ServerBuilder, manifest_dir, target_dir, wsgi_testapp_dir};
 
 /// `tests/python`, home of this project's Python test applications.
 pub fn python_dir() -> PathBuf {
@@ -99,12 +89,12 @@ impl DerefMut for WsgiServer {
 }
 
 impl WsgiServer {
-    /// As `Server::builder`, from the spec folder (`--chdir`).
+    /// As `Server::builder`, from `testapp_wsgi.py`'s folder (`--chdir`).
     pub fn builder(app: impl Into<String>) -> WsgiBuilder {
         WsgiBuilder(
             Server::builder(app)
                 .arg("--chdir")
-                .arg(spec_dir().to_str().unwrap()),
+                .arg(wsgi_testapp_dir().to_str().unwrap()),
         )
     }
 

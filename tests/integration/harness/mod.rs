@@ -18,7 +18,9 @@ use std::time::Duration;
 pub use c_compile::compile_c_app;
 pub use client::{Conn, Framing, Response};
 pub use logs::wait_for_file_line;
-pub use paths::{app_lib, manifest_dir, rgun_bin, target_dir, testapp};
+pub use paths::{
+    app_lib, manifest_dir, rgun_bin, shared_spec_dir, target_dir, testapp, wsgi_testapp_dir,
+};
 pub use prng::Prng;
 pub use requests::{chunked, get, request};
 pub use server::{Listen, Server, ServerBuilder};

@@ -1,6 +1,7 @@
-//! Where things are: the `rgun` binary under test, the checkout, and the
-//! example application libraries cargo built beside the binary. Nothing here
-//! builds anything; a missing library is reported with the command to run.
+//! Where things are: the `rgun` binary under test, the checkout, the
+//! example application libraries cargo built beside the binary, and the
+//! test application's WSGI version. Nothing here builds anything; a missing
+//! library is reported with the command to run.
 
 use std::path::PathBuf;
 
@@ -30,6 +31,20 @@ pub fn app_lib(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `examples/testapp`, home of `testapp_wsgi.py`: the test application
+/// contract as a WSGI callable, kept in the repository so that a clone with
+/// nothing beside it runs every test.
+pub fn wsgi_testapp_dir() -> PathBuf {
+    manifest_dir().join("examples/testapp")
+}
+
+/// `../shared/spec` beside the checkout, where the contract and the original
+/// `testapp_wsgi.py` live on this project's machines; `None` elsewhere.
+pub fn shared_spec_dir() -> Option<PathBuf> {
+    let dir = manifest_dir().join("../shared/spec").canonicalize().ok()?;
+    dir.is_dir().then_some(dir)
 }
 
 /// The `APP` argument for the test application.
