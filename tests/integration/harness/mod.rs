@@ -1,8 +1,10 @@
 //! The harness every test uses, so that tests read like what an operator
-//! and a client do: start the real `rgun` (`server`), follow its logs
-//! (`logs`), and talk to it with a strict raw HTTP/1.1 client (`client`).
-//! Nothing in it retries or sleeps to wait: it waits on conditions.
+//! and a client do: start the real `rgun` (`server`) on either form of the
+//! test application (`app`), follow its logs (`logs`), and talk to it with a
+//! strict raw HTTP/1.1 client (`client`). Nothing in it retries or sleeps to
+//! wait: it waits on conditions.
 
+mod app;
 mod c_compile;
 mod client;
 mod logs;
@@ -15,6 +17,8 @@ mod temp;
 
 use std::time::Duration;
 
+pub use app::App;
+pub(crate) use app::test_each_app;
 pub use c_compile::compile_c_app;
 pub use client::{Conn, Framing, Response};
 pub use logs::wait_for_file_line;
@@ -23,7 +27,7 @@ pub use paths::{
 };
 pub use prng::Prng;
 pub use requests::{chunked, get, request};
-pub use server::{Listen, Server, ServerBuilder};
+pub use server::{Listen, Server};
 pub use temp::{TempDir, unique_socket_path};
 
 /// Read and write timeout on every client socket: a server that stops

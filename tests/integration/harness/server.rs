@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::app::App;
 use super::client::{Conn, Response};
 use super::logs::Log;
-use super::paths::{rgun_bin, testapp};
+use super::paths::rgun_bin;
 use super::requests::get;
 use super::{POLL, WAIT};
 
@@ -149,14 +150,15 @@ impl Server {
         }
     }
 
-    /// The test application, one worker, on 127.0.0.1 and a free port.
+    /// The native test application, one worker, on 127.0.0.1 and a free
+    /// port.
     pub fn testapp() -> Server {
-        Server::builder(testapp()).start()
+        App::Native.start()
     }
 
-    /// The test application with extra arguments.
+    /// The native test application with extra arguments.
     pub fn testapp_with<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Server {
-        Server::builder(testapp()).args(args).start()
+        App::Native.start_with(args)
     }
 
     pub fn pid(&self) -> u32 {
