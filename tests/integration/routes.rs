@@ -76,6 +76,8 @@ fn echo_reports_the_request_as_the_app_saw_it(app: App) {
     assert_eq!(echo["body"], "hello body");
     assert_eq!(echo["body_length"], 10);
     assert_eq!(echo["remote_addr"], "127.0.0.1");
+    // A direct client, no proxy in between: the client is the peer.
+    assert_eq!(echo["client_addr"], echo["remote_addr"]);
     assert_eq!(echo["scheme"], "http");
     assert_eq!(echo["protocol"], "HTTP/1.1");
 }
