@@ -4,12 +4,39 @@
 //! every answer carries, and the refusal to emit a header with CR or LF.
 //! Malformed requests are in `malformed`.
 
-// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
-use super::harness::{Framing, Server, WAIT, chunked, get, request};
+use crate::harness::{App, Framing, WAIT, chunked, get, request};
 
-#[test]
-fn keep_alive_serves_many_requests_on_one_connection() {
-    let server = Server::testapp();
+// Each test below runs against both forms of the test application.
+crate::harness::test_each_app!(
+    keep_alive_serves_many_requests_on_one_connection,
+    pipelined_requests_are_answered_in_order,
+    many_pipelined_requests_in_one_write,
+    http11_connection_close_is_honoured,
+    http10_closes_by_default,
+    http10_keep_alive_is_honoured,
+    stream_over_http10_is_close_delimited,
+    stream_over_http10_with_keep_alive_still_closes,
+    request_body_with_content_length,
+    request_body_chunked_with_extensions_and_trailers,
+    request_body_chunked_with_uppercase_hex_and_empty_body,
+    unread_content_length_body_is_not_parsed_as_a_request,
+    unread_chunked_body_is_not_parsed_as_a_request,
+    unread_body_is_skipped_without_pipelining,
+    expect_100_continue_is_answered_before_the_body_is_sent,
+    expect_100_continue_with_a_chunked_body,
+    expect_100_continue_is_not_sent_when_the_app_does_not_read,
+    head_gets_the_headers_without_a_body,
+    every_response_has_date_and_server,
+    response_header_with_crlf_is_refused,
+    response_header_with_a_bare_lf_or_nul_is_refused,
+    idle_keep_alive_connection_is_closed_after_keep_alive_seconds,
+    server_answers_http11_with_http11,
+    an_answer_is_not_lost_to_a_body_that_was_never_sent,
+    whitespace_after_a_chunk_size_without_extension_is_refused,
+);
+
+fn keep_alive_serves_many_requests_on_one_connection(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let mut pids = Vec::new();
     for i in 0..50 {
@@ -23,9 +50,8 @@ fn keep_alive_serves_many_requests_on_one_connection() {
     assert_eq!(pids.len(), 1, "one connection, one worker");
 }
 
-#[test]
-fn pipelined_requests_are_answered_in_order() {
-    let server = Server::testapp();
+fn pipelined_requests_are_answered_in_order(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let mut raw = Vec::new();
     raw.extend(get("/"));
@@ -60,9 +86,8 @@ fn pipelined_requests_are_answered_in_order() {
     assert_eq!(r.json()["query"], "n=3");
 }
 
-#[test]
-fn many_pipelined_requests_in_one_write() {
-    let server = Server::testapp();
+fn many_pipelined_requests_in_one_write(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let raw: Vec<u8> = (0..200)
         .flat_map(|i| get(&format!("/echo?i={i}")))
@@ -75,9 +100,8 @@ fn many_pipelined_requests_in_one_write() {
     }
 }
 
-#[test]
-fn http11_connection_close_is_honoured() {
-    let server = Server::testapp();
+fn http11_connection_close_is_honoured(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     response.assert_status(200);
@@ -85,9 +109,8 @@ fn http11_connection_close_is_honoured() {
     conn.assert_closed();
 }
 
-#[test]
-fn http10_closes_by_default() {
-    let server = Server::testapp();
+fn http10_closes_by_default(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(b"GET / HTTP/1.0\r\n\r\n");
     response.assert_status(200);
@@ -96,9 +119,8 @@ fn http10_closes_by_default() {
     conn.assert_closed();
 }
 
-#[test]
-fn http10_keep_alive_is_honoured() {
-    let server = Server::testapp();
+fn http10_keep_alive_is_honoured(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     for _ in 0..3 {
         let response = conn.request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
@@ -111,9 +133,8 @@ fn http10_keep_alive_is_honoured() {
     conn.assert_closed();
 }
 
-#[test]
-fn stream_over_http10_is_close_delimited() {
-    let server = Server::testapp();
+fn stream_over_http10_is_close_delimited(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(b"GET /stream?chunks=5&size=1000 HTTP/1.0\r\n\r\n");
     response.assert_status(200);
@@ -123,11 +144,10 @@ fn stream_over_http10_is_close_delimited() {
     assert!(response.body.iter().all(|&b| b == b'y'));
 }
 
-#[test]
-fn stream_over_http10_with_keep_alive_still_closes() {
+fn stream_over_http10_with_keep_alive_still_closes(app: App) {
     // No length is known and HTTP/1.0 has no chunked: the only framing
     // left is the close, whatever the client asked for.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     let response =
         conn.request(b"GET /stream?chunks=2&size=10 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
@@ -136,9 +156,8 @@ fn stream_over_http10_with_keep_alive_still_closes() {
     assert_eq!(response.body.len(), 20);
 }
 
-#[test]
-fn request_body_with_content_length() {
-    let server = Server::testapp();
+fn request_body_with_content_length(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let echo = conn
         .request(&request("PUT", "/echo", &[], b"0123456789"))
@@ -150,9 +169,8 @@ fn request_body_with_content_length() {
     conn.request(&get("/")).assert_status(200);
 }
 
-#[test]
-fn request_body_chunked_with_extensions_and_trailers() {
-    let server = Server::testapp();
+fn request_body_chunked_with_extensions_and_trailers(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let raw = b"POST /echo HTTP/1.1\r\n\
         Host: localhost\r\n\
@@ -173,9 +191,8 @@ fn request_body_chunked_with_extensions_and_trailers() {
     conn.request(&get("/")).assert_status(200);
 }
 
-#[test]
-fn request_body_chunked_with_uppercase_hex_and_empty_body() {
-    let server = Server::testapp();
+fn request_body_chunked_with_uppercase_hex_and_empty_body(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let body: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
     let mut raw =
@@ -198,9 +215,8 @@ fn request_body_chunked_with_uppercase_hex_and_empty_body() {
 // its own: request smuggling.
 const SMUGGLED: &[u8] = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
 
-#[test]
-fn unread_content_length_body_is_not_parsed_as_a_request() {
-    let server = Server::testapp();
+fn unread_content_length_body_is_not_parsed_as_a_request(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let mut raw = request("POST", "/", &[], SMUGGLED);
     raw.extend(get("/echo?after"));
@@ -211,9 +227,8 @@ fn unread_content_length_body_is_not_parsed_as_a_request() {
     assert_eq!(r.json()["query"], "after");
 }
 
-#[test]
-fn unread_chunked_body_is_not_parsed_as_a_request() {
-    let server = Server::testapp();
+fn unread_chunked_body_is_not_parsed_as_a_request(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let mut raw =
         b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -226,10 +241,9 @@ fn unread_chunked_body_is_not_parsed_as_a_request() {
     assert_eq!(r.json()["query"], "after");
 }
 
-#[test]
-fn unread_body_is_skipped_without_pipelining() {
+fn unread_body_is_skipped_without_pipelining(app: App) {
     // One request at a time, each sent whole and answered before the next.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     conn.request(&request("POST", "/", &[], SMUGGLED))
         .assert_status(200);
@@ -238,9 +252,8 @@ fn unread_body_is_skipped_without_pipelining() {
     assert_eq!(r.json()["query"], "after");
 }
 
-#[test]
-fn expect_100_continue_is_answered_before_the_body_is_sent() {
-    let server = Server::testapp();
+fn expect_100_continue_is_answered_before_the_body_is_sent(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(
         b"POST /echo HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
@@ -256,9 +269,8 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
     conn.request(&get("/")).assert_status(200);
 }
 
-#[test]
-fn expect_100_continue_with_a_chunked_body() {
-    let server = Server::testapp();
+fn expect_100_continue_with_a_chunked_body(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(
         b"POST /upload HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -270,11 +282,10 @@ fn expect_100_continue_with_a_chunked_body() {
     assert_eq!(response.json()["body_length"], 3);
 }
 
-#[test]
-fn expect_100_continue_is_not_sent_when_the_app_does_not_read() {
+fn expect_100_continue_is_not_sent_when_the_app_does_not_read(app: App) {
     // `/` never reads the body: the final answer comes straight away, with
     // no 100 before it (RFC 9110 §10.1.1).
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(
         b"POST / HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
@@ -293,9 +304,8 @@ fn expect_100_continue_is_not_sent_when_the_app_does_not_read() {
     }
 }
 
-#[test]
-fn head_gets_the_headers_without_a_body() {
-    let server = Server::testapp();
+fn head_gets_the_headers_without_a_body(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     // HEAD then GET in one write: a body after the HEAD answer would be
     // read as the start of the GET answer and fail it.
@@ -317,9 +327,8 @@ fn head_gets_the_headers_without_a_body() {
     assert_eq!(r.body, b"xxxxxxx");
 }
 
-#[test]
-fn every_response_has_date_and_server() {
-    let server = Server::testapp();
+fn every_response_has_date_and_server(app: App) {
+    let server = app.start();
     let mut responses = Vec::new();
     for target in ["/", "/nope", "/stream?chunks=2&size=2", "/status?code=204"] {
         responses.push((target.to_string(), server.get(target)));
@@ -351,9 +360,8 @@ fn every_response_has_date_and_server() {
     }
 }
 
-#[test]
-fn response_header_with_crlf_is_refused() {
-    let server = Server::testapp();
+fn response_header_with_crlf_is_refused(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(&get("/header?name=X-A&value=a%0D%0AInjected:%20yes"));
     response.assert_status(500);
@@ -372,9 +380,8 @@ fn response_header_with_crlf_is_refused() {
         });
 }
 
-#[test]
-fn response_header_with_a_bare_lf_or_nul_is_refused() {
-    let server = Server::testapp();
+fn response_header_with_a_bare_lf_or_nul_is_refused(app: App) {
+    let server = app.start();
     for target in [
         "/header?name=X-A&value=a%0AInjected:%20yes",
         "/header?name=X-A&value=a%0DInjected:%20yes",
@@ -389,9 +396,8 @@ fn response_header_with_a_bare_lf_or_nul_is_refused() {
     }
 }
 
-#[test]
-fn idle_keep_alive_connection_is_closed_after_keep_alive_seconds() {
-    let server = Server::testapp_with(["--keep-alive", "1"]);
+fn idle_keep_alive_connection_is_closed_after_keep_alive_seconds(app: App) {
+    let server = app.start_with(["--keep-alive", "1"]);
     let mut conn = server.connect();
     conn.request(&get("/")).assert_status(200);
     // Nothing more is sent; the server must hang up on its own (the read
@@ -399,20 +405,18 @@ fn idle_keep_alive_connection_is_closed_after_keep_alive_seconds() {
     conn.assert_closed();
 }
 
-#[test]
-fn server_answers_http11_with_http11() {
-    let server = Server::testapp();
+fn server_answers_http11_with_http11(app: App) {
+    let server = app.start();
     let response = server.get("/");
     assert_eq!(response.version, "HTTP/1.1");
     assert_eq!(response.reason, "OK");
 }
 
-#[test]
-fn an_answer_is_not_lost_to_a_body_that_was_never_sent() {
+fn an_answer_is_not_lost_to_a_body_that_was_never_sent(app: App) {
     // The client announces a large body and sends only its start; the
     // server answers without reading it and closes. Closing with unread
     // input must not reset the connection under the answer in flight.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     let mut raw =
         b"GET /bytes?n=3000000 HTTP/1.1\r\nHost: x\r\nContent-Length: 20000000\r\n\r\n".to_vec();
@@ -434,11 +438,10 @@ fn an_answer_is_not_lost_to_a_body_that_was_never_sent() {
     assert_eq!(raw.len() - head_end, 3_000_000, "the answer was cut short");
 }
 
-#[test]
-fn whitespace_after_a_chunk_size_without_extension_is_refused() {
+fn whitespace_after_a_chunk_size_without_extension_is_refused(app: App) {
     // RFC 9112 §7.1.1 allows BWS only before a `;`: `5 \r\n` could be read
     // otherwise by a proxy in front (a smuggling vector).
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(
         b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",

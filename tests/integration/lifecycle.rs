@@ -3,9 +3,30 @@
 //! signals (TERM graceful, INT and QUIT quick), each ending with no process
 //! of the server's group left behind.
 
-// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
-use super::harness::{Conn, Server, WAIT, get, testapp};
+use crate::harness::{App, Conn, Server, WAIT, get};
 use std::collections::HashSet;
+
+// Each test below runs against both forms of the test application.
+crate::harness::test_each_app!(
+    panic_is_a_500_and_the_same_worker_serves_on,
+    panic_on_a_keep_alive_connection_leaves_it_usable_or_closed,
+    crashed_worker_is_replaced,
+    a_crash_answering_head_sends_the_head_alone,
+    repeated_crashes_are_survived,
+    several_workers_share_the_connections,
+    web_concurrency_sets_the_worker_count,
+    workers_flag_wins_over_web_concurrency,
+    term_lets_the_in_flight_request_finish_then_exits_0,
+    term_stops_accepting_new_connections,
+    term_while_streaming_finishes_the_stream,
+    term_with_idle_server_exits_0,
+    term_gives_up_on_a_request_after_the_graceful_timeout,
+    int_is_a_quick_exit,
+    quit_is_a_quick_exit,
+    worker_past_the_timeout_is_killed_and_replaced,
+    log_lines_carry_the_master_and_worker_pids,
+    term_at_once_after_listening_is_a_graceful_stop,
+);
 
 fn pid_of(conn: &mut Conn) -> u32 {
     let response = conn.request(&get("/pid"));
@@ -46,9 +67,8 @@ fn process_exists(pid: u32) -> bool {
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
-#[test]
-fn panic_is_a_500_and_the_same_worker_serves_on() {
-    let server = Server::testapp();
+fn panic_is_a_500_and_the_same_worker_serves_on(app: App) {
+    let server = app.start();
     let before = fresh_pid(&server);
     let response = server.get("/panic");
     response.assert_status(500);
@@ -66,9 +86,8 @@ fn panic_is_a_500_and_the_same_worker_serves_on() {
     assert_eq!(server.wait_for_workers(1).len(), 1);
 }
 
-#[test]
-fn panic_on_a_keep_alive_connection_leaves_it_usable_or_closed() {
-    let server = Server::testapp();
+fn panic_on_a_keep_alive_connection_leaves_it_usable_or_closed(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let before = pid_of(&mut conn);
     let response = conn.request(&get("/panic"));
@@ -80,9 +99,8 @@ fn panic_on_a_keep_alive_connection_leaves_it_usable_or_closed() {
     }
 }
 
-#[test]
-fn crashed_worker_is_replaced() {
-    let server = Server::testapp();
+fn crashed_worker_is_replaced(app: App) {
+    let server = app.start();
     let first = server.wait_for_workers(1)[0];
     assert_eq!(fresh_pid(&server), first);
 
@@ -109,11 +127,10 @@ fn crashed_worker_is_replaced() {
     }
 }
 
-#[test]
-fn a_crash_answering_head_sends_the_head_alone() {
+fn a_crash_answering_head_sends_the_head_alone(app: App) {
     // The abort handler's 500 follows RFC 9110 §9.3.2 too: no content for
     // HEAD, only the head that says how long it would be.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(b"HEAD /crash HTTP/1.1\r\nHost: a\r\n\r\n");
     let (answer, _) = conn.read_to_end();
@@ -127,9 +144,8 @@ fn a_crash_answering_head_sends_the_head_alone() {
     server.get("/").assert_status(200);
 }
 
-#[test]
-fn repeated_crashes_are_survived() {
-    let server = Server::testapp_with(["--workers", "2"]);
+fn repeated_crashes_are_survived(app: App) {
+    let server = app.start_with(["--workers", "2"]);
     let mut seen = HashSet::new();
     for _ in 0..3 {
         seen.insert(fresh_pid(&server));
@@ -142,9 +158,9 @@ fn repeated_crashes_are_survived() {
     server.wait_for_workers(5);
 }
 
-#[test]
-fn several_workers_share_the_connections() {
-    let server = Server::builder(testapp())
+fn several_workers_share_the_connections(app: App) {
+    let server = app
+        .builder()
         .args(["--workers", "4"])
         .wait_for_workers(4)
         .start();
@@ -163,18 +179,18 @@ fn several_workers_share_the_connections() {
     assert!(seen.is_subset(&booted), "{seen:?} not among {booted:?}");
 }
 
-#[test]
-fn web_concurrency_sets_the_worker_count() {
-    let server = Server::builder(testapp())
+fn web_concurrency_sets_the_worker_count(app: App) {
+    let server = app
+        .builder()
         .env("WEB_CONCURRENCY", "3")
         .wait_for_workers(3)
         .start();
     server.get("/").assert_status(200);
 }
 
-#[test]
-fn workers_flag_wins_over_web_concurrency() {
-    let server = Server::builder(testapp())
+fn workers_flag_wins_over_web_concurrency(app: App) {
+    let server = app
+        .builder()
         .env("WEB_CONCURRENCY", "1")
         .args(["-w", "2"])
         .wait_for_workers(2)
@@ -182,9 +198,8 @@ fn workers_flag_wins_over_web_concurrency() {
     server.get("/").assert_status(200);
 }
 
-#[test]
-fn term_lets_the_in_flight_request_finish_then_exits_0() {
-    let mut server = Server::testapp();
+fn term_lets_the_in_flight_request_finish_then_exits_0(app: App) {
+    let mut server = app.start();
     let mut conn = server.connect();
     conn.request(&get("/")).assert_status(200);
     conn.send(&get("/sleep?ms=1500"));
@@ -200,9 +215,8 @@ fn term_lets_the_in_flight_request_finish_then_exits_0() {
     assert!(!server.group_alive(), "a worker outlived the master");
 }
 
-#[test]
-fn term_stops_accepting_new_connections() {
-    let mut server = Server::testapp();
+fn term_stops_accepting_new_connections(app: App) {
+    let mut server = app.start();
     let mut busy = server.connect();
     busy.send(&get("/sleep?ms=1500"));
     busy.wait_until_server_read();
@@ -240,9 +254,8 @@ fn term_stops_accepting_new_connections() {
     assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
 }
 
-#[test]
-fn term_while_streaming_finishes_the_stream() {
-    let mut server = Server::testapp();
+fn term_while_streaming_finishes_the_stream(app: App) {
+    let mut server = app.start();
     let mut conn = server.connect();
     conn.send(&get("/stream?chunks=3&size=10&delay_ms=300"));
     // The worker has read the request: the app is between two chunks
@@ -256,9 +269,8 @@ fn term_while_streaming_finishes_the_stream() {
     assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
 }
 
-#[test]
-fn term_with_idle_server_exits_0() {
-    let mut server = Server::testapp_with(["-w", "3"]);
+fn term_with_idle_server_exits_0(app: App) {
+    let mut server = app.start_with(["-w", "3"]);
     server.wait_for_workers(3);
     server.get("/").assert_status(200);
     // An idle keep-alive connection must not hold the shutdown up.
@@ -271,9 +283,8 @@ fn term_with_idle_server_exits_0() {
     assert!(!server.group_alive(), "a worker outlived the master");
 }
 
-#[test]
-fn term_gives_up_on_a_request_after_the_graceful_timeout() {
-    let mut server = Server::testapp_with(["--graceful-timeout", "1"]);
+fn term_gives_up_on_a_request_after_the_graceful_timeout(app: App) {
+    let mut server = app.start_with(["--graceful-timeout", "1"]);
     let mut conn = server.connect();
     conn.send(&get("/sleep?ms=60000"));
     conn.wait_until_server_read();
@@ -285,9 +296,9 @@ fn term_gives_up_on_a_request_after_the_graceful_timeout() {
     assert!(!server.group_alive(), "a worker outlived the master");
 }
 
-fn quick_exit(signal: libc::c_int) {
+fn quick_exit(app: App, signal: libc::c_int) {
     // A request that would keep a graceful shutdown waiting for a minute.
-    let mut server = Server::testapp_with(["--graceful-timeout", "60"]);
+    let mut server = app.start_with(["--graceful-timeout", "60"]);
     let mut conn = server.connect();
     conn.send(&get("/sleep?ms=60000"));
     conn.wait_until_server_read();
@@ -303,19 +314,16 @@ fn quick_exit(signal: libc::c_int) {
     assert!(!server.group_alive(), "a worker outlived the master");
 }
 
-#[test]
-fn int_is_a_quick_exit() {
-    quick_exit(libc::SIGINT);
+fn int_is_a_quick_exit(app: App) {
+    quick_exit(app, libc::SIGINT);
 }
 
-#[test]
-fn quit_is_a_quick_exit() {
-    quick_exit(libc::SIGQUIT);
+fn quit_is_a_quick_exit(app: App) {
+    quick_exit(app, libc::SIGQUIT);
 }
 
-#[test]
-fn worker_past_the_timeout_is_killed_and_replaced() {
-    let server = Server::testapp_with(["--timeout", "1"]);
+fn worker_past_the_timeout_is_killed_and_replaced(app: App) {
+    let server = app.start_with(["--timeout", "1"]);
     let first = server.wait_for_workers(1)[0];
     let mut conn = server.connect();
     conn.send(&get("/sleep?ms=60000"));
@@ -326,9 +334,8 @@ fn worker_past_the_timeout_is_killed_and_replaced() {
     server.get("/").assert_status(200);
 }
 
-#[test]
-fn log_lines_carry_the_master_and_worker_pids() {
-    let server = Server::testapp();
+fn log_lines_carry_the_master_and_worker_pids(app: App) {
+    let server = app.start();
     let listening = server.wait_for_log("Listening at: ", WAIT);
     let master = server.pid().to_string();
     assert!(
@@ -347,12 +354,11 @@ fn log_lines_carry_the_master_and_worker_pids() {
     assert_eq!(server.wait_for_workers(1), vec![worker]);
 }
 
-#[test]
-fn term_at_once_after_listening_is_a_graceful_stop() {
+fn term_at_once_after_listening_is_a_graceful_stop(app: App) {
     // The pid file and "Listening at" are what an operator (or systemd)
     // waits for; a TERM sent at that moment is queued, not fatal.
     for _ in 0..5 {
-        let mut server = Server::testapp();
+        let mut server = app.start();
         server.signal(libc::SIGTERM);
         let status = server.wait_exit(WAIT);
         assert_eq!(status.code(), Some(0), "{}", Server::describe(status));

@@ -2,6 +2,11 @@
 //! real sockets, as an operator and a client would. Each test starts its own
 //! server on a free port, so the tests run in parallel. The example
 //! applications must be built first: `cargo build --workspace`.
+//!
+//! The core suite (`routes`, `http1`, `split`, `malformed`, `lifecycle`)
+//! runs against both forms of the test application, the native library and
+//! `testapp_wsgi.py` through the Python bridge: each of its tests is there
+//! twice, as `FILE::native::NAME` and `FILE::wsgi::NAME`.
 
 mod c_app;
 mod cli;
@@ -13,9 +18,9 @@ mod load_errors;
 mod malformed;
 mod operations;
 mod routes;
+mod spec_copy;
 mod split;
 mod wsgi_bridge;
 mod wsgi_flask;
 mod wsgi_harness;
-mod wsgi_suite;
 mod wsgi_validator;

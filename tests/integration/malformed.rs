@@ -4,9 +4,22 @@
 //! table of valid near-misses checks that strictness has not turned into
 //! refusing good requests. Framing rules follow RFC 9112 §6.1 and §6.3.
 
-// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
-use super::harness::{Conn, Server, chunked};
+use crate::harness::{App, Conn, chunked};
 use std::thread;
+
+// Each test below runs against both forms of the test application.
+crate::harness::test_each_app!(
+    invalid_requests_are_refused_and_the_connection_closed,
+    valid_near_misses_are_accepted,
+    limits_follow_the_command_line,
+    a_slow_but_complete_head_is_not_timed_out_early,
+    a_refusal_to_head_is_a_head_alone,
+    an_unread_body_is_skipped_and_the_next_request_answered,
+    a_body_cut_short_gets_no_success,
+    absolute_form_authority_is_the_host,
+    reset_content_has_no_content,
+    a_large_unread_chunked_body_closes_and_the_answer_says_so,
+);
 
 /// A request and the status it must get.
 struct Case {
@@ -377,8 +390,8 @@ fn valid_requests() -> Vec<Case> {
 
 /// Send each case on its own connection, in parallel, and collect every
 /// mismatch so that one run reports them all.
-fn run(cases: Vec<Case>, refusals: bool) {
-    let server = Server::testapp_with([
+fn run(app: App, cases: Vec<Case>, refusals: bool) {
+    let server = app.start_with([
         "--limit-request-body".to_string(),
         BODY_LIMIT.to_string(),
         "--header-timeout".to_string(),
@@ -451,19 +464,16 @@ fn run(cases: Vec<Case>, refusals: bool) {
     server.get("/").assert_status(200);
 }
 
-#[test]
-fn invalid_requests_are_refused_and_the_connection_closed() {
-    run(invalid_requests(), true);
+fn invalid_requests_are_refused_and_the_connection_closed(app: App) {
+    run(app, invalid_requests(), true);
 }
 
-#[test]
-fn valid_near_misses_are_accepted() {
-    run(valid_requests(), false);
+fn valid_near_misses_are_accepted(app: App) {
+    run(app, valid_requests(), false);
 }
 
-#[test]
-fn limits_follow_the_command_line() {
-    let server = Server::testapp_with([
+fn limits_follow_the_command_line(app: App) {
+    let server = app.start_with([
         "--limit-request-line",
         "100",
         "--limit-request-fields",
@@ -509,11 +519,10 @@ fn limits_follow_the_command_line() {
     );
 }
 
-#[test]
-fn a_slow_but_complete_head_is_not_timed_out_early() {
+fn a_slow_but_complete_head_is_not_timed_out_early(app: App) {
     // The head arrives in two pieces, the second once the server has read
     // the first: it is served, not refused.
-    let server = Server::testapp_with(["--header-timeout", "5"]);
+    let server = app.start_with(["--header-timeout", "5"]);
     let mut conn = server.connect();
     conn.send(b"GET / HTTP/1.1\r\nHo");
     conn.wait_until_server_read();
@@ -521,11 +530,10 @@ fn a_slow_but_complete_head_is_not_timed_out_early() {
     conn.read_response().assert_status(200);
 }
 
-#[test]
-fn a_refusal_to_head_is_a_head_alone() {
+fn a_refusal_to_head_is_a_head_alone(app: App) {
     // RFC 9110 §9.3.2: no content in answer to HEAD, the server's own
     // answers included (here: 400 for the missing Host).
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(b"HEAD / HTTP/1.1\r\n\r\n");
     let response = conn.read_head_response();
@@ -534,9 +542,8 @@ fn a_refusal_to_head_is_a_head_alone() {
     conn.assert_closed();
 }
 
-#[test]
-fn an_unread_body_is_skipped_and_the_next_request_answered() {
-    let server = Server::testapp();
+fn an_unread_body_is_skipped_and_the_next_request_answered(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(
         b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\n\r\n\
@@ -550,11 +557,10 @@ fn an_unread_body_is_skipped_and_the_next_request_answered() {
     assert_eq!(echo.json()["query"], "n=3");
 }
 
-#[test]
-fn a_body_cut_short_gets_no_success() {
+fn a_body_cut_short_gets_no_success(app: App) {
     // Content-Length 10, five bytes, then the client stops sending: the
     // request is incomplete (RFC 9112 §6.3), so it is not answered 200.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     conn.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello");
     conn.tcp_stream()
@@ -569,20 +575,18 @@ fn a_body_cut_short_gets_no_success() {
     server.get("/").assert_status(200);
 }
 
-#[test]
-fn absolute_form_authority_is_the_host() {
+fn absolute_form_authority_is_the_host(app: App) {
     // RFC 9112 §3.2.2: the target's authority wins over Host.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     let echo = conn.request(b"GET http://other.example:8080/echo HTTP/1.1\r\nHost: a\r\n\r\n");
     echo.assert_status(200);
     assert_eq!(echo.json()["headers"]["host"], "other.example:8080");
 }
 
-#[test]
-fn reset_content_has_no_content() {
+fn reset_content_has_no_content(app: App) {
     // RFC 9110 §15.3.6: no content in a 205, and Content-Length: 0 says so.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(b"GET /status?code=205 HTTP/1.1\r\nHost: a\r\n\r\n");
     response.assert_status(205);
@@ -593,11 +597,10 @@ fn reset_content_has_no_content() {
         .assert_status(200);
 }
 
-#[test]
-fn a_large_unread_chunked_body_closes_and_the_answer_says_so() {
+fn a_large_unread_chunked_body_closes_and_the_answer_says_so(app: App) {
     // More than the server skips (1 MiB) to a route that reads nothing: the
     // answer goes, the connection closes, and the answer announces it.
-    let server = Server::testapp();
+    let server = app.start();
     let mut conn = server.connect();
     let mut writer = conn.tcp_stream().try_clone().expect("clone the socket");
     let mut raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();

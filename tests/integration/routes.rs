@@ -3,13 +3,33 @@
 //! unchanged. Framing and protocol details live in `http1`; worker death and
 //! replacement in `lifecycle`.
 
-// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
-use super::harness::{Conn, Framing, Prng, Server, chunked, get, request};
+use crate::harness::{App, Conn, Framing, Prng, chunked, get, request};
 use sha2::{Digest, Sha256};
 
-#[test]
-fn root_says_hello_with_content_length() {
-    let server = Server::testapp();
+// Each test below runs against both forms of the test application.
+crate::harness::test_each_app!(
+    root_says_hello_with_content_length,
+    echo_reports_the_request_as_the_app_saw_it,
+    echo_decodes_percent_twenty_in_the_path_only,
+    echo_over_http10_says_so,
+    upload_five_megabytes_with_content_length,
+    upload_five_megabytes_chunked,
+    bytes_gives_exactly_n_bytes,
+    stream_is_chunked_on_http11,
+    status_204_has_no_body_and_no_content_headers,
+    status_304_has_no_body,
+    status_418_passes_through,
+    sleep_answers_after_sleeping,
+    pid_is_a_worker_not_the_master,
+    panic_is_a_500,
+    header_route_sets_the_header,
+    unknown_path_is_404_with_a_body,
+    routes_match_the_path_not_the_query,
+    every_route_on_one_keep_alive_connection,
+);
+
+fn root_says_hello_with_content_length(app: App) {
+    let server = app.start();
     let response = server.get("/");
     response.assert_status(200);
     assert_eq!(response.body, b"Hello, World!");
@@ -23,9 +43,8 @@ fn root_says_hello_with_content_length() {
     );
 }
 
-#[test]
-fn echo_reports_the_request_as_the_app_saw_it() {
-    let server = Server::testapp();
+fn echo_reports_the_request_as_the_app_saw_it(app: App) {
+    let server = app.start();
     // `%6F` in the path decodes to `o`, so the route is /echo; the query
     // stays raw.
     let raw = request(
@@ -57,13 +76,14 @@ fn echo_reports_the_request_as_the_app_saw_it() {
     assert_eq!(echo["body"], "hello body");
     assert_eq!(echo["body_length"], 10);
     assert_eq!(echo["remote_addr"], "127.0.0.1");
+    // A direct client, no proxy in between: the client is the peer.
+    assert_eq!(echo["client_addr"], echo["remote_addr"]);
     assert_eq!(echo["scheme"], "http");
     assert_eq!(echo["protocol"], "HTTP/1.1");
 }
 
-#[test]
-fn echo_decodes_percent_twenty_in_the_path_only() {
-    let server = Server::testapp();
+fn echo_decodes_percent_twenty_in_the_path_only(app: App) {
+    let server = app.start();
     // A path with an encoded space cannot be /echo, so it is a 404; the
     // same encoded space in the query reaches the app raw.
     server.get("/echo%20x").assert_status(404);
@@ -75,9 +95,8 @@ fn echo_decodes_percent_twenty_in_the_path_only() {
     assert_eq!(echo["body_length"], 0);
 }
 
-#[test]
-fn echo_over_http10_says_so() {
-    let server = Server::testapp();
+fn echo_over_http10_says_so(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let response = conn.request(b"GET /echo HTTP/1.0\r\n\r\n");
     response.assert_status(200);
@@ -96,9 +115,8 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-#[test]
-fn upload_five_megabytes_with_content_length() {
-    let server = Server::testapp();
+fn upload_five_megabytes_with_content_length(app: App) {
+    let server = app.start();
     let body = five_megabytes();
     let response = server
         .connect()
@@ -109,9 +127,8 @@ fn upload_five_megabytes_with_content_length() {
     assert_eq!(json["sha256"], sha256_hex(&body));
 }
 
-#[test]
-fn upload_five_megabytes_chunked() {
-    let server = Server::testapp();
+fn upload_five_megabytes_chunked(app: App) {
+    let server = app.start();
     let body = five_megabytes();
     let mut raw =
         b"POST /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -124,9 +141,8 @@ fn upload_five_megabytes_chunked() {
     assert_eq!(json["sha256"], sha256_hex(&body));
 }
 
-#[test]
-fn bytes_gives_exactly_n_bytes() {
-    let server = Server::testapp();
+fn bytes_gives_exactly_n_bytes(app: App) {
+    let server = app.start();
     let response = server.get("/bytes?n=100000");
     response.assert_status(200);
     assert_eq!(response.header("content-length"), Some("100000"));
@@ -134,9 +150,8 @@ fn bytes_gives_exactly_n_bytes() {
     assert!(response.body.iter().all(|&b| b == b'x'));
 }
 
-#[test]
-fn stream_is_chunked_on_http11() {
-    let server = Server::testapp();
+fn stream_is_chunked_on_http11(app: App) {
+    let server = app.start();
     let response = server.get("/stream?chunks=5&size=1000");
     response.assert_status(200);
     assert_eq!(response.header("content-length"), None, "{response:#?}");
@@ -148,9 +163,8 @@ fn stream_is_chunked_on_http11() {
     assert!(response.body.iter().all(|&b| b == b'y'));
 }
 
-#[test]
-fn status_204_has_no_body_and_no_content_headers() {
-    let server = Server::testapp();
+fn status_204_has_no_body_and_no_content_headers(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     // The 204 and a request behind it in one write: if any body bytes
     // followed the 204 they would corrupt the second answer.
@@ -168,9 +182,8 @@ fn status_204_has_no_body_and_no_content_headers() {
     assert_eq!(next.body, b"Hello, World!");
 }
 
-#[test]
-fn status_304_has_no_body() {
-    let server = Server::testapp();
+fn status_304_has_no_body(app: App) {
+    let server = app.start();
     let mut conn = server.connect();
     let mut raw = get("/status?code=304");
     raw.extend(get("/"));
@@ -181,25 +194,22 @@ fn status_304_has_no_body() {
     conn.read_response().assert_status(200);
 }
 
-#[test]
-fn status_418_passes_through() {
-    let server = Server::testapp();
+fn status_418_passes_through(app: App) {
+    let server = app.start();
     let response = server.get("/status?code=418");
     response.assert_status(418);
     assert_eq!(response.text(), "status 418");
 }
 
-#[test]
-fn sleep_answers_after_sleeping() {
-    let server = Server::testapp();
+fn sleep_answers_after_sleeping(app: App) {
+    let server = app.start();
     let response = server.get("/sleep?ms=10");
     response.assert_status(200);
     assert_eq!(response.text(), "slept 10");
 }
 
-#[test]
-fn pid_is_a_worker_not_the_master() {
-    let server = Server::testapp();
+fn pid_is_a_worker_not_the_master(app: App) {
+    let server = app.start();
     let response = server.get("/pid");
     response.assert_status(200);
     let pid: u32 = response.text().parse().expect("a decimal pid");
@@ -208,39 +218,34 @@ fn pid_is_a_worker_not_the_master() {
     assert_eq!(server.wait_for_workers(1), vec![pid]);
 }
 
-#[test]
-fn panic_is_a_500() {
-    let server = Server::testapp();
+fn panic_is_a_500(app: App) {
+    let server = app.start();
     server.get("/panic").assert_status(500);
 }
 
-#[test]
-fn header_route_sets_the_header() {
-    let server = Server::testapp();
+fn header_route_sets_the_header(app: App) {
+    let server = app.start();
     let response = server.get("/header?name=X-A&value=b");
     response.assert_status(200);
     assert_eq!(response.header("x-a"), Some("b"));
 }
 
-#[test]
-fn unknown_path_is_404_with_a_body() {
-    let server = Server::testapp();
+fn unknown_path_is_404_with_a_body(app: App) {
+    let server = app.start();
     let response = server.get("/no/such/route");
     response.assert_status(404);
     assert!(!response.body.is_empty());
 }
 
-#[test]
-fn routes_match_the_path_not_the_query() {
-    let server = Server::testapp();
+fn routes_match_the_path_not_the_query(app: App) {
+    let server = app.start();
     let response = server.get("/?/echo");
     response.assert_status(200);
     assert_eq!(response.body, b"Hello, World!");
 }
 
-#[test]
-fn every_route_on_one_keep_alive_connection() {
-    let server = Server::testapp();
+fn every_route_on_one_keep_alive_connection(app: App) {
+    let server = app.start();
     let mut conn: Conn = server.connect();
     for (target, status) in [
         ("/", 200),

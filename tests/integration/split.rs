@@ -4,9 +4,15 @@
 //! failure names its seed). Between pieces the test waits until the server
 //! has read what was sent, so the server really sees the pieces apart.
 
-// `super::`, not `crate::`: wsgi_suite compiles this file again with its own harness.
-use super::harness::{Conn, Prng, Server};
+use crate::harness::{App, Conn, Prng, Server};
 use serde_json::Value;
+
+// Each test below runs against both forms of the test application.
+crate::harness::test_each_app!(
+    chunked_request_split_at_every_byte,
+    content_length_request_split_at_every_byte,
+    pipelined_requests_in_random_pieces,
+);
 
 /// A POST with repeated headers, a chunked body with extensions, and
 /// trailers: every state of the head and body parsers.
@@ -51,8 +57,8 @@ fn reference(server: &Server, raw: &[u8]) -> Value {
     echo
 }
 
-fn split_at_every_byte(raw: &[u8]) {
-    let server = Server::testapp();
+fn split_at_every_byte(app: App, raw: &[u8]) {
+    let server = app.start();
     let expected = reference(&server, raw);
     // One keep-alive connection for all positions: the parser must also
     // start clean after each request.
@@ -73,19 +79,16 @@ fn split_at_every_byte(raw: &[u8]) {
     }
 }
 
-#[test]
-fn chunked_request_split_at_every_byte() {
-    split_at_every_byte(CHUNKED);
+fn chunked_request_split_at_every_byte(app: App) {
+    split_at_every_byte(app, CHUNKED);
 }
 
-#[test]
-fn content_length_request_split_at_every_byte() {
-    split_at_every_byte(WITH_LENGTH);
+fn content_length_request_split_at_every_byte(app: App) {
+    split_at_every_byte(app, WITH_LENGTH);
 }
 
-#[test]
-fn pipelined_requests_in_random_pieces() {
-    let server = Server::testapp();
+fn pipelined_requests_in_random_pieces(app: App) {
+    let server = app.start();
     let expected = [reference(&server, CHUNKED), reference(&server, WITH_LENGTH)];
     let mut both = CHUNKED.to_vec();
     both.extend_from_slice(WITH_LENGTH);

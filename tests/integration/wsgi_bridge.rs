@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::harness::{
     Conn, Framing, Prng, Server, TempDir, WAIT, chunked, get, request, unique_socket_path,
+    wsgi_testapp_dir,
 };
-use crate::wsgi_harness::{python_dir, spec_dir};
+use crate::wsgi_harness::python_dir;
 
 fn probe_with<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Server {
     Server::builder("probe_app")
@@ -547,7 +548,7 @@ fn default_callable_is_application_then_app() {
     probe().get("/environ").assert_status(200);
     let server = Server::builder("testapp_wsgi")
         .arg("--chdir")
-        .arg(spec_dir().to_str().unwrap())
+        .arg(wsgi_testapp_dir().to_str().unwrap())
         .start();
     assert_eq!(server.get("/").text(), "Hello, World!");
 }

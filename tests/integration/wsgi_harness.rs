@@ -1,26 +1,17 @@
-//! What the Python WSGI tests add to the harness: where the Python test
-//! applications live, a virtualenv with Flask (made on first use), and
-//! `WsgiServer`, a stand-in for `Server` that starts the same test
-//! application contract as `shared/spec/testapp_wsgi.py`, so that the core
-//! suite's files run unchanged against it (see `wsgi_suite`).
+//! What the Python WSGI tests add to the harness: where this project's
+//! Python test applications live (`tests/python`) and a virtualenv with
+//! Flask, made on first use. The test application contract as WSGI,
+//! `examples/testapp/testapp_wsgi.py`, is the harness's `App::Wsgi`: the
+//! core suite runs against it as against the native one (`test_each_app!`).
+//! That file is the repository's copy of `shared/spec/testapp_wsgi.py`, so
+//! that a clone with nothing beside it runs every test; `spec_copy` checks
+//! the two are the same where `../shared/spec` is there.
 
-use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::harness::{Server, ServerBuilder, manifest_dir, target_dir};
-
-/// `shared/spec`, home of `testapp_wsgi.py`.
-pub fn spec_dir() -> PathBuf {
-    let dir = manifest_dir().join("../shared/spec");
-    assert!(
-        dir.join("testapp_wsgi.py").exists(),
-        "{} has no testapp_wsgi.py",
-        dir.display()
-    );
-    dir.canonicalize().unwrap()
-}
+use crate::harness::{manifest_dir, target_dir};
 
 /// `tests/python`, home of this project's Python test applications.
 pub fn python_dir() -> PathBuf {
@@ -74,70 +65,4 @@ pub fn test_venv() -> PathBuf {
         venv
     })
     .clone()
-}
-
-/// The `APP` argument of the WSGI test application.
-pub fn testapp() -> String {
-    "testapp_wsgi:app".into()
-}
-
-/// A `Server` running `testapp_wsgi.py`: everything else about it is the
-/// `Server` it derefs to.
-pub struct WsgiServer(Server);
-
-impl Deref for WsgiServer {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.0
-    }
-}
-
-impl DerefMut for WsgiServer {
-    fn deref_mut(&mut self) -> &mut Server {
-        &mut self.0
-    }
-}
-
-impl WsgiServer {
-    /// As `Server::builder`, from the spec folder (`--chdir`).
-    pub fn builder(app: impl Into<String>) -> WsgiBuilder {
-        WsgiBuilder(
-            Server::builder(app)
-                .arg("--chdir")
-                .arg(spec_dir().to_str().unwrap()),
-        )
-    }
-
-    pub fn testapp() -> WsgiServer {
-        WsgiServer::builder(testapp()).start()
-    }
-
-    pub fn testapp_with<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> WsgiServer {
-        WsgiServer::builder(testapp()).args(args).start()
-    }
-
-    pub fn describe(status: ExitStatus) -> String {
-        Server::describe(status)
-    }
-}
-
-/// `ServerBuilder` for a `WsgiServer`.
-pub struct WsgiBuilder(ServerBuilder);
-
-impl WsgiBuilder {
-    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(self, args: I) -> Self {
-        WsgiBuilder(self.0.args(args))
-    }
-
-    pub fn env(self, key: &str, value: &str) -> Self {
-        WsgiBuilder(self.0.env(key, value))
-    }
-
-    pub fn wait_for_workers(self, n: usize) -> Self {
-        WsgiBuilder(self.0.wait_for_workers(n))
-    }
-
-    pub fn start(self) -> WsgiServer {
-        WsgiServer(self.0.start())
-    }
 }

@@ -4,15 +4,15 @@
 //! server broke the PEP (an AssertionError) or did something doubtful (a
 //! WSGIWarning, made an error there).
 
-use crate::harness::{Conn, Server, WAIT, chunked, get, request};
-use crate::wsgi_harness::{python_dir, spec_dir};
+use crate::harness::{Conn, Server, WAIT, chunked, get, request, wsgi_testapp_dir};
+use crate::wsgi_harness::python_dir;
 
 fn validated_server() -> Server {
     Server::builder("validated_app:app")
         .arg("--chdir")
         .arg(python_dir().to_str().unwrap())
         .arg("--pythonpath")
-        .arg(spec_dir().to_str().unwrap())
+        .arg(wsgi_testapp_dir().to_str().unwrap())
         .start()
 }
 

@@ -1,7 +1,8 @@
 //! The application every rgun test and benchmark talks to: the routes of
-//! `shared/spec/testapp.md`, answering as `testapp_wsgi.py` does under a WSGI
-//! server. It checks nothing the server is meant to check (`/header` passes
-//! its input on as given).
+//! `shared/spec/testapp.md`, answering as `testapp_wsgi.py` (beside this
+//! crate, a copy of the shared one) does under a WSGI server. It checks
+//! nothing the server is meant to check (`/header` passes its input on as
+//! given).
 
 mod json;
 mod query;
@@ -86,6 +87,13 @@ fn echo(request: &mut Request<'_>) -> Result<Response<'static>, Error> {
         .number("body_length", body.len() as u64)
         .string(
             "remote_addr",
+            json::latin1(request.remote_addr().as_bytes()),
+        )
+        // The client as the server decided it (a PROXY header or a trusted
+        // X-Forwarded-For could name another). The gateway has no field for
+        // that yet, and without those features it is the peer.
+        .string(
+            "client_addr",
             json::latin1(request.remote_addr().as_bytes()),
         )
         .string("scheme", json::latin1(request.scheme().as_bytes()))

@@ -241,7 +241,8 @@ fn echo() {
         r#""headers": {"host": "example.com", "x-multi": "a, b", "x-latin": "caf\u00c3\u00a9", "#,
         r#""content-type": "text/plain", "content-length": "12"}, "#,
         r#""body": "hi \"there\"\n\ufffd", "body_length": 12, "#,
-        r#""remote_addr": "127.0.0.1", "scheme": "http", "protocol": "HTTP/1.1"}"#
+        r#""remote_addr": "127.0.0.1", "client_addr": "127.0.0.1", "scheme": "http", "#,
+        r#""protocol": "HTTP/1.1"}"#
     );
     assert_eq!(c.text(), expected);
 }

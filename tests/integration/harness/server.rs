@@ -1,0 +1,282 @@
+//! The guard around a running `rgun`: a builder that starts it in its own
+//! process group and waits until it listens, and a `Server` that kills the
+//! whole group on drop and shows its logs when a test failed.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::app::App;
+use super::client::{Conn, Response};
+use super::logs::Log;
+use super::paths::rgun_bin;
+use super::requests::get;
+use super::{POLL, WAIT};
+
+/// One address the server said it listens on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// How to start a server; `start` waits until every socket is listening.
+pub struct ServerBuilder {
+    app: String,
+    binds: Vec<String>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    booted_workers: usize,
+}
+
+impl ServerBuilder {
+    /// Replace the default bind (`127.0.0.1:0`); may be called several times.
+    pub fn bind(mut self, addr: impl Into<String>) -> Self {
+        self.binds.push(addr.into());
+        self
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Also wait, on start, until this many "Booting worker" lines appeared.
+    pub fn wait_for_workers(mut self, n: usize) -> Self {
+        self.booted_workers = n;
+        self
+    }
+
+    /// Start the process without waiting for anything (for failures to
+    /// start).
+    pub fn spawn(self) -> Server {
+        let binds = if self.binds.is_empty() {
+            vec!["127.0.0.1:0".to_string()]
+        } else {
+            self.binds.clone()
+        };
+        let mut command = Command::new(rgun_bin());
+        command.arg(&self.app);
+        for bind in &binds {
+            command.arg("--bind").arg(bind);
+        }
+        command
+            .args(&self.args)
+            // The suite's own environment must not change the worker count.
+            .env_remove("WEB_CONCURRENCY")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so that the guard can kill the workers too.
+            .process_group(0);
+        let mut child = command.spawn().expect("spawn the rgun binary");
+        let stderr: ChildStderr = child.stderr.take().unwrap();
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        Server {
+            child,
+            stderr: Log::follow(stderr),
+            stdout: Log::follow(stdout),
+            binds,
+            listening: Vec::new(),
+            exit: None,
+        }
+    }
+
+    pub fn start(self) -> Server {
+        let workers = self.booted_workers;
+        let mut server = self.spawn();
+        let lines = server
+            .stderr
+            .wait_for_count("Listening at: ", server.binds.len(), WAIT);
+        server.listening = lines.iter().map(|l| parse_listening(l)).collect();
+        if workers > 0 {
+            server.wait_for_workers(workers);
+        }
+        server
+    }
+}
+
+/// Parse `... Listening at: http://127.0.0.1:8000 (PID)` or
+/// `... Listening at: unix:/path (PID)`.
+fn parse_listening(line: &str) -> Listen {
+    let rest = &line[line.find("Listening at: ").unwrap() + "Listening at: ".len()..];
+    let url = rest.split(" (").next().unwrap();
+    if let Some(path) = url.strip_prefix("unix:") {
+        Listen::Unix(PathBuf::from(path))
+    } else if let Some(addr) = url.strip_prefix("http://") {
+        Listen::Tcp(
+            addr.parse()
+                .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}")),
+        )
+    } else {
+        panic!("unexpected listening address in {line:?}")
+    }
+}
+
+/// A running `rgun`, killed (with its whole process group) when dropped.
+pub struct Server {
+    child: Child,
+    pub stderr: Arc<Log>,
+    pub stdout: Arc<Log>,
+    binds: Vec<String>,
+    listening: Vec<Listen>,
+    exit: Option<ExitStatus>,
+}
+
+impl Server {
+    pub fn builder(app: impl Into<String>) -> ServerBuilder {
+        ServerBuilder {
+            app: app.into(),
+            binds: Vec::new(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            booted_workers: 0,
+        }
+    }
+
+    /// The native test application, one worker, on 127.0.0.1 and a free
+    /// port.
+    pub fn testapp() -> Server {
+        App::Native.start()
+    }
+
+    /// The native test application with extra arguments.
+    pub fn testapp_with<I: IntoIterator<Item = S>, S: Into<String>>(args: I) -> Server {
+        App::Native.start_with(args)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn listening(&self) -> &[Listen] {
+        &self.listening
+    }
+
+    /// The first TCP address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.listening
+            .iter()
+            .find_map(|l| match l {
+                Listen::Tcp(a) => Some(*a),
+                Listen::Unix(_) => None,
+            })
+            .expect("the server listens on a TCP address")
+    }
+
+    pub fn connect(&self) -> Conn {
+        Conn::tcp(self.addr())
+    }
+
+    /// One `GET` on a fresh connection.
+    pub fn get(&self, target: &str) -> Response {
+        self.connect().request(&get(target))
+    }
+
+    /// Wait until `n` workers have been booted in total; return their pids.
+    pub fn wait_for_workers(&self, n: usize) -> Vec<u32> {
+        self.stderr
+            .wait_for_count("Booting worker with pid: ", n, WAIT)
+            .iter()
+            .map(|l| {
+                let pid = l.rsplit("Booting worker with pid: ").next().unwrap();
+                pid.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad pid in {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) -> String {
+        self.stderr.wait_for(pattern, timeout)
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    /// Wait for the master to exit (polling `try_wait`, bounded by
+    /// `timeout`), and return how it exited.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.exit = Some(status);
+                // Let the reader threads take in the last lines the process
+                // wrote, so that a test can look at the whole log. A child
+                // that kept the pipes open is for the test to catch.
+                self.stderr.closed_within(WAIT);
+                self.stdout.closed_within(WAIT);
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "rgun (pid {}) did not exit within {timeout:?}; its log:\n{}",
+                    self.child.id(),
+                    self.stderr.text()
+                );
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Whether any process is still in the server's process group (a worker
+    /// that outlived its master, say).
+    pub fn group_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks for existence.
+        let rc = unsafe { libc::kill(-(self.child.id() as libc::pid_t), 0) };
+        rc == 0
+    }
+
+    /// Describe an exit status for assertion messages.
+    pub fn describe(status: ExitStatus) -> String {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => format!("{status:?}"),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        if self.exit.is_none() {
+            // SAFETY: kill(2) on the group we created; errors are harmless.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            let _ = self.child.wait();
+        } else {
+            // The master exited; kill anything it left behind.
+            // SAFETY: as above.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        if thread::panicking() {
+            eprintln!(
+                "--- rgun stderr (pid {pgid}) ---\n{}\n--- rgun stdout ---\n{}\n---",
+                self.stderr.text(),
+                self.stdout.text()
+            );
+        }
+    }
+}
