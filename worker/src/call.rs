@@ -551,7 +551,7 @@ impl<'a> CallCtx<'a> {
         if !(200..=599).contains(&status) {
             return Err(Refusal::Status(status));
         }
-        if !response::is_valid_value(reason) {
+        if !rgun_gateway::grammar::is_field_value(reason) {
             return Err(Refusal::Reason);
         }
         // A second call replaces the first head (PEP 3333's exc_info).
@@ -585,21 +585,19 @@ impl<'a> CallCtx<'a> {
         for header in headers {
             // SAFETY: the application passes headers valid for this call.
             let (name, value) = unsafe { (header.name.as_bytes(), header.value.as_bytes()) };
-            if !response::is_valid_name(name) {
+            if !rgun_gateway::grammar::is_token(name) {
                 return Err(Refusal::HeaderName(
                     String::from_utf8_lossy(name).into_owned(),
                 ));
             }
-            if !response::is_valid_value(value) {
+            if !rgun_gateway::grammar::is_field_value(value) {
                 return Err(Refusal::HeaderValue(
                     String::from_utf8_lossy(name).into_owned(),
                 ));
             }
             if name.eq_ignore_ascii_case(b"content-length") {
-                let n = std::str::from_utf8(value)
+                let n = rgun_gateway::grammar::content_length(value)
                     .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok())
                     // HEAD, 204, 304: the stated length is not the (empty)
                     // body's.
                     .filter(|n| {

@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use rgun_gateway::ffi;
+use rgun_gateway::{ffi, grammar};
 
 /// The most header fields a request may carry whatever the configuration
 /// says: the parser's slots live on the stack.
@@ -269,33 +269,17 @@ struct FramingFields {
 }
 
 impl FramingFields {
-    /// RFC 9112 §6.3 ¶5: a list of identical values is one value; anything
-    /// else that is not 1*DIGIT is invalid.
+    /// RFC 9112 §6.3 ¶5: a list of identical values is one value, on one
+    /// line or over several; anything else that is not 1*DIGIT is invalid.
     fn add_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
-        let mut any = false;
-        for element in value.split(|&b| b == b',') {
-            let element = trim_ows(element);
-            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::InvalidLength);
-            }
-            let n = element.iter().try_fold(0u64, |n, &d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            });
+        let n = grammar::content_length_list(value)
+            .ok()
             // The gateway carries the length as an i64.
-            let n = n
-                .filter(|&n| i64::try_from(n).is_ok())
-                .ok_or(HeadError::InvalidLength)?;
-            if self.length.is_some_and(|seen| seen != n) {
-                return Err(HeadError::InvalidLength);
-            }
-            self.length = Some(n);
-            any = true;
-        }
-        if any {
-            Ok(())
-        } else {
-            Err(HeadError::InvalidLength)
-        }
+            .filter(|&n| i64::try_from(n).is_ok())
+            .filter(|&n| self.length.is_none_or(|seen| seen == n))
+            .ok_or(HeadError::InvalidLength)?;
+        self.length = Some(n);
+        Ok(())
     }
 
     fn add_encoding(&mut self, value: &[u8]) {
@@ -475,18 +459,8 @@ fn empty_lines_len(buf: &[u8]) -> usize {
 fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
-        .map(trim_ows)
+        .map(grammar::trim_ows)
         .filter(|e| !e.is_empty())
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name
@@ -662,6 +636,23 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: x\r\nX(A): a\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775807\r\n\r\n",
+                200,
+            ),
             ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
             // Served as HTTP/1.1 by the caller (higher_minor_version).
