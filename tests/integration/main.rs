@@ -16,6 +16,7 @@ mod routes;
 mod split;
 mod wsgi_bridge;
 mod wsgi_flask;
+mod wsgi_grammar;
 mod wsgi_harness;
 mod wsgi_suite;
 mod wsgi_validator;
