@@ -1,10 +1,12 @@
 //! One HTTP grammar for the server and the WSGI bridge (`rgun_gateway::
 //! grammar`): a response header the server would refuse raises at
 //! `start_response`, naming the header, as in Gunicorn
-//! (`tests/python/grammar_app.py`).
+//! (`tests/python/grammar_app.py`); and a request that repeats a field that
+//! is no list is refused by the worker's parser alike for a native and a
+//! WSGI application.
 
-use crate::harness::{Server, WAIT};
-use crate::wsgi_harness::python_dir;
+use crate::harness::{Server, WAIT, get};
+use crate::wsgi_harness::{WsgiServer, python_dir};
 
 fn grammar_app() -> Server {
     Server::builder("grammar_app:app")
@@ -86,4 +88,73 @@ fn start_response_raises_naming_a_header_the_server_would_refuse() {
     }
     // The worker lives on.
     server.get("/caught/control-value").assert_status(200);
+}
+
+/// A request with these header lines (and a Host) to `/echo`, raw.
+fn echo(fields: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut raw = String::from("POST /echo HTTP/1.1\r\nHost: localhost\r\n");
+    for (name, value) in fields {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    raw.into_bytes()
+}
+
+/// RFC 9110 §5.3: a field that is no list, sent twice, is refused with 400
+/// and the connection closed, before any application sees it. A list field
+/// repeated is joined; Content-Length repeated with one value is that value
+/// (RFC 9112 §6.3).
+fn repeated_singletons_are_refused(server: &Server) {
+    let refused: &[&[(&str, &str)]] = &[
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Type", "text/html"),
+            ("Content-Length", "2"),
+        ],
+        // The same value twice is still two lines of a single field.
+        &[
+            ("Content-Type", "application/json"),
+            ("content-type", "application/json"),
+            ("Content-Length", "2"),
+        ],
+        &[("Host", "other"), ("Content-Length", "2")],
+        &[("Content-Length", "2"), ("Content-Length", "3")],
+    ];
+    for fields in refused {
+        let mut conn = server.connect();
+        let r = conn.request(&echo(fields, "{}"));
+        r.assert_status(400);
+        assert!(r.connection_has("close"), "{fields:?}: {r:#?}");
+        conn.assert_closed();
+    }
+
+    let mut conn = server.connect();
+    let r = conn.request(&echo(
+        &[
+            ("Content-Type", "application/json"),
+            ("Accept", "text/html"),
+            ("Accept", "text/plain"),
+            ("Content-Length", "2"),
+            ("Content-Length", "2"),
+        ],
+        "{}",
+    ));
+    r.assert_status(200);
+    let echoed = r.json();
+    assert_eq!(echoed["headers"]["content-type"], "application/json");
+    assert_eq!(echoed["headers"]["accept"], "text/html, text/plain");
+    assert_eq!(echoed["body"], "{}");
+    // The connection goes on.
+    conn.request(&get("/")).assert_status(200);
+}
+
+#[test]
+fn repeated_singleton_fields_are_refused_before_a_native_app() {
+    repeated_singletons_are_refused(&Server::testapp());
+}
+
+#[test]
+fn repeated_singleton_fields_are_refused_before_a_wsgi_app() {
+    repeated_singletons_are_refused(&WsgiServer::testapp());
 }

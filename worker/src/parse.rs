@@ -99,6 +99,8 @@ pub enum HeadError {
     EncodingInHttp10,
     #[error("missing, repeated or invalid Host (RFC 9112 §3.2)")]
     Host,
+    #[error("Content-Type repeated: a single value, not a list (RFC 9110 §5.3, §8.3)")]
+    RepeatedContentType,
     #[error("request target in no supported form (RFC 9112 §3.2)")]
     Target,
     #[error("CONNECT: this server is no proxy (RFC 9110 §9.3.6)")]
@@ -169,6 +171,7 @@ pub fn parse_head<'b>(
     fields.clear();
     let mut framing = FramingFields::default();
     let mut content_type: &[u8] = &[];
+    let mut content_types = 0;
     let mut forwarded_proto: &[u8] = &[];
     let mut close = false;
     let mut keep_alive_token = false;
@@ -213,7 +216,10 @@ pub fn parse_head<'b>(
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
-            12 if name.eq_ignore_ascii_case(b"content-type") => content_type = value,
+            12 if name.eq_ignore_ascii_case(b"content-type") => {
+                content_types += 1;
+                content_type = value;
+            }
             14 if name.eq_ignore_ascii_case(b"content-length") => framing.add_length(value)?,
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => framing.add_encoding(value),
             17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => forwarded_proto = value,
@@ -223,6 +229,13 @@ pub fn parse_head<'b>(
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one before.
     if hosts > 1 || (minor == 1 && hosts == 0) {
         return Err(HeadError::Host);
+    }
+    // RFC 9110 §5.3: a field that is no list is not repeated; two media
+    // types are no one media type, for a native app that sees every line
+    // as for a WSGI app that sees CONTENT_TYPE. (Content-Length has its
+    // own rule, RFC 9112 §6.3, in `FramingFields`.)
+    if content_types > 1 {
+        return Err(HeadError::RepeatedContentType);
     }
     // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation
     // in an HTTP/1.0 request, and may refuse one it does not know with 417.
@@ -638,6 +651,24 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400),
             (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\ncontent-type: c/d\r\n\r\n",
+                400,
+            ),
+            // The same media type twice is still two lines of a field that
+            // is no list.
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: a/b\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type:\r\nContent-Type: a/b\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nAccept: a/b\r\nAccept: c/d\r\n\r\n",
+                200,
+            ),
+            (
                 "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,\r\n\r\n",
                 400,
             ),
@@ -747,6 +778,26 @@ mod tests {
         // SAFETY: the field points into `raw`, alive here.
         let host = unsafe { fields[0].value.as_bytes() };
         assert_eq!(host, b"other.example:8080");
+    }
+
+    #[test]
+    fn content_type_and_length_are_single_values() {
+        let mut fields = Vec::new();
+        let raw =
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Length: 3, 3\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!(head.content_type, b"a/b");
+        assert_eq!(head.content_length, Some(3));
+        assert_eq!(head.framing, Framing::Length(3));
+        let raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n";
+        assert_eq!(
+            parse_head(raw, &limits(), &mut fields).unwrap_err(),
+            HeadError::RepeatedContentType
+        );
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!(head.content_type, b"");
+        assert_eq!(head.content_length, None);
     }
 
     #[test]
