@@ -125,9 +125,10 @@ pub type ReadBodyFn = unsafe extern "C" fn(call: *mut Call, buf: *mut u8, len: u
 
 /// Set the status and headers. May be called again, to replace them, until
 /// the first body byte is written. `reason` may be empty: the standard
-/// phrase is used. Returns [`ERR`] for an invalid status or header (CR, LF
-/// or NUL in a value, a name that is no token); the request then ends in a
-/// `500`.
+/// phrase is used. Returns [`ERR`] for an invalid status or header (a name
+/// that is no token, a value with a control byte other than HTAB, a
+/// Content-Length that is not 1*DIGIT: [`crate::grammar`]); the request
+/// then ends in a `500`.
 pub type StartResponseFn = unsafe extern "C" fn(
     call: *mut Call,
     status: u16,

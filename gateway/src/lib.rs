@@ -7,6 +7,7 @@
 //! links against nothing but `std`.
 
 pub mod ffi;
+pub mod grammar;
 
 use std::borrow::Cow;
 use std::io;
@@ -147,27 +148,22 @@ impl<'a> Request<'a> {
 
     /// Every header field line, in the order received, names as sent.
     ///
-    /// The iterator borrows the call's buffers, not `self` (`use<'a>`), so
-    /// the body can still be read while it is alive.
-    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
-        let all: &'a [ffi::Header] = if self.raw.header_count == 0 {
-            &[]
-        } else {
-            // SAFETY: the server guarantees `headers` points at
-            // `header_count` entries valid for the call.
-            unsafe { std::slice::from_raw_parts(self.raw.headers, self.raw.header_count) }
-        };
-        all.iter().map(|h| {
-            // SAFETY: as above, each name and value is valid for the call.
-            unsafe { (h.name.as_bytes(), h.value.as_bytes()) }
-        })
+    /// The iterator borrows the call's buffers, not `self`, so the body can
+    /// still be read while it is alive.
+    pub fn headers(&self) -> grammar::HeaderIter<'a> {
+        self.lines().iter()
     }
 
     /// The first header of that name (compared without regard to case).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        self.lines().get(name.as_bytes())
+    }
+
+    fn lines(&self) -> grammar::HeaderLines<'a> {
+        // SAFETY: the server guarantees `headers` points at `header_count`
+        // lines whose names and values are valid for the call, which
+        // outlives `'a`.
+        unsafe { grammar::HeaderLines::of_request(self.raw) }
     }
 
     /// The request body, as a stream read from the connection on demand.
@@ -345,7 +341,8 @@ impl<'a> Response<'a> {
     }
 
     /// Add a header. It is checked by the server, not here: a name that is no
-    /// token or a value with CR, LF or NUL turns the answer into a `500`.
+    /// token or a value with a control byte other than HTAB (see
+    /// [`grammar`]) turns the answer into a `500`.
     pub fn header(mut self, name: impl IntoBytes<'a>, value: impl IntoBytes<'a>) -> Self {
         self.headers.push((name.into_bytes(), value.into_bytes()));
         self

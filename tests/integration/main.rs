@@ -22,5 +22,6 @@ mod spec_copy;
 mod split;
 mod wsgi_bridge;
 mod wsgi_flask;
+mod wsgi_grammar;
 mod wsgi_harness;
 mod wsgi_validator;

@@ -9,6 +9,7 @@
 use std::os::fd::RawFd;
 
 use rgun_gateway::ffi;
+use rgun_gateway::grammar::HeaderLines;
 
 use crate::abort;
 use crate::blocking::CallIo;
@@ -104,7 +105,7 @@ impl<'a> CallCtx<'a> {
         &mut self,
         status: u16,
         reason: &[u8],
-        headers: &[ffi::Header],
+        headers: HeaderLines<'_>,
         whole_body: Option<u64>,
     ) -> Result<(), Refusal> {
         let unread_ok = self.body.is_done() || self.body.fits_drain();
@@ -116,7 +117,7 @@ impl<'a> CallCtx<'a> {
     /// rather than a resource (RFC 9110 §9.3.7): 200 with no content. The
     /// return code is the one an application's call would give.
     pub fn answer_options_asterisk(&mut self) -> i32 {
-        match self.start_response(200, b"", &[], Some(0)) {
+        match self.start_response(200, b"", HeaderLines::EMPTY, Some(0)) {
             Ok(()) => ffi::OK,
             Err(_) => ffi::ERR,
         }
@@ -236,16 +237,6 @@ unsafe fn bytes_mut<'c>(ptr: *mut u8, len: usize) -> &'c mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
-/// # Safety
-/// As the header array of `rgun_server.start_response`.
-unsafe fn header_slice<'c>(headers: *const ffi::Header, count: usize) -> &'c [ffi::Header] {
-    if count == 0 || headers.is_null() {
-        return &[];
-    }
-    // SAFETY: the application passes `count` headers valid for the call.
-    unsafe { std::slice::from_raw_parts(headers, count) }
-}
-
 /// `rgun_server.read_body`.
 ///
 /// # Safety
@@ -269,8 +260,13 @@ pub unsafe extern "C" fn start_response(
     count: usize,
 ) -> i32 {
     // SAFETY: the caller's promise, as above.
-    let (ctx, reason, headers) =
-        unsafe { (ctx(call), reason.as_bytes(), header_slice(headers, count)) };
+    let (ctx, reason, headers) = unsafe {
+        (
+            ctx(call),
+            reason.as_bytes(),
+            HeaderLines::from_raw(headers, count),
+        )
+    };
     match ctx.start_response(status, reason, headers, None) {
         Ok(()) => ffi::OK,
         Err(e) => ctx.refused("start_response", &e),
@@ -310,7 +306,7 @@ pub unsafe extern "C" fn respond(
         (
             ctx(call),
             reason.as_bytes(),
-            header_slice(headers, count),
+            HeaderLines::from_raw(headers, count),
             bytes(body, body_len),
         )
     };

@@ -5,7 +5,7 @@
 //! skipped.
 //! Line ends must be CRLF: a bare LF or CR is refused (smuggling guard).
 
-use crate::response::{is_tchar, is_value_byte};
+use rgun_gateway::grammar::{is_field_value_byte, is_token_byte};
 
 /// The longest chunk-size line with its extensions, and the most bytes of
 /// trailer fields, a client may send.
@@ -119,17 +119,17 @@ impl ChunkedDecoder {
             (Size | ExtName | ExtToken | ExtAfterQuoted, b'\r') if self.digits > 0 => SizeLf,
             (SizeSpace, b' ' | b'\t') => self.line(SizeSpace)?,
             (ExtBeforeName, b' ' | b'\t') => self.line(ExtBeforeName)?,
-            (ExtBeforeName | ExtName, _) if is_tchar(b) => self.line(ExtName)?,
+            (ExtBeforeName | ExtName, _) if is_token_byte(b) => self.line(ExtName)?,
             (ExtName | ExtAfterName, b' ' | b'\t') => self.line(ExtAfterName)?,
             (ExtName | ExtAfterName, b'=') => self.line(ExtBeforeValue)?,
             (ExtBeforeValue, b' ' | b'\t') => self.line(ExtBeforeValue)?,
             (ExtBeforeValue, b'"') => self.line(ExtQuoted)?,
-            (ExtBeforeValue | ExtToken, _) if is_tchar(b) => self.line(ExtToken)?,
+            (ExtBeforeValue | ExtToken, _) if is_token_byte(b) => self.line(ExtToken)?,
             (ExtQuoted, b'"') => self.line(ExtAfterQuoted)?,
             (ExtQuoted, b'\\') => self.line(ExtQuotedPair)?,
             // qdtext: HTAB, SP, VCHAR but `"` and `\`, obs-text.
-            (ExtQuoted, _) if is_value_byte(b) => self.line(ExtQuoted)?,
-            (ExtQuotedPair, _) if is_value_byte(b) => self.line(ExtQuoted)?,
+            (ExtQuoted, _) if is_field_value_byte(b) => self.line(ExtQuoted)?,
+            (ExtQuotedPair, _) if is_field_value_byte(b) => self.line(ExtQuoted)?,
             (ExtToken | ExtAfterQuoted | ExtAfterValue, b' ' | b'\t') => {
                 self.line(ExtAfterValue)?
             }
@@ -150,9 +150,9 @@ impl ChunkedDecoder {
             (TrailerStart, b'\r') => EndLf,
             // field-line = field-name ":" OWS field-value OWS; a line
             // starting with whitespace (obs-fold) is refused.
-            (TrailerStart | TrailerName, _) if is_tchar(b) => self.trailer(TrailerName)?,
+            (TrailerStart | TrailerName, _) if is_token_byte(b) => self.trailer(TrailerName)?,
             (TrailerName, b':') => self.trailer(TrailerValue)?,
-            (TrailerValue, _) if is_value_byte(b) => self.trailer(TrailerValue)?,
+            (TrailerValue, _) if is_field_value_byte(b) => self.trailer(TrailerValue)?,
             (TrailerValue, b'\r') => TrailerLf,
             (TrailerLf, b'\n') => TrailerStart,
             (EndLf, b'\n') => Done,

@@ -7,6 +7,7 @@
 use std::io;
 
 use rgun_gateway::ffi;
+use rgun_gateway::grammar::HeaderLines;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::blocking::CallIo;
@@ -642,11 +643,8 @@ fn log_access(
 }
 
 fn field<'f>(fields: &'f [ffi::Header], name: &[u8]) -> &'f [u8] {
-    fields
-        .iter()
-        // SAFETY: the fields point into the read buffer, which is not
-        // touched between parsing and this use.
-        .map(|h| unsafe { (h.name.as_bytes(), h.value.as_bytes()) })
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map_or(&[], |(_, v)| v)
+    // SAFETY: the fields point into the read buffer, which is not touched
+    // between parsing and this use.
+    let lines = unsafe { HeaderLines::from_raw(fields.as_ptr(), fields.len()) };
+    lines.get(name).unwrap_or_default()
 }

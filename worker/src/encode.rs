@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use rgun_gateway::ffi;
+use rgun_gateway::grammar::{self, HeaderLines};
 
 use crate::abort;
 use crate::blocking::CallIo;
@@ -247,7 +247,7 @@ impl<'a> Encoder<'a> {
         &mut self,
         status: u16,
         reason: &[u8],
-        headers: &[ffi::Header],
+        headers: HeaderLines<'_>,
         whole_body: Option<u64>,
         unread_ok: bool,
     ) -> Result<(), Refusal> {
@@ -257,7 +257,7 @@ impl<'a> Encoder<'a> {
         if !(200..=599).contains(&status) {
             return Err(Refusal::Status(status));
         }
-        if !response::is_valid_value(reason) {
+        if !grammar::is_field_value(reason) {
             return Err(Refusal::Reason);
         }
         // A second call replaces the first head (PEP 3333's exc_info).
@@ -284,7 +284,7 @@ impl<'a> Encoder<'a> {
         &mut self,
         status: u16,
         reason: &[u8],
-        headers: &[ffi::Header],
+        headers: HeaderLines<'_>,
         whole_body: Option<u64>,
         unread_ok: bool,
     ) -> Result<OutFraming, Refusal> {
@@ -526,29 +526,25 @@ impl<'a> Encoder<'a> {
 /// server writes itself.
 fn write_app_fields(
     out: &mut Vec<u8>,
-    headers: &[ffi::Header],
+    headers: HeaderLines<'_>,
     no_body: bool,
     whole_body: Option<u64>,
 ) -> Result<AppFields, Refusal> {
     let mut fields = AppFields::default();
-    for header in headers {
-        // SAFETY: the application passes headers valid for this call.
-        let (name, value) = unsafe { (header.name.as_bytes(), header.value.as_bytes()) };
-        if !response::is_valid_name(name) {
+    for (name, value) in headers {
+        if !grammar::is_token(name) {
             return Err(Refusal::HeaderName(
                 String::from_utf8_lossy(name).into_owned(),
             ));
         }
-        if !response::is_valid_value(value) {
+        if !grammar::is_field_value(value) {
             return Err(Refusal::HeaderValue(
                 String::from_utf8_lossy(name).into_owned(),
             ));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value)
+            let n = grammar::content_length(value)
                 .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
                 // HEAD, 204, 304: the stated length is not the (empty)
                 // body's.
                 .filter(|n| {

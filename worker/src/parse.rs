@@ -4,7 +4,7 @@
 
 use std::mem::MaybeUninit;
 
-use rgun_gateway::ffi;
+use rgun_gateway::{ffi, grammar};
 
 /// The most header fields a request may carry whatever the configuration
 /// says: the parser's slots live on the stack.
@@ -102,6 +102,8 @@ pub enum HeadError {
     EncodingInHttp10,
     #[error("missing, repeated or invalid Host (RFC 9112 §3.2)")]
     Host,
+    #[error("Content-Type repeated: a single value, not a list (RFC 9110 §5.3, §8.3)")]
+    RepeatedContentType,
     #[error("request target in no supported form (RFC 9112 §3.2)")]
     Target,
     #[error("CONNECT: this server is no proxy (RFC 9110 §9.3.6)")]
@@ -195,6 +197,7 @@ pub fn parse_head<'b>(
     fields.clear();
     let mut framing = FramingFields::default();
     let mut content_type: &[u8] = &[];
+    let mut content_types = 0;
     let mut forwarded_proto: &[u8] = &[];
     let mut close = false;
     let mut keep_alive_token = false;
@@ -239,7 +242,10 @@ pub fn parse_head<'b>(
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
-            12 if name.eq_ignore_ascii_case(b"content-type") => content_type = value,
+            12 if name.eq_ignore_ascii_case(b"content-type") => {
+                content_types += 1;
+                content_type = value;
+            }
             14 if name.eq_ignore_ascii_case(b"content-length") => framing.add_length(value)?,
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => framing.add_encoding(value),
             17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => forwarded_proto = value,
@@ -249,6 +255,13 @@ pub fn parse_head<'b>(
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one before.
     if hosts > 1 || (minor == 1 && hosts == 0) {
         return Err(HeadError::Host);
+    }
+    // RFC 9110 §5.3: a field that is no list is not repeated; two media
+    // types are no one media type, for a native app that sees every line
+    // as for a WSGI app that sees CONTENT_TYPE. (Content-Length has its
+    // own rule, RFC 9112 §6.3, in `FramingFields`.)
+    if content_types > 1 {
+        return Err(HeadError::RepeatedContentType);
     }
     // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation
     // in an HTTP/1.0 request, and may refuse one it does not know with 417.
@@ -296,33 +309,17 @@ struct FramingFields {
 }
 
 impl FramingFields {
-    /// RFC 9112 §6.3 ¶5: a list of identical values is one value; anything
-    /// else that is not 1*DIGIT is invalid.
+    /// RFC 9112 §6.3 ¶5: a list of identical values is one value, on one
+    /// line or over several; anything else that is not 1*DIGIT is invalid.
     fn add_length(&mut self, value: &[u8]) -> Result<(), HeadError> {
-        let mut any = false;
-        for element in value.split(|&b| b == b',') {
-            let element = trim_ows(element);
-            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::InvalidLength);
-            }
-            let n = element.iter().try_fold(0u64, |n, &d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            });
+        let n = grammar::content_length_list(value)
+            .ok()
             // The gateway carries the length as an i64.
-            let n = n
-                .filter(|&n| i64::try_from(n).is_ok())
-                .ok_or(HeadError::InvalidLength)?;
-            if self.length.is_some_and(|seen| seen != n) {
-                return Err(HeadError::InvalidLength);
-            }
-            self.length = Some(n);
-            any = true;
-        }
-        if any {
-            Ok(())
-        } else {
-            Err(HeadError::InvalidLength)
-        }
+            .filter(|&n| i64::try_from(n).is_ok())
+            .filter(|&n| self.length.is_none_or(|seen| seen == n))
+            .ok_or(HeadError::InvalidLength)?;
+        self.length = Some(n);
+        Ok(())
     }
 
     fn add_encoding(&mut self, value: &[u8]) {
@@ -500,18 +497,8 @@ fn empty_lines_len(buf: &[u8]) -> usize {
 fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
-        .map(trim_ows)
+        .map(grammar::trim_ows)
         .filter(|e| !e.is_empty())
-}
-
-fn trim_ows(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name
@@ -698,6 +685,41 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: x\r\nX(A): a\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\ncontent-type: c/d\r\n\r\n",
+                400,
+            ),
+            // The same media type twice is still two lines of a field that
+            // is no list.
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: a/b\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type:\r\nContent-Type: a/b\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nAccept: a/b\r\nAccept: c/d\r\n\r\n",
+                200,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775807\r\n\r\n",
+                200,
+            ),
             ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
             // Served as HTTP/1.1 by the caller (higher_minor_version).
@@ -792,6 +814,26 @@ mod tests {
         // SAFETY: the field points into `raw`, alive here.
         let host = unsafe { fields[0].value.as_bytes() };
         assert_eq!(host, b"other.example:8080");
+    }
+
+    #[test]
+    fn content_type_and_length_are_single_values() {
+        let mut fields = Vec::new();
+        let raw =
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Length: 3, 3\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!(head.content_type, b"a/b");
+        assert_eq!(head.content_length, Some(3));
+        assert_eq!(head.framing, Framing::Length(3));
+        let raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n";
+        assert_eq!(
+            parse_head(raw, &limits(), &mut fields).unwrap_err(),
+            HeadError::RepeatedContentType
+        );
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
+        assert_eq!(head.content_type, b"");
+        assert_eq!(head.content_length, None);
     }
 
     #[test]

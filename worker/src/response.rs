@@ -1,7 +1,8 @@
 //! The bytes of a response head: the status line, the application's headers
-//! (checked: a name that is no token or a value with CR, LF, NUL or another
-//! control byte is refused, never sent), the server's own `Server` and `Date`,
-//! and the framing the server chose. Also the server's own error answers.
+//! (checked by the call against `rgun_gateway::grammar` before they get
+//! here: a name that is no token or a value with a control byte is refused,
+//! never sent), the server's own `Server` and `Date`, and the framing the
+//! server chose. Also the server's own error answers.
 
 use std::time::SystemTime;
 
@@ -64,54 +65,6 @@ pub fn reason(status: u16) -> &'static str {
         511 => "Network Authentication Required",
         _ => "Unknown",
     }
-}
-
-/// tchar (RFC 9110 §5.6.2), as a table.
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
-
-/// A byte of a token (RFC 9110 §5.6.2).
-pub fn is_tchar(b: u8) -> bool {
-    TCHAR[b as usize]
-}
-
-/// A byte of a field value (RFC 9110 §5.5): visible, obs-text, SP or HTAB.
-pub fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || (b >= 0x20 && b != 0x7f)
-}
-
-pub fn is_valid_name(name: &[u8]) -> bool {
-    !name.is_empty() && name.iter().all(|&b| is_tchar(b))
-}
-
-/// field-value (RFC 9110 §5.5): visible bytes, obs-text, SP and HTAB.
-pub fn is_valid_value(value: &[u8]) -> bool {
-    value.iter().all(|&b| is_value_byte(b))
 }
 
 /// Headers the server owns and an application may not set (hop-by-hop,
@@ -219,18 +172,6 @@ pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8], method_is_head: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn validates_names_and_values() {
-        assert!(is_valid_name(b"X-Test_1"));
-        assert!(!is_valid_name(b"X Test"));
-        assert!(!is_valid_name(b"X:Test"));
-        assert!(!is_valid_name(b""));
-        assert!(is_valid_value(b"a b\tc \xff"));
-        for bad in [&b"a\rb"[..], b"a\nb", b"a\0b", b"\x7f"] {
-            assert!(!is_valid_value(bad));
-        }
-    }
 
     #[test]
     fn error_answers_close_and_say_why() {

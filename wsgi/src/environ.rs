@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::string::PyStringData;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use rgun_gateway::ffi as gw;
+use rgun_gateway::grammar::HeaderLines;
 
 use crate::errors::ErrorStream;
 use crate::file_wrapper::FileWrapper;
@@ -256,9 +257,7 @@ impl Template {
         scheme: &[u8],
     ) -> PyResult<()> {
         let default_port: &[u8] = if scheme == b"https" { b"443" } else { b"80" };
-        let host = headers(request)
-            .find(|(name, _)| name.eq_ignore_ascii_case(b"host"))
-            .map(|(_, value)| value);
+        let host = headers(request).get(b"host");
         let (name, port) = match host {
             Some(host) => match host.iter().rposition(|&b| b == b':') {
                 Some(i) if !host.ends_with(b"]") => (&host[..i], &host[i + 1..]),
@@ -291,17 +290,10 @@ fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-fn headers(request: &gw::Request) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let all: &[gw::Header] = if request.header_count == 0 || request.headers.is_null() {
-        &[]
-    } else {
-        // SAFETY: the server passes `header_count` headers valid for the
-        // call.
-        unsafe { std::slice::from_raw_parts(request.headers, request.header_count) }
-    };
-    // SAFETY: each name and value is valid for the call.
-    all.iter()
-        .map(|h| unsafe { (h.name.as_bytes(), h.value.as_bytes()) })
+fn headers(request: &gw::Request) -> HeaderLines<'_> {
+    // SAFETY: the server passes `header_count` headers whose names and
+    // values are valid for the call, which outlives the borrow of `request`.
+    unsafe { HeaderLines::of_request(request) }
 }
 
 /// The last string made from some bytes, reused while they repeat.

@@ -1,8 +1,10 @@
 //! `start_response` and the `write` callable it returns (PEP 3333). The
-//! status and headers are checked here, so that a bad one raises in the
-//! application where it was given, and kept as latin-1 bytes in the
+//! status and headers are checked here, by the same grammar the server
+//! checks them with again (`rgun_gateway::grammar`), so that a bad one
+//! raises in the application where it was given, as in Gunicorn, instead of
+//! becoming a bare 500 later. They are kept as latin-1 bytes in the
 //! request's `Exchange` until the first body byte; `exc_info` replaces them
-//! before that and re-raises after. The server checks them again.
+//! before that and re-raises after.
 
 use std::sync::{Arc, OnceLock};
 
@@ -10,6 +12,8 @@ use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::string::PyStringData;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use rgun_gateway::grammar;
 
 use crate::exchange::{Exchange, Head, HeadState, SendError};
 
@@ -119,6 +123,11 @@ fn latin1<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<&'a [u8]> {
     }
 }
 
+/// An object as Python shows it (`'a\x01b'`), for a message.
+fn repr(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr().map(|r| r.to_string()).unwrap_or_default()
+}
+
 fn as_str<'a, 'py>(obj: &'a Bound<'py, PyAny>, what: &str) -> PyResult<&'a Bound<'py, PyString>> {
     obj.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -129,14 +138,6 @@ fn as_str<'a, 'py>(obj: &'a Bound<'py, PyAny>, what: &str) -> PyResult<&'a Bound
                 .unwrap_or_default()
         ))
     })
-}
-
-/// RFC 9110 §5.6.2: a header name is a token.
-fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_head(
@@ -164,30 +165,33 @@ fn parse_head(
         let item = item?;
         let (name, value) = pair(&item)?;
         let name_bytes = latin1(as_str(&name, "a header name")?, "header name")?;
-        if !is_token(name_bytes) {
+        if !grammar::is_token(name_bytes) {
             return Err(PyValueError::new_err(format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(name_bytes)
+                "invalid header name {}: a header name is a token (RFC 9110 §5.6.2)",
+                repr(&name)
             )));
         }
         let value_bytes = latin1(as_str(&value, "a header value")?, "header value")?;
-        if value_bytes.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        if !grammar::is_field_value(value_bytes) {
             return Err(PyValueError::new_err(format!(
-                "the value of header {:?} holds CR, LF or NUL",
-                String::from_utf8_lossy(name_bytes)
+                "header {} has invalid value {}: no control characters but tab \
+                 (RFC 9110 §5.5)",
+                repr(&name),
+                repr(&value)
             )));
         }
         if name_bytes.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value_bytes)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|n| head.content_length.is_none_or(|m| m == *n))
-                .ok_or_else(|| {
+            let n = grammar::content_length(value_bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|n| match head.content_length {
+                    Some(m) if m != n => Err(format!("it conflicts with {m}, given before")),
+                    _ => Ok(n),
+                })
+                .map_err(|why| {
                     PyValueError::new_err(format!(
-                        "invalid or conflicting Content-Length {:?}",
-                        String::from_utf8_lossy(value_bytes)
+                        "header {} has invalid value {}: {why}",
+                        repr(&name),
+                        repr(&value)
                     ))
                 })?;
             head.content_length = Some(n);
