@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 
+use crate::parse::Version;
 use crate::timefmt;
 
 pub struct AccessLog {
@@ -21,7 +22,7 @@ pub struct Entry<'a> {
     pub remote_addr: &'a [u8],
     pub method: &'a [u8],
     pub target: &'a [u8],
-    pub minor: u8,
+    pub version: Version,
     pub status: u16,
     pub body_bytes: u64,
     pub referer: &'a [u8],
@@ -71,11 +72,9 @@ impl AccessLog {
         push_escaped(line, entry.method);
         line.push(b' ');
         push_escaped(line, entry.target);
-        line.extend_from_slice(if entry.minor == 1 {
-            b" HTTP/1.1\" "
-        } else {
-            b" HTTP/1.0\" "
-        });
+        line.push(b' ');
+        line.extend_from_slice(entry.version.as_bytes());
+        line.extend_from_slice(b"\" ");
         line.extend_from_slice(itoa::Buffer::new().format(entry.status).as_bytes());
         line.push(b' ');
         if entry.body_bytes == 0 {

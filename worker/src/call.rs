@@ -15,7 +15,7 @@ use crate::abort;
 use crate::blocking::CallIo;
 use crate::body::{BodyReader, Spill};
 use crate::encode::{Encoder, EncoderSetup, Refusal};
-use crate::parse::Framing;
+use crate::parse::{Framing, Version};
 
 /// The request's side that outlives the application call, for the caller.
 pub struct Outcome {
@@ -51,7 +51,7 @@ pub struct CallSetup<'a> {
     pub out_pos: &'a mut usize,
     pub date: &'a [u8],
     pub method_is_head: bool,
-    pub minor: u8,
+    pub version: Version,
     pub keep_alive: bool,
 }
 
@@ -72,7 +72,7 @@ impl<'a> CallCtx<'a> {
                 io: setup.io,
                 date: setup.date,
                 method_is_head: setup.method_is_head,
-                minor: setup.minor,
+                version: setup.version,
                 keep_alive: setup.keep_alive,
             }),
             method_is_head: setup.method_is_head,

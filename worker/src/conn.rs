@@ -6,18 +6,15 @@
 
 use std::io;
 
-use rgun_gateway::ffi;
-use rgun_gateway::grammar::HeaderLines;
-
-use crate::access_log::{AccessLog, Entry};
 use crate::blocking::CallIo;
-use crate::call::{CallCtx, CallSetup, Outcome};
+use crate::call::CallSetup;
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
+use crate::exchange::{call_app, log_access, request_view};
 use crate::handoff::{Arrival, Passage};
-use crate::parse::{self, Head};
+use crate::parse;
 use crate::response;
 use crate::scoreboard::monotonic_ms;
-use crate::stream::{ListenerInfo, Peer, Stream};
+use crate::stream::{Peer, Stream};
 
 /// Where a connection is between requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,7 +451,7 @@ impl Conn {
             out_pos: &mut self.wpos,
             date: cx.date,
             method_is_head: head.is_head_method(),
-            minor: head.minor,
+            version: head.version,
             keep_alive: head.keep_alive && !cx.draining,
         };
         let outcome = call_app(settings, setup, &head, &request, cx.now_ms);
@@ -557,94 +554,4 @@ impl Conn {
             shared.give_write_buffer(std::mem::take(&mut self.wbuf));
         }
     }
-}
-
-/// The request as the application sees it: slices into the read buffer and
-/// the scratch space, valid for the call.
-fn request_view(
-    head: &Head<'_>,
-    path: &[u8],
-    peer: &Peer,
-    listener: &ListenerInfo,
-    fields: &[ffi::Header],
-) -> ffi::Request {
-    // Gunicorn's secure scheme header, from a trusted proxy.
-    let https = peer.trusted && head.forwarded_proto.eq_ignore_ascii_case(b"https");
-    ffi::Request {
-        method: ffi::Str::new(head.method),
-        raw_uri: ffi::Str::new(head.target),
-        path: ffi::Str::new(path),
-        query: ffi::Str::new(head.query),
-        script_name: ffi::Str::EMPTY,
-        protocol: ffi::Str::new(if head.minor == 1 {
-            b"HTTP/1.1"
-        } else {
-            b"HTTP/1.0"
-        }),
-        scheme: ffi::Str::new(if https { b"https" } else { b"http" }),
-        server_name: ffi::Str::new(&listener.server_name),
-        remote_addr: ffi::Str::new(peer.addr()),
-        content_type: ffi::Str::new(head.content_type),
-        headers: fields.as_ptr(),
-        header_count: fields.len(),
-        // The parser keeps lengths within i64.
-        content_length: head.content_length.map_or(-1, |n| n as i64),
-        server_port: listener.server_port,
-        remote_port: peer.port,
-        body_chunked: u8::from(head.framing == parse::Framing::Chunked),
-    }
-}
-
-/// Run the application on one request (or answer `OPTIONS *` for it).
-fn call_app(
-    settings: &Settings,
-    setup: CallSetup<'_>,
-    head: &Head<'_>,
-    request: &ffi::Request,
-    now_ms: u64,
-) -> Outcome {
-    let mut call = CallCtx::new(setup);
-    settings.slot.request_started(now_ms);
-    settings.slot.call_started();
-    if settings.answer_on_abort {
-        call.enter();
-        settings.call_clock.enter();
-    }
-    let rc = if head.method == b"OPTIONS" && head.target == b"*" {
-        call.answer_options_asterisk()
-    } else {
-        settings.app.handle(call.as_ffi(), request)
-    };
-    if settings.answer_on_abort {
-        settings.call_clock.leave();
-    }
-    let outcome = call.finish(rc);
-    settings.slot.call_finished();
-    outcome
-}
-
-fn log_access(
-    log: &std::sync::Mutex<AccessLog>,
-    peer: &Peer,
-    head: &Head<'_>,
-    outcome: &Outcome,
-    fields: &[ffi::Header],
-) {
-    log.lock().unwrap_or_else(|e| e.into_inner()).write(&Entry {
-        remote_addr: peer.addr(),
-        method: head.method,
-        target: head.target,
-        minor: head.minor,
-        status: outcome.status,
-        body_bytes: outcome.body_bytes,
-        referer: field(fields, b"referer"),
-        user_agent: field(fields, b"user-agent"),
-    });
-}
-
-fn field<'f>(fields: &'f [ffi::Header], name: &[u8]) -> &'f [u8] {
-    // SAFETY: the fields point into the read buffer, which is not touched
-    // between parsing and this use.
-    let lines = unsafe { HeaderLines::from_raw(fields.as_ptr(), fields.len()) };
-    lines.get(name).unwrap_or_default()
 }

@@ -12,6 +12,7 @@ use rgun_gateway::grammar::{self, HeaderLines};
 
 use crate::abort;
 use crate::blocking::CallIo;
+use crate::parse::Version;
 use crate::response;
 
 /// The most one sendfile(2) call is asked to send.
@@ -72,16 +73,6 @@ pub enum Refusal {
     File(String),
 }
 
-/// What the application's header list said, beside the fields written.
-#[derive(Default)]
-struct AppFields {
-    has_server: bool,
-    has_date: bool,
-    /// `Connection: close` from the application, which is honoured.
-    close: bool,
-    declared_length: Option<u64>,
-}
-
 /// How a call starts its answer.
 pub struct EncoderSetup<'a> {
     pub out: &'a mut Vec<u8>,
@@ -90,7 +81,7 @@ pub struct EncoderSetup<'a> {
     pub io: CallIo,
     pub date: &'a [u8],
     pub method_is_head: bool,
-    pub minor: u8,
+    pub version: Version,
     /// The request allows the connection to stay open.
     pub keep_alive: bool,
 }
@@ -102,7 +93,7 @@ pub struct Encoder<'a> {
     io: CallIo,
     date: &'a [u8],
     method_is_head: bool,
-    minor: u8,
+    version: Version,
     /// Where this answer's head starts in `out` (earlier pipelined answers
     /// may precede it, unsent).
     answer_start: usize,
@@ -125,7 +116,7 @@ impl<'a> Encoder<'a> {
             io: setup.io,
             date: setup.date,
             method_is_head: setup.method_is_head,
-            minor: setup.minor,
+            version: setup.version,
             head_len: 0,
             state: Answer::NotStarted,
             keep_alive: setup.keep_alive,
@@ -292,7 +283,7 @@ impl<'a> Encoder<'a> {
         // in a 205 either; §8.6: no Content-Length in a 204.
         let no_body = self.method_is_head || matches!(status, 204 | 205 | 304);
         response::status_line(self.out, status, reason);
-        let fields = write_app_fields(self.out, headers, no_body, whole_body)?;
+        let fields = response::write_app_fields(self.out, headers, no_body, whole_body)?;
         if !fields.has_server {
             self.out.extend_from_slice(response::SERVER_HEADER);
         }
@@ -306,7 +297,7 @@ impl<'a> Encoder<'a> {
         self.keep_alive &= !fields.close && unread_ok && framing != OutFraming::Close;
         if !self.keep_alive {
             self.out.extend_from_slice(CONNECTION_CLOSE);
-        } else if self.minor == 0 {
+        } else if self.version == Version::Http10 {
             self.out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         self.out.extend_from_slice(b"\r\n");
@@ -342,7 +333,7 @@ impl<'a> Encoder<'a> {
         } else if let Some(n) = declared.or(whole_body) {
             response::content_length(out, n);
             OutFraming::Length(n)
-        } else if self.minor == 1 {
+        } else if self.version == Version::Http11 {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
             OutFraming::Chunked
         } else {
@@ -520,54 +511,6 @@ impl<'a> Encoder<'a> {
     pub fn end_connection(&mut self) {
         self.keep_alive = false;
     }
-}
-
-/// Check and write the application's header fields, keeping back those the
-/// server writes itself.
-fn write_app_fields(
-    out: &mut Vec<u8>,
-    headers: HeaderLines<'_>,
-    no_body: bool,
-    whole_body: Option<u64>,
-) -> Result<AppFields, Refusal> {
-    let mut fields = AppFields::default();
-    for (name, value) in headers {
-        if !grammar::is_token(name) {
-            return Err(Refusal::HeaderName(
-                String::from_utf8_lossy(name).into_owned(),
-            ));
-        }
-        if !grammar::is_field_value(value) {
-            return Err(Refusal::HeaderValue(
-                String::from_utf8_lossy(name).into_owned(),
-            ));
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = grammar::content_length(value)
-                .ok()
-                // HEAD, 204, 304: the stated length is not the (empty)
-                // body's.
-                .filter(|n| {
-                    fields.declared_length.is_none_or(|d| d == *n)
-                        && (no_body || whole_body.is_none_or(|w| w == *n))
-                });
-            fields.declared_length = Some(n.ok_or_else(|| {
-                Refusal::ContentLength(String::from_utf8_lossy(value).into_owned())
-            })?);
-            continue;
-        }
-        if response::is_server_owned(name) {
-            // The server frames and keeps connections; `Connection: close`
-            // from the application is still honoured.
-            fields.close |=
-                name.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close");
-            continue;
-        }
-        fields.has_server |= name.eq_ignore_ascii_case(b"server");
-        fields.has_date |= name.eq_ignore_ascii_case(b"date");
-        response::header(out, name, value);
-    }
-    Ok(fields)
 }
 
 /// The size of an open file, for a send_file without a length.

@@ -19,6 +19,7 @@ pub mod chunked;
 mod conn;
 mod context;
 mod encode;
+mod exchange;
 pub mod handoff;
 mod listener;
 pub mod parse;

@@ -10,6 +10,13 @@ use rgun_gateway::{ffi, grammar};
 /// says: the parser's slots live on the stack.
 pub const MAX_REQUEST_FIELDS_CAP: usize = 1024;
 
+/// How long a request line or field line may grow when its limit is 0
+/// (unlimited), for sizing the read buffer: Gunicorn's largest setting.
+const UNLIMITED_LINE_BOUND: usize = 8190;
+/// The bytes of a request line beside its method and target: two spaces and
+/// `HTTP/1.1`.
+const REQUEST_LINE_OVERHEAD: usize = 10;
+
 /// What a request may be, from `--limit-request-*` (0: unlimited, for line,
 /// field size and body).
 #[derive(Clone, Debug)]
@@ -24,16 +31,42 @@ impl Limits {
     /// The most bytes a head may take before it is refused as too large.
     pub fn max_head_bytes(&self) -> usize {
         let line = if self.request_line == 0 {
-            8190
+            UNLIMITED_LINE_BOUND
         } else {
             self.request_line
         };
         let field = if self.request_field_size == 0 {
-            8190
+            UNLIMITED_LINE_BOUND
         } else {
             self.request_field_size
         };
         line + 2 + self.request_fields.max(1) * (field + 2) + 2
+    }
+}
+
+/// The HTTP version of a request, as this server serves it (RFC 9112
+/// §2.3; HTTP/1.2 and up are served as HTTP/1.1, see `next_head`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    fn from_minor(minor: u8) -> Version {
+        if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        }
+    }
+
+    /// The protocol as the application sees it (`SERVER_PROTOCOL`).
+    pub fn as_bytes(self) -> &'static [u8] {
+        match self {
+            Version::Http10 => b"HTTP/1.0",
+            Version::Http11 => b"HTTP/1.1",
+        }
     }
 }
 
@@ -56,8 +89,7 @@ pub struct Head<'b> {
     /// The path part of the target, still percent-encoded.
     pub path: &'b [u8],
     pub query: &'b [u8],
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor: u8,
+    pub version: Version,
     pub framing: Framing,
     /// The Content-Length sent, if one was (0 included).
     pub content_length: Option<u64>,
@@ -178,33 +210,10 @@ pub fn parse_head<'b>(
     };
     let method = request.method.unwrap_or_default().as_bytes();
     let target = request.path.unwrap_or_default().as_bytes();
-    let minor = request.version.unwrap_or(1);
-    if limits.request_line != 0 && method.len() + target.len() + 10 > limits.request_line {
-        // 414 is about the target: a method that long is no method.
-        return Err(if method.len() + 10 > limits.request_line {
-            HeadError::Malformed
-        } else {
-            HeadError::LineTooLong
-        });
-    }
-    // Every line ends in CRLF (RFC 9112 §2.2 lets a recipient accept a bare
-    // LF; a proxy in front that does not would frame differently): the last
-    // two here, the others before each field name below.
-    if !buf[..len].ends_with(b"\r\n\r\n") {
-        return Err(HeadError::Malformed);
-    }
-
+    let version = Version::from_minor(request.version.unwrap_or(1));
+    check_line_ends(buf, len, method, target, limits)?;
     fields.clear();
-    let mut framing = FramingFields::default();
-    let mut content_type: &[u8] = &[];
-    let mut content_types = 0;
-    let mut forwarded_proto: &[u8] = &[];
-    let mut close = false;
-    let mut keep_alive_token = false;
-    let mut expect_continue = false;
-    let mut expect_other = false;
-    let mut hosts = 0;
-    let mut host_index = None;
+    let mut scan = FieldScan::default();
     for field in request.headers.iter() {
         let (name, value) = (field.name.as_bytes(), field.value);
         // The name follows the line before's end: CRLF, not LF alone.
@@ -221,55 +230,21 @@ pub fn parse_head<'b>(
             name: ffi::Str::new(name),
             value: ffi::Str::new(value),
         });
-        match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
-                hosts += 1;
-                host_index = Some(fields.len() - 1);
-                if !is_valid_host(value) {
-                    return Err(HeadError::Host);
-                }
-            }
-            6 if name.eq_ignore_ascii_case(b"expect") => {
-                for expectation in list_elements(value) {
-                    let continues = expectation.eq_ignore_ascii_case(b"100-continue");
-                    expect_continue |= continues;
-                    expect_other |= !continues;
-                }
-            }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                for token in list_elements(value) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            }
-            12 if name.eq_ignore_ascii_case(b"content-type") => {
-                content_types += 1;
-                content_type = value;
-            }
-            14 if name.eq_ignore_ascii_case(b"content-length") => framing.add_length(value)?,
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => framing.add_encoding(value),
-            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => forwarded_proto = value,
-            _ => {}
-        }
+        scan.field(name, value, fields.len() - 1)?;
     }
-    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one before.
-    if hosts > 1 || (minor == 1 && hosts == 0) {
-        return Err(HeadError::Host);
-    }
-    // RFC 9110 §5.3: a field that is no list is not repeated; two media
-    // types are no one media type, for a native app that sees every line
-    // as for a WSGI app that sees CONTENT_TYPE. (Content-Length has its
-    // own rule, RFC 9112 §6.3, in `FramingFields`.)
-    if content_types > 1 {
-        return Err(HeadError::RepeatedContentType);
-    }
-    // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation
-    // in an HTTP/1.0 request, and may refuse one it does not know with 417.
-    if expect_other && minor == 1 {
-        return Err(HeadError::Expectation);
-    }
+    scan.check(version)?;
+    let FieldScan {
+        framing,
+        content_type,
+        forwarded_proto,
+        close,
+        keep_alive_token,
+        expect_continue,
+        host_index,
+        ..
+    } = scan;
     let content_length = framing.length;
-    let framing = framing.decide(minor, limits)?;
+    let framing = framing.decide(version, limits)?;
     let (path, query, authority) = split_target(method, target)?;
     if let Some(authority) = authority {
         // RFC 9112 §3.2.2: with a target in absolute form, the server MUST
@@ -287,15 +262,121 @@ pub fn parse_head<'b>(
         target,
         path,
         query,
-        minor,
+        version,
         framing,
         content_length,
-        keep_alive: !close && (minor == 1 || keep_alive_token),
-        expect_continue: expect_continue && minor == 1,
+        keep_alive: !close && (version == Version::Http11 || keep_alive_token),
+        expect_continue: expect_continue && version == Version::Http11,
         content_type,
         forwarded_proto,
         rest: &buf[len..],
     }))
+}
+
+/// The request line within `--limit-request-line`, and every line of the
+/// head ending in CRLF.
+fn check_line_ends(
+    buf: &[u8],
+    len: usize,
+    method: &[u8],
+    target: &[u8],
+    limits: &Limits,
+) -> Result<(), HeadError> {
+    let line_len = method.len() + target.len() + REQUEST_LINE_OVERHEAD;
+    if limits.request_line != 0 && line_len > limits.request_line {
+        // 414 is about the target: a method that long is no method.
+        return Err(
+            if method.len() + REQUEST_LINE_OVERHEAD > limits.request_line {
+                HeadError::Malformed
+            } else {
+                HeadError::LineTooLong
+            },
+        );
+    }
+    // Every line ends in CRLF (RFC 9112 §2.2 lets a recipient accept a bare
+    // LF; a proxy in front that does not would frame differently): the last
+    // two here, the others before each field name below.
+    if !buf[..len].ends_with(b"\r\n\r\n") {
+        return Err(HeadError::Malformed);
+    }
+    Ok(())
+}
+
+/// What the header lines of a request say, gathered one line at a time.
+#[derive(Default)]
+struct FieldScan<'b> {
+    framing: FramingFields,
+    content_type: &'b [u8],
+    content_types: u32,
+    forwarded_proto: &'b [u8],
+    close: bool,
+    keep_alive_token: bool,
+    expect_continue: bool,
+    expect_other: bool,
+    hosts: u32,
+    /// Where the Host line is among the fields.
+    host_index: Option<usize>,
+}
+
+impl<'b> FieldScan<'b> {
+    /// One header line, the `index`th of the fields.
+    fn field(&mut self, name: &[u8], value: &'b [u8], index: usize) -> Result<(), HeadError> {
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.hosts += 1;
+                self.host_index = Some(index);
+                if !is_valid_host(value) {
+                    return Err(HeadError::Host);
+                }
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                for expectation in list_elements(value) {
+                    let continues = expectation.eq_ignore_ascii_case(b"100-continue");
+                    self.expect_continue |= continues;
+                    self.expect_other |= !continues;
+                }
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for token in list_elements(value) {
+                    self.close |= token.eq_ignore_ascii_case(b"close");
+                    self.keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            12 if name.eq_ignore_ascii_case(b"content-type") => {
+                self.content_types += 1;
+                self.content_type = value;
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => self.framing.add_length(value)?,
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.framing.add_encoding(value)
+            }
+            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => self.forwarded_proto = value,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The rules over all the lines.
+    fn check(&self, version: Version) -> Result<(), HeadError> {
+        // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one before.
+        if self.hosts > 1 || (version == Version::Http11 && self.hosts == 0) {
+            return Err(HeadError::Host);
+        }
+        // RFC 9110 §5.3: a field that is no list is not repeated; two media
+        // types are no one media type, for a native app that sees every
+        // line as for a WSGI app that sees CONTENT_TYPE. (Content-Length
+        // has its own rule, RFC 9112 §6.3, in `FramingFields`.)
+        if self.content_types > 1 {
+            return Err(HeadError::RepeatedContentType);
+        }
+        // RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation
+        // in an HTTP/1.0 request, and may refuse one it does not know with
+        // 417.
+        if self.expect_other && version == Version::Http11 {
+            return Err(HeadError::Expectation);
+        }
+        Ok(())
+    }
 }
 
 /// What the framing fields said, gathered over every line before deciding.
@@ -332,9 +413,9 @@ impl FramingFields {
         }
     }
 
-    fn decide(self, minor: u8, limits: &Limits) -> Result<Framing, HeadError> {
+    fn decide(self, version: Version, limits: &Limits) -> Result<Framing, HeadError> {
         if self.encoding_seen {
-            if minor == 0 {
+            if version == Version::Http10 {
                 return Err(HeadError::EncodingInHttp10);
             }
             if self.length.is_some() {
@@ -356,54 +437,6 @@ impl FramingFields {
             Some(n) => Ok(Framing::Length(n)),
         }
     }
-}
-
-/// The parts of a request target (RFC 9112 §3.2).
-type TargetParts<'b> = (&'b [u8], &'b [u8], Option<&'b [u8]>);
-
-/// The path, query and, for the absolute form (§3.2.2), the authority of a
-/// target in origin form, absolute form or asterisk form (OPTIONS only).
-/// No fragment and no byte outside US-ASCII: RFC 3986 has no place for them.
-fn split_target<'b>(method: &[u8], target: &'b [u8]) -> Result<TargetParts<'b>, HeadError> {
-    if method == b"CONNECT" {
-        // Authority form, or no valid CONNECT at all (§3.2.3).
-        return Err(if target.first().is_some_and(|&b| b != b'/') {
-            HeadError::Connect
-        } else {
-            HeadError::Target
-        });
-    }
-    if target.iter().any(|&b| b == b'#' || b >= 0x80) {
-        return Err(HeadError::Target);
-    }
-    let (path_and_query, authority): (&'b [u8], Option<&'b [u8]>) = match target.first() {
-        Some(b'/') => (target, None),
-        Some(b'*') if target.len() == 1 && method == b"OPTIONS" => return Ok((target, &[], None)),
-        _ => {
-            let rest = strip_prefix_ignore_case(target, b"http://")
-                .or_else(|| strip_prefix_ignore_case(target, b"https://"))
-                .ok_or(HeadError::Target)?;
-            let end = rest
-                .iter()
-                .position(|&b| b == b'/' || b == b'?')
-                .unwrap_or(rest.len());
-            let (authority, rest) = rest.split_at(end);
-            match rest.first() {
-                Some(b'/') => (rest, Some(authority)),
-                Some(_) => return Ok((b"/", &rest[1..], Some(authority))),
-                None => return Ok((b"/", &[], Some(authority))),
-            }
-        }
-    };
-    Ok(match path_and_query.iter().position(|&b| b == b'?') {
-        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..], authority),
-        None => (path_and_query, &[], authority),
-    })
-}
-
-fn strip_prefix_ignore_case<'b>(s: &'b [u8], prefix: &[u8]) -> Option<&'b [u8]> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
 }
 
 /// An incomplete head that is already over a limit is refused now, not when
@@ -501,345 +534,9 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
-/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name
-/// or an IP literal in brackets, then digits after a colon; not empty
-/// (RFC 9110 §4.2.1: an http URI has a host).
-fn is_valid_host(value: &[u8]) -> bool {
-    let (host, port) = match value {
-        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
-            Some(end) => {
-                let literal = &rest[..end];
-                let ok = !literal.is_empty()
-                    && literal.iter().all(|&b| {
-                        b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_reg_name_byte(b)
-                    });
-                if !ok {
-                    return false;
-                }
-                (&value[..end + 2], &rest[end + 1..])
-            }
-            None => return false,
-        },
-        _ => {
-            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            let host = &value[..end];
-            if host.is_empty() || !host.iter().all(|&b| is_reg_name_byte(b)) {
-                return false;
-            }
-            (host, &value[end..])
-        }
-    };
-    !host.is_empty()
-        && match port {
-            [] => true,
-            [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
-            _ => false,
-        }
-}
-
-/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
-fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
-}
-
-/// The path the application sees (PEP 3333's PATH_INFO is decoded): `raw`
-/// itself when it has nothing to decode, else its decoding in `scratch`.
-pub fn decoded_path<'p>(raw: &'p [u8], scratch: &'p mut Vec<u8>) -> &'p [u8] {
-    if raw.contains(&b'%') {
-        percent_decode(raw, scratch);
-        scratch
-    } else {
-        raw
-    }
-}
-
-/// Percent-decode `raw` into `out` (PEP 3333's PATH_INFO is decoded); a `%`
-/// not followed by two hex digits is kept as it is.
-pub fn percent_decode(raw: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                raw.get(i + 1).and_then(|&c| hex(c)),
-                raw.get(i + 2).and_then(|&c| hex(c)),
-            )
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(raw[i]);
-        i += 1;
-    }
-}
-
-pub fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
-}
-
+mod target;
 #[cfg(test)]
-mod tests {
-    use super::*;
+mod tests;
 
-    fn limits() -> Limits {
-        Limits {
-            request_line: 4094,
-            request_fields: 100,
-            request_field_size: 8190,
-            request_body: 0,
-        }
-    }
-
-    fn parse(raw: &[u8]) -> Result<Option<(Framing, bool, usize)>, HeadError> {
-        let mut fields = Vec::new();
-        parse_head(raw, &limits(), &mut fields).map(|h| h.map(|h| (h.framing, h.keep_alive, h.len)))
-    }
-
-    fn status(raw: &str) -> u16 {
-        match parse(raw.as_bytes()) {
-            Err(e) => e.status(),
-            Ok(Some(_)) => 200,
-            Ok(None) => 0,
-        }
-    }
-
-    #[test]
-    fn complete_heads_and_their_framing() {
-        let raw = b"POST /a?b=c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(
-            parse(raw),
-            Ok(Some((Framing::Length(5), true, raw.len() - 5)))
-        );
-        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(parse(raw), Ok(Some((Framing::Chunked, true, raw.len()))));
-        let raw = b"GET / HTTP/1.0\r\n\r\n";
-        assert_eq!(parse(raw), Ok(Some((Framing::None, false, raw.len()))));
-        let raw = b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
-        assert_eq!(parse(raw), Ok(Some((Framing::None, true, raw.len()))));
-        let raw = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n";
-        assert_eq!(parse(raw), Ok(Some((Framing::None, false, raw.len()))));
-        assert_eq!(
-            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n"),
-            200
-        );
-        assert_eq!(
-            status("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
-            200
-        );
-    }
-
-    #[test]
-    fn incomplete_heads_wait() {
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None));
-        assert_eq!(parse(b"GE"), Ok(None));
-    }
-
-    #[test]
-    fn every_malformed_class_gets_its_status() {
-        let cases: &[(&str, u16)] = &[
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12a\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                501,
-            ),
-            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nX-A : a\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nX(A): a\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\ncontent-type: c/d\r\n\r\n",
-                400,
-            ),
-            // The same media type twice is still two lines of a field that
-            // is no list.
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: a/b\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type:\r\nContent-Type: a/b\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nAccept: a/b\r\nAccept: c/d\r\n\r\n",
-                200,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5,\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775807\r\n\r\n",
-                200,
-            ),
-            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
-            ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
-            // Served as HTTP/1.1 by the caller (higher_minor_version).
-            ("GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
-            ("GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
-            ("GARBAGE\r\n\r\n", 400),
-            ("GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 200),
-            (
-                "GET http://example.com/a?b HTTP/1.1\r\nHost: x\r\n\r\n",
-                200,
-            ),
-            // A space in the target is a bad request line, not a bad version.
-            ("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("\r\nGET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
-            ("GET /caf\u{e9} HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("GET /a#frag HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: a:b:c\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x:99z\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n", 200),
-            ("GET / HTTP/1.1\r\nHost: example.com:8000\r\n\r\n", 200),
-            ("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200),
-            ("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("GET http://u@h/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-            ("GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417),
-            ("GET / HTTP/1.0\r\nExpect: 200-ok\r\n\r\n", 200),
-            (
-                "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
-                501,
-            ),
-            ("CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(status(raw), *want, "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn limits_are_enforced() {
-        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
-        assert_eq!(status(&long), 414);
-        let partial_long = format!("GET /{}", "a".repeat(5000));
-        assert_eq!(status(&partial_long), 414);
-        // A method that long is a bad request, not a long URI.
-        assert_eq!(status(&"A".repeat(5000)), 400);
-        let long_method = format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "A".repeat(5000));
-        assert_eq!(status(&long_method), 400);
-        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(
-            status(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
-            431
-        );
-        let big = format!(
-            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
-            "v".repeat(9000)
-        );
-        assert_eq!(status(&big), 431);
-        let mut fields = Vec::new();
-        let small_body = Limits {
-            request_body: 10,
-            ..limits()
-        };
-        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n";
-        assert_eq!(
-            parse_head(raw, &small_body, &mut fields)
-                .unwrap_err()
-                .status(),
-            413
-        );
-    }
-
-    #[test]
-    fn targets_split_into_path_and_query() {
-        let mut fields = Vec::new();
-        let raw = b"GET http://h:1?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
-        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
-        assert_eq!((head.path, head.query), (&b"/"[..], &b"x=1"[..]));
-        let raw = b"GET /a%20b?q=%41 HTTP/1.1\r\nHost: h\r\n\r\n";
-        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
-        assert_eq!((head.path, head.query), (&b"/a%20b"[..], &b"q=%41"[..]));
-        assert_eq!(fields.len(), 1);
-        // Absolute form: the target's authority is the Host the app sees.
-        let raw = b"GET http://other.example:8080/p HTTP/1.1\r\nHost: h\r\n\r\n";
-        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
-        assert_eq!(head.path, b"/p");
-        // SAFETY: the field points into `raw`, alive here.
-        let host = unsafe { fields[0].value.as_bytes() };
-        assert_eq!(host, b"other.example:8080");
-    }
-
-    #[test]
-    fn content_type_and_length_are_single_values() {
-        let mut fields = Vec::new();
-        let raw =
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Length: 3, 3\r\n\r\n";
-        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
-        assert_eq!(head.content_type, b"a/b");
-        assert_eq!(head.content_length, Some(3));
-        assert_eq!(head.framing, Framing::Length(3));
-        let raw = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n";
-        assert_eq!(
-            parse_head(raw, &limits(), &mut fields).unwrap_err(),
-            HeadError::RepeatedContentType
-        );
-        let raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        let head = parse_head(raw, &limits(), &mut fields).unwrap().unwrap();
-        assert_eq!(head.content_type, b"");
-        assert_eq!(head.content_length, None);
-    }
-
-    #[test]
-    fn percent_decoding_keeps_stray_percents() {
-        let mut out = Vec::new();
-        percent_decode(b"/a%20b%zz%4", &mut out);
-        assert_eq!(out, b"/a b%zz%4");
-    }
-}
+pub use target::{decoded_path, hex, percent_decode};
+use target::{is_valid_host, split_target};

@@ -6,6 +6,10 @@
 
 use std::time::SystemTime;
 
+use rgun_gateway::grammar::{self, HeaderLines};
+
+use crate::encode::Refusal;
+
 pub const SERVER_HEADER: &[u8] = b"Server: rgun\r\n";
 /// The interim answer to `Expect: 100-continue` (RFC 9110 §10.1.1).
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -182,4 +186,62 @@ mod tests {
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\nRequest Header Fields Too Large\n"));
     }
+}
+
+/// What the application's header list said, beside the fields written.
+#[derive(Default)]
+pub struct AppFields {
+    pub has_server: bool,
+    pub has_date: bool,
+    /// `Connection: close` from the application, which is honoured.
+    pub close: bool,
+    pub declared_length: Option<u64>,
+}
+
+/// Check and write the application's header fields, keeping back those the
+/// server writes itself.
+pub fn write_app_fields(
+    out: &mut Vec<u8>,
+    headers: HeaderLines<'_>,
+    no_body: bool,
+    whole_body: Option<u64>,
+) -> Result<AppFields, Refusal> {
+    let mut fields = AppFields::default();
+    for (name, value) in headers {
+        if !grammar::is_token(name) {
+            return Err(Refusal::HeaderName(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
+        }
+        if !grammar::is_field_value(value) {
+            return Err(Refusal::HeaderValue(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = grammar::content_length(value)
+                .ok()
+                // HEAD, 204, 304: the stated length is not the (empty)
+                // body's.
+                .filter(|n| {
+                    fields.declared_length.is_none_or(|d| d == *n)
+                        && (no_body || whole_body.is_none_or(|w| w == *n))
+                });
+            fields.declared_length = Some(n.ok_or_else(|| {
+                Refusal::ContentLength(String::from_utf8_lossy(value).into_owned())
+            })?);
+            continue;
+        }
+        if is_server_owned(name) {
+            // The server frames and keeps connections; `Connection: close`
+            // from the application is still honoured.
+            fields.close |=
+                name.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close");
+            continue;
+        }
+        fields.has_server |= name.eq_ignore_ascii_case(b"server");
+        fields.has_date |= name.eq_ignore_ascii_case(b"date");
+        header(out, name, value);
+    }
+    Ok(fields)
 }

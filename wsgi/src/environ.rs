@@ -185,18 +185,18 @@ impl Template {
                 environ.set_item(key.bind(py), value)
             };
             set(&k.request_method, cache.methods.get(py, method).as_any())?;
-            let path_info = latin1(py, path);
+            let path_info = str_from_latin1(py, path);
             set(&k.path_info, path_info.as_any())?;
             if query.is_empty() {
                 set(&k.query_string, self.empty.bind(py).as_any())?;
             } else {
-                set(&k.query_string, latin1(py, query).as_any())?;
+                set(&k.query_string, str_from_latin1(py, query).as_any())?;
             }
             // The common `GET /path` sent without escapes: one string.
             if raw_uri == path {
                 set(&k.raw_uri, path_info.as_any())?;
             } else {
-                set(&k.raw_uri, latin1(py, raw_uri).as_any())?;
+                set(&k.raw_uri, str_from_latin1(py, raw_uri).as_any())?;
             }
             set(
                 &k.server_protocol,
@@ -227,7 +227,7 @@ impl Template {
             if request.script_name.len != 0 {
                 // SAFETY: as above.
                 let script = unsafe { request.script_name.as_bytes() };
-                set(&k.script_name, latin1(py, script).as_any())?;
+                set(&k.script_name, str_from_latin1(py, script).as_any())?;
             }
             if !ctype.is_empty() {
                 set(&k.content_type, cache.content_type.get(py, ctype).as_any())?;
@@ -264,17 +264,20 @@ impl Template {
                 _ => (host, default_port),
             },
             None => {
-                return environ.set_item(self.keys.server_port.bind(py), latin1(py, default_port));
+                return environ.set_item(
+                    self.keys.server_port.bind(py),
+                    str_from_latin1(py, default_port),
+                );
             }
         };
-        environ.set_item(self.keys.server_name.bind(py), latin1(py, name))?;
-        environ.set_item(self.keys.server_port.bind(py), latin1(py, port))
+        environ.set_item(self.keys.server_name.bind(py), str_from_latin1(py, name))?;
+        environ.set_item(self.keys.server_port.bind(py), str_from_latin1(py, port))
     }
 }
 
 /// A str of the latin-1 bytes (PEP 3333's "native string" for bytes off
 /// the wire).
-fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+fn str_from_latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     // SAFETY: decoding `bytes.len()` readable bytes; latin-1 cannot fail
     // but for memory, which panics below like any allocation failure.
     unsafe {
@@ -310,7 +313,7 @@ impl Last {
         {
             return value.bind(py).clone();
         }
-        let value = latin1(py, bytes);
+        let value = str_from_latin1(py, bytes);
         if bytes.len() <= MAX_CACHED_VALUE {
             self.bytes.clear();
             self.bytes.extend_from_slice(bytes);
@@ -346,7 +349,7 @@ impl Methods {
         if let Some((_, value)) = self.0.iter().find(|(m, _)| m == method) {
             return value.bind(py).clone();
         }
-        let value = latin1(py, method);
+        let value = str_from_latin1(py, method);
         if self.0.len() < MAX_CACHED_METHODS {
             self.0.push((method.to_vec(), value.clone().unbind()));
         }
@@ -449,7 +452,12 @@ impl Cache {
                 None => {
                     let entry = HeaderKey::new(py, name);
                     let Some(key) = &entry.key else { continue };
-                    set_header(environ, key.bind(py), latin1(py, value), entry.separator)?;
+                    set_header(
+                        environ,
+                        key.bind(py),
+                        str_from_latin1(py, value),
+                        entry.separator,
+                    )?;
                 }
             }
         }
@@ -476,7 +484,9 @@ fn set_header<'py>(
     let current = current.cast_into::<PyString>()?;
     // SAFETY: reading the storage of two live strings.
     let joined = match unsafe { (current.data()?, value.data()?) } {
-        (PyStringData::Ucs1(a), PyStringData::Ucs1(b)) => latin1(py, &[a, separator, b].concat()),
+        (PyStringData::Ucs1(a), PyStringData::Ucs1(b)) => {
+            str_from_latin1(py, &[a, separator, b].concat())
+        }
         // Not reached: header values are made from latin-1 bytes.
         _ => PyString::new(
             py,

@@ -110,7 +110,7 @@ fn reraise(info: &Bound<'_, PyAny>) -> PyErr {
 
 /// A str's latin-1 bytes, without copying (CPython keeps a str whose
 /// characters all fit in one byte as latin-1).
-fn latin1<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<&'a [u8]> {
+fn latin1_bytes_of<'a>(s: &'a Bound<'_, PyString>, what: &str) -> PyResult<&'a [u8]> {
     // SAFETY: `data` reads the string's storage, which `s` keeps alive for
     // 'a; CPython always stores a str in its narrowest kind, so any other
     // kind has a character above U+00FF.
@@ -145,7 +145,7 @@ fn parse_head(
     status: &Bound<'_, PyAny>,
     headers: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let status = latin1(as_str(status, "the status")?, "the status")?;
+    let status = latin1_bytes_of(as_str(status, "the status")?, "the status")?;
     let code_ok = status.len() >= 3
         && status[..3].iter().all(u8::is_ascii_digit)
         && (status.len() == 3 || status[3] == b' ');
@@ -164,14 +164,14 @@ fn parse_head(
     for item in headers.try_iter()? {
         let item = item?;
         let (name, value) = pair(&item)?;
-        let name_bytes = latin1(as_str(&name, "a header name")?, "header name")?;
+        let name_bytes = latin1_bytes_of(as_str(&name, "a header name")?, "header name")?;
         if !grammar::is_token(name_bytes) {
             return Err(PyValueError::new_err(format!(
                 "invalid header name {}: a header name is a token (RFC 9110 §5.6.2)",
                 repr(&name)
             )));
         }
-        let value_bytes = latin1(as_str(&value, "a header value")?, "header value")?;
+        let value_bytes = latin1_bytes_of(as_str(&value, "a header value")?, "header value")?;
         if !grammar::is_field_value(value_bytes) {
             return Err(PyValueError::new_err(format!(
                 "header {} has invalid value {}: no control characters but tab \

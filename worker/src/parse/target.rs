@@ -1,0 +1,133 @@
+//! The request target and Host (RFC 9112 §3.2, RFC 3986): which of the
+//! four forms a target is in, its path and query, a valid authority, and the
+//! percent-decoded path an application sees.
+
+use super::HeadError;
+
+/// The parts of a request target (RFC 9112 §3.2).
+type TargetParts<'b> = (&'b [u8], &'b [u8], Option<&'b [u8]>);
+
+/// The path, query and, for the absolute form (§3.2.2), the authority of a
+/// target in origin form, absolute form or asterisk form (OPTIONS only).
+/// No fragment and no byte outside US-ASCII: RFC 3986 has no place for them.
+pub(super) fn split_target<'b>(
+    method: &[u8],
+    target: &'b [u8],
+) -> Result<TargetParts<'b>, HeadError> {
+    if method == b"CONNECT" {
+        // Authority form, or no valid CONNECT at all (§3.2.3).
+        return Err(if target.first().is_some_and(|&b| b != b'/') {
+            HeadError::Connect
+        } else {
+            HeadError::Target
+        });
+    }
+    if target.iter().any(|&b| b == b'#' || b >= 0x80) {
+        return Err(HeadError::Target);
+    }
+    let (path_and_query, authority): (&'b [u8], Option<&'b [u8]>) = match target.first() {
+        Some(b'/') => (target, None),
+        Some(b'*') if target.len() == 1 && method == b"OPTIONS" => return Ok((target, &[], None)),
+        _ => {
+            let rest = strip_prefix_ignore_case(target, b"http://")
+                .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+                .ok_or(HeadError::Target)?;
+            let end = rest
+                .iter()
+                .position(|&b| b == b'/' || b == b'?')
+                .unwrap_or(rest.len());
+            let (authority, rest) = rest.split_at(end);
+            match rest.first() {
+                Some(b'/') => (rest, Some(authority)),
+                Some(_) => return Ok((b"/", &rest[1..], Some(authority))),
+                None => return Ok((b"/", &[], Some(authority))),
+            }
+        }
+    };
+    Ok(match path_and_query.iter().position(|&b| b == b'?') {
+        Some(i) => (&path_and_query[..i], &path_and_query[i + 1..], authority),
+        None => (path_and_query, &[], authority),
+    })
+}
+
+fn strip_prefix_ignore_case<'b>(s: &'b [u8], prefix: &[u8]) -> Option<&'b [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name
+/// or an IP literal in brackets, then digits after a colon; not empty
+/// (RFC 9110 §4.2.1: an http URI has a host).
+pub(super) fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                let ok = !literal.is_empty()
+                    && literal.iter().all(|&b| {
+                        b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_reg_name_byte(b)
+                    });
+                if !ok {
+                    return false;
+                }
+                (&value[..end + 2], &rest[end + 1..])
+            }
+            None => return false,
+        },
+        _ => {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            let host = &value[..end];
+            if host.is_empty() || !host.iter().all(|&b| is_reg_name_byte(b)) {
+                return false;
+            }
+            (host, &value[end..])
+        }
+    };
+    !host.is_empty()
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
+}
+
+/// The path the application sees (PEP 3333's PATH_INFO is decoded): `raw`
+/// itself when it has nothing to decode, else its decoding in `scratch`.
+pub fn decoded_path<'p>(raw: &'p [u8], scratch: &'p mut Vec<u8>) -> &'p [u8] {
+    if raw.contains(&b'%') {
+        percent_decode(raw, scratch);
+        scratch
+    } else {
+        raw
+    }
+}
+
+/// Percent-decode `raw` into `out` (PEP 3333's PATH_INFO is decoded); a `%`
+/// not followed by two hex digits is kept as it is.
+pub fn percent_decode(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                raw.get(i + 1).and_then(|&c| hex(c)),
+                raw.get(i + 2).and_then(|&c| hex(c)),
+            )
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+}
+
+pub fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
