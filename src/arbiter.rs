@@ -19,6 +19,7 @@ use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WorkerConfig};
 
 use crate::sockets::Listener;
 
+mod recycle;
 mod reload;
 mod spawn;
 
@@ -52,13 +53,53 @@ const HANDLED_SIGNALS: [Signal; 10] = [
     Signal::SIGWINCH,
 ];
 
+/// Where a worker is in its life, as the master sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Serving, and counted among the wanted workers.
+    Serving,
+    /// To be replaced (`--max-requests`, `--max-worker-memory`): its
+    /// successor boots, and it serves on until the successor has loaded
+    /// the application. No longer counted: the successor is.
+    Replaced { successor: Pid },
+    /// Told to stop: leaving.
+    Retiring,
+}
+
 /// What the master knows of one worker.
 struct Worker {
     slot: usize,
     started_ms: u64,
     aborted_ms: Option<u64>,
-    /// Sent TERM: leaving, no longer counted among the wanted.
-    retiring: bool,
+    life: Life,
+}
+
+impl Worker {
+    fn is_serving(&self) -> bool {
+        self.life == Life::Serving
+    }
+
+    fn is_retiring(&self) -> bool {
+        self.life == Life::Retiring
+    }
+}
+
+/// What a worker aborted by `--timeout` was doing, from its slot: the
+/// request line in hand and how long it ran.
+fn hung_request(slot: &rgun_worker::scoreboard::Slot, now_ms: u64, timeout_ms: u64) -> String {
+    let started = slot.request_started_ms();
+    let line = slot.request_line();
+    if started == 0 || line.is_empty() {
+        return format!(
+            "silent for more than --timeout {} s (no single request in hand: several threads, or none)",
+            timeout_ms / 1000
+        );
+    }
+    format!(
+        "handling \"{line}\" for {:.1} s (--timeout {} s)",
+        now_ms.saturating_sub(started) as f64 / 1000.0,
+        timeout_ms / 1000
+    )
 }
 
 /// Route the master's signals to a queue its loop reads.
@@ -84,6 +125,8 @@ pub struct Settings {
     pub identity: Option<crate::privileges::Identity>,
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
+    /// `--max-worker-memory` in MiB (0: no limit).
+    pub max_worker_memory_mib: u64,
     /// Always there in the master; taken by a forked child as it becomes a
     /// worker.
     pub worker: Option<WorkerConfig>,
@@ -119,6 +162,8 @@ pub struct Arbiter {
     /// READY=1 waits for a worker started at or after this (a reload's new
     /// workers, not the old ones).
     ready_after_ms: u64,
+    /// Workers recycled, by reason.
+    restarts: recycle::Restarts,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
@@ -160,6 +205,7 @@ impl Arbiter {
             early_deaths: 0,
             next_spawn_ms: 0,
             halt: None,
+            restarts: recycle::Restarts::default(),
         })
     }
 
@@ -169,7 +215,7 @@ impl Arbiter {
             self.manage_workers();
             // While the first worker loads the application the others wait
             // for it: look again soon rather than a whole tick later.
-            self.wait(if self.probe.is_some() {
+            self.wait(if self.probe.is_some() || self.recycling() {
                 PROBE_POLL_MS
             } else {
                 TICK_MS
@@ -196,6 +242,7 @@ impl Arbiter {
             }
             self.handle_queued();
             self.murder_workers();
+            self.recycle_workers();
         }
     }
 
@@ -229,9 +276,12 @@ impl Arbiter {
         }
     }
 
+    /// Stop one worker gracefully while the others go on: its idle
+    /// connections are handed to them (the slot says it is replaced).
     fn retire(&mut self, pid: Pid) {
         if let Some(worker) = self.workers.get_mut(&pid) {
-            worker.retiring = true;
+            worker.life = Life::Retiring;
+            self.scoreboard.slot(worker.slot).mark_replaced();
             let _ = kill(pid, Signal::SIGTERM);
         }
     }
@@ -279,7 +329,7 @@ impl Arbiter {
                 (Some(EXIT_BOOT_ERROR), _) => {
                     self.halt = Some(("Worker failed to boot.", EXIT_BOOT_ERROR))
                 }
-                (Some(0), _) if worker.retiring => log::info!("Worker exiting (pid: {pid})"),
+                (Some(0), _) if worker.is_retiring() => log::info!("Worker exiting (pid: {pid})"),
                 (Some(code), _) => log::warn!("Worker (pid:{pid}) exited with code {code}"),
                 (None, Some(Signal::SIGKILL)) => {
                     log::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
@@ -288,11 +338,11 @@ impl Arbiter {
                 _ => {}
             }
             let now = monotonic_ms();
-            if !worker.retiring && now.saturating_sub(worker.started_ms) < EARLY_DEATH_MS {
+            if !worker.is_retiring() && now.saturating_sub(worker.started_ms) < EARLY_DEATH_MS {
                 self.early_deaths += 1;
                 let backoff = (FIRST_BACKOFF_MS << self.early_deaths.min(16)).min(MAX_BACKOFF_MS);
                 self.next_spawn_ms = now + backoff;
-            } else if !worker.retiring {
+            } else if !worker.is_retiring() {
                 self.early_deaths = 0;
             }
         }
@@ -318,7 +368,11 @@ impl Arbiter {
             let slot = self.scoreboard.slot(worker.slot);
             match worker.aborted_ms {
                 None if now.saturating_sub(slot.heartbeat_ms()) > self.settings.timeout_ms => {
-                    log::error!("WORKER TIMEOUT (pid:{pid})");
+                    log::error!(
+                        target: crate::logging::CRITICAL,
+                        "WORKER TIMEOUT (pid:{pid}) {}",
+                        hung_request(slot, now, self.settings.timeout_ms)
+                    );
                     slot.mark_timed_out();
                     let _ = kill(*pid, Signal::SIGABRT);
                     worker.aborted_ms = Some(now);
@@ -355,7 +409,7 @@ impl Arbiter {
         let active: Vec<(Pid, u64)> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.retiring)
+            .filter(|(_, w)| w.is_serving())
             .map(|(p, w)| (*p, w.started_ms))
             .collect();
         if active.len() < self.wanted && monotonic_ms() >= self.next_spawn_ms {
@@ -400,7 +454,7 @@ impl Arbiter {
         }
         // Their exit is expected now, not a failure to report.
         for worker in self.workers.values_mut() {
-            worker.retiring = true;
+            worker.life = Life::Retiring;
         }
         let signal = if graceful {
             Signal::SIGTERM

@@ -38,6 +38,12 @@ pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
 /// How long a client read or write may wait inside a request when
 /// `--timeout 0` turns the worker timeout off.
 pub const UNLIMITED_IO_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Gunicorn's `worker_connections`: the most connections one worker holds.
+pub const DEFAULT_WORKER_CONNECTIONS: usize = 1000;
+/// Gunicorn's `max_requests` and `max_requests_jitter`: 0, no recycling.
+pub const DEFAULT_MAX_REQUESTS: u64 = 0;
+pub const DEFAULT_MAX_REQUESTS_JITTER: u64 = 0;
+
 /// The most workers one master runs (scoreboard slots, twice over for the
 /// overlap of a reload).
 pub const MAX_WORKERS: usize = 512;
@@ -108,6 +114,26 @@ pub struct Cli {
     /// block on I/O); 1 runs them on the event loop's own thread.
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
+
+    /// Restart a worker after it served this many requests (0: never); its
+    /// replacement boots first, so capacity never dips.
+    #[arg(long = "max-requests", value_name = "COUNT", default_value_t = DEFAULT_MAX_REQUESTS)]
+    pub max_requests: u64,
+
+    /// Each worker restarts after `--max-requests` plus a random 0 to this
+    /// many more, so that workers do not all restart at once.
+    #[arg(long = "max-requests-jitter", value_name = "COUNT", default_value_t = DEFAULT_MAX_REQUESTS_JITTER)]
+    pub max_requests_jitter: u64,
+
+    /// Restart a worker whose memory (PSS) grows past this many MiB (0:
+    /// never), the same graceful way as `--max-requests`.
+    #[arg(long = "max-worker-memory", value_name = "MIB", default_value_t = 0)]
+    pub max_worker_memory: u64,
+
+    /// The most client connections one worker holds; at the cap it stops
+    /// accepting until one closes.
+    #[arg(long = "worker-connections", value_name = "COUNT", default_value_t = DEFAULT_WORKER_CONNECTIONS)]
+    pub worker_connections: usize,
 
     /// Load the application in the master before forking the workers
     /// (shared memory, faster boot); a reload then re-executes the master

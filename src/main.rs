@@ -317,6 +317,7 @@ fn settings(
         workers: cli.workers.max(1),
         timeout_ms: cli.timeout.saturating_mul(1000),
         graceful_timeout_ms: cli.graceful_timeout.saturating_mul(1000),
+        max_worker_memory_mib: cli.max_worker_memory,
         start_dir: None,
         identity: None,
         fork_hooks,
@@ -337,6 +338,9 @@ fn settings(
             access_log: cli.access_logfile.clone(),
             channel: rgun_worker::handoff::Channel::new()
                 .context("creating the channel that passes connections between workers")?,
+            max_connections: cli.worker_connections,
+            max_requests: cli.max_requests,
+            max_requests_jitter: cli.max_requests_jitter,
             reopen_error_log: logging::reopen,
         }),
     })

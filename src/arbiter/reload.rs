@@ -23,7 +23,7 @@ impl Arbiter {
         let old: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.retiring)
+            .filter(|(_, w)| w.is_serving())
             .map(|(p, _)| *p)
             .collect();
         for _ in 0..self.wanted {
@@ -97,7 +97,7 @@ impl Arbiter {
         }
         for pid in old {
             if let Some(worker) = self.workers.get_mut(&pid) {
-                worker.retiring = true;
+                worker.life = super::Life::Retiring;
             }
         }
     }

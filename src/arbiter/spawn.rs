@@ -74,7 +74,7 @@ impl Arbiter {
                         slot: slot_index,
                         started_ms: now,
                         aborted_ms: None,
-                        retiring: false,
+                        life: super::Life::Serving,
                     },
                 );
                 Some(child)

@@ -58,6 +58,7 @@ pub fn call_app(
     if settings.answer_on_abort {
         call.enter();
         settings.call_clock.enter();
+        settings.slot.set_request_line(head.method, head.target);
     }
     let rc = if head.method == b"OPTIONS" && head.target == b"*" {
         call.answer_options_asterisk()

@@ -103,6 +103,12 @@ pub struct WorkerConfig {
     pub access_log: Option<PathBuf>,
     /// Where connections pass between workers (made by the master).
     pub channel: handoff::Channel,
+    /// `--worker-connections`: the most connections the worker holds.
+    pub max_connections: usize,
+    /// `--max-requests` (0: none) and `--max-requests-jitter`: each worker
+    /// draws its own limit from `max_requests + 0..=jitter`.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
     /// Reopens the error log (the master's logger, inherited) on USR1.
     pub reopen_error_log: fn(),
 }
@@ -228,9 +234,28 @@ fn boot(
         master_pid,
         threads,
         timeout_ms: config.timeout_ms,
+        max_connections: config.max_connections,
+        max_requests: own_max_requests(config.max_requests, config.max_requests_jitter),
         reopen_error_log: config.reopen_error_log,
     })
     .map_err(BootError::EventLoop)
+}
+
+/// Gunicorn's rule: `max_requests + randint(0, jitter)`, so that workers
+/// started together do not all restart together.
+fn own_max_requests(max_requests: u64, jitter: u64) -> Option<u64> {
+    if max_requests == 0 {
+        return None;
+    }
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `random.len()` bytes into it.
+    let filled = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let draw = if filled == random.len() as isize {
+        u64::from_ne_bytes(random)
+    } else {
+        u64::from(std::process::id())
+    };
+    Some(max_requests + draw % jitter.saturating_add(1))
 }
 
 fn load_app(source: &AppSource, worker_id: u32) -> Result<app::LoadedApp, BootError> {

@@ -20,7 +20,20 @@ struct Header {
     high_water: AtomicU32,
 }
 
-/// One worker's slot, a cache line of its own so that two workers never
+/// The bytes of a request line kept for the log of a timeout: the method,
+/// a space and the target, cut to fit.
+const REQUEST_LINE_WORDS: usize = 14;
+const REQUEST_LINE_BYTES: usize = REQUEST_LINE_WORDS * 8;
+
+/// Why a worker asks the master to replace it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetireWish {
+    None,
+    /// It served its `--max-requests`.
+    MaxRequests,
+}
+
+/// One worker's slot, cache lines of its own so that two workers never
 /// write the same line.
 #[repr(C, align(64))]
 #[derive(Default)]
@@ -35,6 +48,15 @@ pub struct Slot {
     requests: AtomicU64,
     /// 1 while the worker takes new work (accepts, takes hand-offs).
     taking: AtomicU32,
+    /// The worker's [`RetireWish`], as a number.
+    retire_wish: AtomicU32,
+    /// Set by the master before it stops this worker to replace it: its
+    /// idle connections go to the other workers instead of waiting here.
+    replaced: AtomicU32,
+    /// The request line in hand (single-threaded workers), for the log of
+    /// a timeout: its length, then its bytes.
+    request_line_len: AtomicU32,
+    request_line: [AtomicU64; REQUEST_LINE_WORDS],
 }
 
 impl Slot {
@@ -48,6 +70,69 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
+        self.retire_wish.store(0, Ordering::Relaxed);
+        self.replaced.store(0, Ordering::Relaxed);
+        self.request_line_len.store(0, Ordering::Relaxed);
+    }
+
+    /// The worker asks to be replaced.
+    pub fn wish_retire(&self, wish: RetireWish) {
+        let code = match wish {
+            RetireWish::None => 0,
+            RetireWish::MaxRequests => 1,
+        };
+        self.retire_wish.store(code, Ordering::Relaxed);
+    }
+
+    pub fn retire_wish(&self) -> RetireWish {
+        match self.retire_wish.load(Ordering::Relaxed) {
+            1 => RetireWish::MaxRequests,
+            _ => RetireWish::None,
+        }
+    }
+
+    /// The master: this worker is being replaced (before its `TERM`).
+    pub fn mark_replaced(&self) {
+        self.replaced.store(1, Ordering::Relaxed);
+    }
+
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Relaxed) != 0
+    }
+
+    /// The worker: the request line it hands to the application now.
+    pub fn set_request_line(&self, method: &[u8], target: &[u8]) {
+        let mut bytes = [0u8; REQUEST_LINE_BYTES];
+        let m = method.len().min(REQUEST_LINE_BYTES);
+        bytes[..m].copy_from_slice(&method[..m]);
+        let mut len = m;
+        if len < REQUEST_LINE_BYTES {
+            bytes[len] = b' ';
+            len += 1;
+            let t = target.len().min(REQUEST_LINE_BYTES - len);
+            bytes[len..len + t].copy_from_slice(&target[..t]);
+            len += t;
+        }
+        for (word, chunk) in self.request_line.iter().zip(bytes.chunks_exact(8)) {
+            let value = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+            word.store(value, Ordering::Relaxed);
+        }
+        self.request_line_len.store(len as u32, Ordering::Relaxed);
+    }
+
+    /// The master: the request line in hand, as last written.
+    pub fn request_line(&self) -> String {
+        let mut bytes = Vec::with_capacity(REQUEST_LINE_BYTES);
+        for word in &self.request_line {
+            bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let len = (self.request_line_len.load(Ordering::Relaxed) as usize).min(REQUEST_LINE_BYTES);
+        String::from_utf8_lossy(&bytes[..len]).into_owned()
+    }
+
+    /// When the request in hand started (0: none in hand).
+    pub fn request_started_ms(&self) -> u64 {
+        self.request_started_ms.load(Ordering::Relaxed)
     }
 
     /// The master, once the worker is gone: nobody's slot any more.
@@ -278,13 +363,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_zeroed_and_a_cache_line_each() {
-        assert_eq!(size_of::<Slot>(), 64);
+    fn slots_are_zeroed_and_whole_cache_lines() {
+        assert_eq!(size_of::<Slot>() % 64, 0);
         let board = Scoreboard::new(4).unwrap();
         assert_eq!(board.slot(3).requests(), 0);
         board.slot(1).request_finished();
         assert_eq!(board.slot(1).requests(), 1);
         assert_eq!(board.slot(0).requests(), 0);
+    }
+
+    #[test]
+    fn the_request_line_in_hand_is_kept_cut_to_fit() {
+        let board = Scoreboard::new(1).unwrap();
+        board.slot(0).set_request_line(b"GET", b"/sleep?ms=60000");
+        assert_eq!(board.slot(0).request_line(), "GET /sleep?ms=60000");
+        let long = vec![b'a'; 500];
+        board.slot(0).set_request_line(b"POST", &long);
+        let line = board.slot(0).request_line();
+        assert_eq!(line.len(), REQUEST_LINE_BYTES);
+        assert!(line.starts_with("POST aaa"), "{line}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::context::{AcceptMode, Shared};
 use crate::handoff::{Channel, SendError};
 use crate::listener::{Listener, ListenerSocket};
 use crate::pool::Pool;
-use crate::scoreboard::monotonic_ms;
+use crate::scoreboard::{RetireWish, monotonic_ms};
 use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
@@ -53,6 +53,10 @@ pub struct EventLoop {
     /// Threads that run calls (1: the loop's own), and how many hold one.
     threads: usize,
     in_calls: usize,
+    /// `--worker-connections`.
+    max_connections: usize,
+    /// This worker's own `--max-requests` (with its jitter), if any.
+    max_requests: Option<u64>,
     channel: &'static Channel,
     /// Scratch space for receiving hand-offs.
     channel_buf: Vec<u8>,
@@ -78,6 +82,8 @@ pub struct LoopSetup {
     pub master_pid: i32,
     pub threads: usize,
     pub timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_requests: Option<u64>,
     pub reopen_error_log: fn(),
 }
 
@@ -122,6 +128,8 @@ impl EventLoop {
             pool,
             threads: setup.threads,
             in_calls: 0,
+            max_connections: setup.max_connections.max(1),
+            max_requests: setup.max_requests,
             channel: setup.channel,
             channel_buf: Vec::new(),
             timeout_ms: setup.timeout_ms,
@@ -179,12 +187,33 @@ impl EventLoop {
                 self.next_tick_ms = self.shared.now_ms + TICK_MS;
                 self.tick();
             }
+            self.check_max_requests();
             if self.shared.is_draining() {
                 let idle = lock(&self.conns).is_empty();
-                if idle && !self.take_one_handed_off() {
+                if idle && !(self.serves_handoffs_while_draining() && self.take_one_handed_off()) {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// `--max-requests`: past its limit the worker asks the master for a
+    /// replacement, and serves on until the replacement has booted and the
+    /// master stops it (capacity never dips).
+    fn check_max_requests(&mut self) {
+        let slot = self.shared.settings.slot;
+        if let Some(limit) = self.max_requests
+            && slot.requests() >= limit
+        {
+            self.max_requests = None;
+            log::info!("Autorestarting worker after current request.");
+            slot.wish_retire(RetireWish::MaxRequests);
+            // Wake the master now rather than at its next tick: a child's
+            // state changed, which is what SIGCHLD tells it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.master_pid),
+                Signal::SIGCHLD,
+            );
         }
     }
 
@@ -210,9 +239,7 @@ impl EventLoop {
             lock(&self.conns)[key] = Place::Here(conn);
             self.on_conn_ready(key, false);
         }
-        if self.shared.accept == AcceptMode::Full && self.in_calls < self.threads {
-            self.set_accept_mode(AcceptMode::Accepting);
-        }
+        self.refresh_accept_mode();
     }
 
     fn accept(&mut self, index: usize) {
@@ -276,6 +303,7 @@ impl EventLoop {
         if next == Next::Dispatch {
             self.dispatch(key, spread);
         }
+        self.refresh_accept_mode();
     }
 
     /// Connections other workers handed over: as many as there are free
@@ -341,9 +369,7 @@ impl EventLoop {
             pool.submit(key, conn, self.shared.is_draining());
             self.in_calls += 1;
         }
-        if self.in_calls >= self.threads && self.shared.accept == AcceptMode::Accepting {
-            self.set_accept_mode(AcceptMode::Full);
-        }
+        self.refresh_accept_mode();
     }
 
     /// Send the connection under `key` to the channel: `false` if it stays.
@@ -386,6 +412,9 @@ impl EventLoop {
             Next::Close => {
                 lock(&self.conns).remove(key);
                 conn.release(&mut self.shared);
+                if self.shared.accept == AcceptMode::AtCapacity {
+                    self.refresh_accept_mode();
+                }
             }
             Next::Keep => lock(&self.conns)[key] = Place::Here(conn),
             Next::Dispatch => {
@@ -402,6 +431,27 @@ impl EventLoop {
         if let Some(Place::Here(conn)) = place {
             conn.release(&mut self.shared);
         }
+        self.refresh_accept_mode();
+    }
+
+    /// Take new work only while it can be served: a free thread, and room
+    /// under `--worker-connections` (back-pressure: what is not accepted
+    /// waits in the listen queue, or in the channel for another worker).
+    fn refresh_accept_mode(&mut self) {
+        if matches!(
+            self.shared.accept,
+            AcceptMode::Paused | AcceptMode::Draining
+        ) {
+            return;
+        }
+        let mode = if self.pool.is_some() && self.in_calls >= self.threads {
+            AcceptMode::Full
+        } else if lock(&self.conns).len() >= self.max_connections {
+            AcceptMode::AtCapacity
+        } else {
+            AcceptMode::Accepting
+        };
+        self.set_accept_mode(mode);
     }
 
     /// Listeners are polled only while accepting; the channel too, and
@@ -418,7 +468,10 @@ impl EventLoop {
             .slot
             .set_taking(mode == AcceptMode::Accepting);
         let listening = |m: AcceptMode| m == AcceptMode::Accepting;
-        let taking = |m: AcceptMode| matches!(m, AcceptMode::Accepting | AcceptMode::Draining);
+        let drain_takes = self.serves_handoffs_while_draining();
+        let taking = |m: AcceptMode| {
+            m == AcceptMode::Accepting || (m == AcceptMode::Draining && drain_takes)
+        };
         if listening(was) != listening(mode) {
             for (i, listener) in self.listeners.iter_mut().enumerate() {
                 let registry = self.poll.registry();
@@ -438,6 +491,14 @@ impl EventLoop {
         {
             log::error!("polling the hand-off channel failed: {e}");
         }
+    }
+
+    /// A draining worker serves what is handed to it, so that nothing is
+    /// stranded in the channel when every worker stops; not one that is
+    /// replaced while the others go on (what it hands over must reach them,
+    /// not come back to it).
+    fn serves_handoffs_while_draining(&self) -> bool {
+        !self.shared.settings.slot.is_replaced()
     }
 
     /// Poll the channel, or stop. Level-triggered and exclusive: one free
@@ -479,6 +540,7 @@ impl EventLoop {
         }
         if self.shared.accept == AcceptMode::Paused {
             self.set_accept_mode(AcceptMode::Accepting);
+            self.refresh_accept_mode();
         }
         let now = self.shared.now_ms;
         let expired: Vec<usize> = lock(&self.conns)
@@ -523,6 +585,28 @@ impl EventLoop {
         }
         self.shared.settings.call_clock.set_draining();
         self.set_accept_mode(AcceptMode::Draining);
+        if self.shared.settings.slot.is_replaced() {
+            self.hand_off_idle();
+        }
+    }
+
+    /// A worker being replaced (a reload, a recycle, one worker fewer)
+    /// passes its idle connections to the workers that stay, instead of
+    /// closing them at their next request: a client, or a proxy's pool,
+    /// never sees them go.
+    fn hand_off_idle(&mut self) {
+        let keys: Vec<usize> = lock(&self.conns)
+            .iter()
+            .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
+            .map(|(key, _)| key)
+            .collect();
+        let moved = keys
+            .into_iter()
+            .filter(|&key| self.hand_off_key(key))
+            .count();
+        if moved > 0 {
+            log::debug!("{moved} connections handed to the workers that stay");
+        }
     }
 }
 
