@@ -174,6 +174,11 @@ pub struct Cli {
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
 
+    /// The NAME in process titles (`rgun: master [NAME]`); default: the
+    /// application.
+    #[arg(short = 'n', long = "proc-name", alias = "name", value_name = "NAME")]
+    pub proc_name: Option<String>,
+
     /// Change to this directory before loading the application.
     #[arg(long, value_name = "DIR")]
     pub chdir: Option<PathBuf>,

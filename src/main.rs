@@ -8,6 +8,7 @@ mod cli;
 mod logging;
 mod pidfile;
 mod privileges;
+mod proctitle;
 mod sockets;
 mod systemd;
 
@@ -23,6 +24,7 @@ use crate::cli::{AppSpec, Cli};
 use crate::sockets::{BindAddr, Listener};
 
 fn main() -> ExitCode {
+    proctitle::save_args();
     let cli = Cli::parse();
     if let Err(e) = logging::init(&cli.error_logfile, cli.log_level.filter()) {
         eprintln!("rgun: {e}");
@@ -73,6 +75,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         .as_deref()
         .map(pidfile::Pidfile::create)
         .transpose()?;
+    proctitle::set_name(cli.proc_name.as_deref().unwrap_or(&cli.app));
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
     settings.start_dir = Some(start_dir);
@@ -125,6 +128,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             sockets::describe(&listener.addr)
         );
     }
+    proctitle::set("master");
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals)?;
     let code = arbiter.run();
     drop(pidfile);
@@ -341,6 +345,7 @@ fn settings(
             max_connections: cli.worker_connections,
             max_requests: cli.max_requests,
             max_requests_jitter: cli.max_requests_jitter,
+            set_title: proctitle::set,
             reopen_error_log: logging::reopen,
         }),
     })

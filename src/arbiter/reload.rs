@@ -74,9 +74,9 @@ impl Arbiter {
                     text.strip_suffix(" (deleted)").unwrap_or(&text).to_string(),
                 )
             })
-            .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
+            .unwrap_or_else(|_| crate::proctitle::original_program().into());
         let mut command = std::process::Command::new(&exe);
-        command.args(std::env::args_os().skip(1));
+        command.args(crate::proctitle::original_args());
         if let Some(dir) = &self.settings.start_dir {
             command.current_dir(dir);
         }

@@ -109,6 +109,9 @@ pub struct WorkerConfig {
     /// draws its own limit from `max_requests + 0..=jitter`.
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    /// Sets the process title for a role (`worker`), once the application
+    /// is loaded.
+    pub set_title: fn(&str),
     /// Reopens the error log (the master's logger, inherited) on USR1.
     pub reopen_error_log: fn(),
 }
@@ -208,6 +211,7 @@ fn boot(
         rgun_gateway::ffi::ERR_LOAD => return Err(BootError::InitLoad(std::process::id())),
         _ => return Err(BootError::Init(std::process::id())),
     }
+    (config.set_title)("worker");
     slot.set_booted();
     let (sockets, listeners): (Vec<_>, Vec<_>) =
         listeners.into_iter().map(|l| (l.socket, l.info)).unzip();
