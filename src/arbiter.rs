@@ -66,11 +66,20 @@ enum Life {
     Retiring,
 }
 
+/// A worker aborted for `--timeout`.
+#[derive(Clone, Copy, Debug)]
+struct Abort {
+    at_ms: u64,
+    /// How long the request in hand had run (0: none known).
+    ran_ms: u64,
+}
+
 /// What the master knows of one worker.
 struct Worker {
     slot: usize,
     started_ms: u64,
-    aborted_ms: Option<u64>,
+    /// Aborted by `--timeout`: when, and how long its request had run.
+    aborted: Option<Abort>,
     life: Life,
 }
 
@@ -84,22 +93,24 @@ impl Worker {
     }
 }
 
-/// What a worker aborted by `--timeout` was doing, from its slot: the
-/// request line in hand and how long it ran.
-fn hung_request(slot: &rgun_worker::scoreboard::Slot, now_ms: u64, timeout_ms: u64) -> String {
-    let started = slot.request_started_ms();
+/// Gunicorn's CRITICAL line for a worker aborted by `--timeout`, with what
+/// it was doing, from its slot: the request line in hand (written by the
+/// worker's abort handler) and how long it had run.
+fn log_timeout(pid: Pid, slot: &rgun_worker::scoreboard::Slot, abort: Abort, timeout_ms: u64) {
     let line = slot.request_line();
-    if started == 0 || line.is_empty() {
-        return format!(
-            "silent for more than --timeout {} s (no single request in hand: several threads, or none)",
-            timeout_ms / 1000
-        );
-    }
-    format!(
-        "handling \"{line}\" for {:.1} s (--timeout {} s)",
-        now_ms.saturating_sub(started) as f64 / 1000.0,
+    let doing = if abort.ran_ms == 0 || line.is_empty() {
+        "with no single request in hand (several threads, or none)".to_string()
+    } else {
+        format!(
+            "handling \"{line}\" for {:.1} s",
+            abort.ran_ms as f64 / 1000.0
+        )
+    };
+    log::error!(
+        target: crate::logging::CRITICAL,
+        "WORKER TIMEOUT (pid:{pid}) {doing} (--timeout {} s)",
         timeout_ms / 1000
-    )
+    );
 }
 
 /// Route the master's signals to a queue its loop reads.
@@ -317,6 +328,14 @@ impl Arbiter {
                 self.orphans.retain(|p| *p != pid);
                 continue;
             };
+            if let Some(abort) = worker.aborted {
+                log_timeout(
+                    pid,
+                    self.scoreboard.slot(worker.slot),
+                    abort,
+                    self.settings.timeout_ms,
+                );
+            }
             // Peers no longer count it as a worker that takes work.
             self.scoreboard.slot(worker.slot).clear();
             if self.probe == Some(pid) {
@@ -366,18 +385,24 @@ impl Arbiter {
         }
         for (pid, worker) in &mut self.workers {
             let slot = self.scoreboard.slot(worker.slot);
-            match worker.aborted_ms {
+            match worker.aborted {
                 None if now.saturating_sub(slot.heartbeat_ms()) > self.settings.timeout_ms => {
-                    log::error!(
-                        target: crate::logging::CRITICAL,
-                        "WORKER TIMEOUT (pid:{pid}) {}",
-                        hung_request(slot, now, self.settings.timeout_ms)
-                    );
+                    // The worker's SIGABRT handler writes the request line
+                    // in hand into its slot; the log line is written when
+                    // the worker is reaped (`log_timeout`).
                     slot.mark_timed_out();
+                    let started = slot.request_started_ms();
                     let _ = kill(*pid, Signal::SIGABRT);
-                    worker.aborted_ms = Some(now);
+                    worker.aborted = Some(Abort {
+                        at_ms: now,
+                        ran_ms: if started == 0 {
+                            0
+                        } else {
+                            now.saturating_sub(started)
+                        },
+                    });
                 }
-                Some(at) if now.saturating_sub(at) > KILL_AFTER_ABORT_MS => {
+                Some(Abort { at_ms: at, .. }) if now.saturating_sub(at) > KILL_AFTER_ABORT_MS => {
                     let _ = kill(*pid, Signal::SIGKILL);
                 }
                 _ => {}

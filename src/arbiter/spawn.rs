@@ -73,7 +73,7 @@ impl Arbiter {
                     Worker {
                         slot: slot_index,
                         started_ms: now,
-                        aborted_ms: None,
+                        aborted: None,
                         life: super::Life::Serving,
                     },
                 );

@@ -1066,7 +1066,14 @@ fn timeout_answers_504_and_replaces_the_worker() {
     assert!(response.connection_has("close"), "{response:#?}");
     assert!(!response.text().contains("slept"));
     conn.assert_closed();
-    server.wait_for_log(&format!("WORKER TIMEOUT (pid:{first})"), WAIT);
+    // Gunicorn's CRITICAL line, saying what hung and for how long.
+    let line = server.wait_for_log(&format!("WORKER TIMEOUT (pid:{first})"), WAIT);
+    assert!(line.contains("[CRITICAL]"), "{line}");
+    assert!(
+        line.contains("handling \"GET /sleep?ms=60000\" for "),
+        "{line}"
+    );
+    assert!(line.ends_with("s (--timeout 2 s)"), "{line}");
 
     let second = server.wait_for_workers(2)[1];
     assert_ne!(second, first);

@@ -328,8 +328,11 @@ extern "C" fn exit_now(_: libc::c_int) {
 static ABORT_SLOT: std::sync::OnceLock<&'static scoreboard::Slot> = std::sync::OnceLock::new();
 
 extern "C" fn on_abort(_: libc::c_int) {
-    let timed_out = ABORT_SLOT.get().is_some_and(|slot| slot.is_timed_out());
-    abort::answer_inflight(timed_out);
+    let slot = ABORT_SLOT.get();
+    if let Some(slot) = slot {
+        abort::record_request_line(slot);
+    }
+    abort::answer_inflight(slot.is_some_and(|slot| slot.is_timed_out()));
     // Die of SIGABRT as the process would have: default action, re-raised
     // (it is delivered once this handler returns).
     // SAFETY: signal(2) and raise(3) are async-signal-safe.

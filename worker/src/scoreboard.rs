@@ -100,19 +100,12 @@ impl Slot {
         self.replaced.load(Ordering::Relaxed) != 0
     }
 
-    /// The worker: the request line it hands to the application now.
-    pub fn set_request_line(&self, method: &[u8], target: &[u8]) {
+    /// The worker, as it is aborted: the request line it held (method and
+    /// target), cut to fit. Copies only: callable from a signal handler.
+    pub fn set_request_line(&self, line: &[u8]) {
         let mut bytes = [0u8; REQUEST_LINE_BYTES];
-        let m = method.len().min(REQUEST_LINE_BYTES);
-        bytes[..m].copy_from_slice(&method[..m]);
-        let mut len = m;
-        if len < REQUEST_LINE_BYTES {
-            bytes[len] = b' ';
-            len += 1;
-            let t = target.len().min(REQUEST_LINE_BYTES - len);
-            bytes[len..len + t].copy_from_slice(&target[..t]);
-            len += t;
-        }
+        let len = line.len().min(REQUEST_LINE_BYTES);
+        bytes[..len].copy_from_slice(&line[..len]);
         for (word, chunk) in self.request_line.iter().zip(bytes.chunks_exact(8)) {
             let value = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
             word.store(value, Ordering::Relaxed);
@@ -140,9 +133,10 @@ impl Slot {
         self.reset(0);
     }
 
-    /// A call starts, on any of the worker's threads.
+    /// A call starts, on any of the worker's threads. Sequentially
+    /// consistent: the affinity watcher's parking protocol pairs with it.
     pub fn call_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn call_finished(&self) {
@@ -151,6 +145,11 @@ impl Slot {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// As `in_flight`, ordered with `call_started` (for parking protocols).
+    pub fn in_flight_seq_cst(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// The worker takes new work, or stops (all threads busy, draining).
@@ -375,10 +374,11 @@ mod tests {
     #[test]
     fn the_request_line_in_hand_is_kept_cut_to_fit() {
         let board = Scoreboard::new(1).unwrap();
-        board.slot(0).set_request_line(b"GET", b"/sleep?ms=60000");
+        board.slot(0).set_request_line(b"GET /sleep?ms=60000");
         assert_eq!(board.slot(0).request_line(), "GET /sleep?ms=60000");
-        let long = vec![b'a'; 500];
-        board.slot(0).set_request_line(b"POST", &long);
+        let mut long = b"POST ".to_vec();
+        long.extend_from_slice(&[b'a'; 500]);
+        board.slot(0).set_request_line(&long);
         let line = board.slot(0).request_line();
         assert_eq!(line.len(), REQUEST_LINE_BYTES);
         assert!(line.starts_with("POST aaa"), "{line}");

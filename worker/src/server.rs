@@ -145,6 +145,7 @@ impl EventLoop {
         if event_loop.pool.is_none() {
             watcher::start(Watched {
                 clock: event_loop.shared.settings.call_clock,
+                slot: event_loop.shared.settings.slot,
                 conns: Arc::clone(&event_loop.conns),
                 registry: event_loop.poll.registry().try_clone()?,
                 channel: event_loop.channel,
