@@ -22,6 +22,7 @@ use crate::sockets::Listener;
 mod recycle;
 mod reload;
 mod spawn;
+mod upgrade;
 
 /// How often the loop wakes without a signal (Gunicorn sleeps up to 1 s).
 const TICK_MS: u16 = 1000;
@@ -175,10 +176,16 @@ pub struct Arbiter {
     ready_after_ms: u64,
     /// Workers recycled, by reason.
     restarts: recycle::Restarts,
+    /// `--pid`: renamed to `.oldbin` during an upgrade.
+    pidfile: Option<crate::pidfile::Pidfile>,
+    /// The new master of a `USR2` upgrade under way (a child of this one).
+    upgrade: Option<Pid>,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
 const ORPHANS_ENV: &str = "RGUN_OLD_WORKERS";
+/// The pid of the master a `USR2` upgrade started this one from.
+const UPGRADE_FROM_ENV: &str = "RGUN_UPGRADE_FROM";
 
 impl Arbiter {
     /// `signals`: from [`install_signals`], done before anything an
@@ -189,7 +196,13 @@ impl Arbiter {
         listeners: Vec<Listener>,
         preloaded: bool,
         signals: SignalQueue,
+        pidfile: Option<crate::pidfile::Pidfile>,
     ) -> Result<Arbiter> {
+        if let Ok(old) = std::env::var(UPGRADE_FROM_ENV) {
+            log::info!("Upgrading the master of pid {old}: this master shares its sockets");
+            // SAFETY: the master is single-threaded.
+            unsafe { std::env::remove_var(UPGRADE_FROM_ENV) };
+        }
         let scoreboard = Scoreboard::new(crate::cli::MAX_WORKERS * 2)?;
         let orphans: Vec<Pid> = std::env::var(ORPHANS_ENV)
             .unwrap_or_default()
@@ -217,6 +230,8 @@ impl Arbiter {
             next_spawn_ms: 0,
             halt: None,
             restarts: recycle::Restarts::default(),
+            pidfile,
+            upgrade: None,
         })
     }
 
@@ -276,23 +291,26 @@ impl Arbiter {
             self.signal_workers(Signal::SIGUSR1);
         }
         if self.signals.take(Signal::SIGWINCH) > 0 {
-            // As Gunicorn outside daemon mode: a terminal sends WINCH to the
-            // whole process group when its window is resized.
-            log::debug!("SIGWINCH ignored: rgun does not run as a daemon");
+            self.handle_winch();
         }
         if self.signals.take(Signal::SIGUSR2) > 0 {
-            log::warn!(
-                "Handling signal: usr2; binary upgrade is not supported by this rgun, ignored"
-            );
+            self.handle_usr2();
         }
     }
 
-    /// Stop one worker gracefully while the others go on: its idle
-    /// connections are handed to them (the slot says it is replaced).
+    /// Stop one worker gracefully while others go on: its idle connections
+    /// are handed to them (the slot says it is replaced), if any serve.
     fn retire(&mut self, pid: Pid) {
+        let others_serve = self.upgrade.is_some()
+            || self
+                .workers
+                .iter()
+                .any(|(other, w)| *other != pid && w.is_serving());
         if let Some(worker) = self.workers.get_mut(&pid) {
             worker.life = Life::Retiring;
-            self.scoreboard.slot(worker.slot).mark_replaced();
+            if others_serve {
+                self.scoreboard.slot(worker.slot).mark_replaced();
+            }
             let _ = kill(pid, Signal::SIGTERM);
         }
     }
@@ -325,7 +343,9 @@ impl Arbiter {
                 _ => continue,
             };
             let Some(worker) = self.workers.remove(&pid) else {
-                self.orphans.retain(|p| *p != pid);
+                if !self.reap_new_master(pid, code) {
+                    self.orphans.retain(|p| *p != pid);
+                }
                 continue;
             };
             if let Some(abort) = worker.aborted {

@@ -129,10 +129,30 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         );
     }
     proctitle::set("master");
-    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals)?;
-    let code = arbiter.run();
-    drop(pidfile);
-    Ok(code)
+    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
+    Ok(arbiter.run())
+}
+
+/// Where a new master image finds the hand-off channel of the one before
+/// it (an upgrade, or a `--preload` reload): `SENDER,RECEIVER`.
+pub const CHANNEL_ENV: &str = "RGUN_CHANNEL_FDS";
+
+/// The channel the workers pass connections through: the previous master
+/// image's, or a new one.
+fn hand_off_channel() -> Result<rgun_worker::handoff::Channel> {
+    use rgun_worker::handoff::Channel;
+    let inherited = std::env::var(CHANNEL_ENV).ok();
+    // SAFETY: the master is single-threaded.
+    unsafe { std::env::remove_var(CHANNEL_ENV) };
+    match inherited {
+        // SAFETY: the previous image listed its own channel's descriptors,
+        // kept open across exec for this process alone.
+        Some(entry) => unsafe { Channel::from_inherit_entry(&entry) }
+            .context("taking over the hand-off channel of the previous master"),
+        None => {
+            Channel::new().context("creating the channel that passes connections between workers")
+        }
+    }
 }
 
 /// Where the workers get the application: a library they open after fork,
@@ -340,8 +360,7 @@ fn settings(
             header_timeout_ms: cli.header_timeout.saturating_mul(1000),
             io_timeout_ms: io_timeout_secs.saturating_mul(1000),
             access_log: cli.access_logfile.clone(),
-            channel: rgun_worker::handoff::Channel::new()
-                .context("creating the channel that passes connections between workers")?,
+            channel: hand_off_channel()?,
             max_connections: cli.worker_connections,
             max_requests: cli.max_requests,
             max_requests_jitter: cli.max_requests_jitter,
