@@ -268,6 +268,7 @@ impl Arbiter {
             }
             self.handle_queued();
             self.murder_workers();
+            self.reload_on_wish();
             self.recycle_workers();
         }
     }

@@ -141,6 +141,11 @@ pub struct Cli {
     #[arg(long)]
     pub preload: bool,
 
+    /// Reload the workers when the application changes (its library; for
+    /// Python, a module it imported), as HUP does; for development.
+    #[arg(long, conflicts_with = "preload")]
+    pub reload: bool,
+
     /// Directories to add to Python's path, comma-separated (Python apps).
     #[arg(long, value_name = "DIRS")]
     pub pythonpath: Option<String>,

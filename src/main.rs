@@ -97,9 +97,15 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             )
         })?;
     }
-    // Told to applications (the WSGI bridge's wsgi.multiprocess).
+    // Told to applications (the WSGI bridge's wsgi.multiprocess, and its
+    // module watcher for --reload).
     // SAFETY: the master is single-threaded.
-    unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
+    unsafe {
+        std::env::set_var("RGUN_WORKERS", settings.workers.to_string());
+        if cli.reload {
+            std::env::set_var(RELOAD_ENV, "1");
+        }
+    }
     let binds = if cli.bind.is_empty() {
         vec![cli::DEFAULT_BIND.to_string()]
     } else {
@@ -132,6 +138,9 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
     Ok(arbiter.run())
 }
+
+/// Tells the WSGI bridge to watch the modules the application imported.
+const RELOAD_ENV: &str = "RGUN_RELOAD";
 
 /// Where a new master image finds the hand-off channel of the one before
 /// it (an upgrade, or a `--preload` reload): `SENDER,RECEIVER`.
@@ -365,6 +374,7 @@ fn settings(
             max_requests: cli.max_requests,
             max_requests_jitter: cli.max_requests_jitter,
             set_title: proctitle::set,
+            reload: cli.reload,
             reopen_error_log: logging::reopen,
         }),
     })

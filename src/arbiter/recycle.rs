@@ -7,7 +7,7 @@
 use nix::unistd::Pid;
 
 use super::{Arbiter, Life};
-use rgun_worker::scoreboard::RetireWish;
+use rgun_worker::scoreboard::Wish;
 
 /// Why a worker is recycled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Arbiter {
     }
 
     fn recycle_reason(&self, pid: Pid, slot: usize) -> Option<RecycleReason> {
-        if self.scoreboard.slot(slot).retire_wish() == RetireWish::MaxRequests {
+        if self.scoreboard.slot(slot).wish() == Wish::MaxRequests {
             return Some(RecycleReason::MaxRequests);
         }
         let limit_kib = self.settings.max_worker_memory_mib.checked_mul(1024)?;

@@ -5,21 +5,43 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::{Arbiter, ORPHANS_ENV};
-use rgun_worker::scoreboard::monotonic_ms;
+use rgun_worker::scoreboard::{Wish, monotonic_ms};
 
 impl Arbiter {
     /// HUP: new workers first (they load the library afresh, so a rebuilt
     /// one goes live), then the old ones leave gracefully: no request is
     /// refused, the listeners never close.
     pub(super) fn handle_hup(&mut self) {
-        self.notifier.notify("RELOADING=1\nSTATUS=reloading");
-        self.ready = false;
-        self.ready_after_ms = monotonic_ms();
         if self.preloaded {
+            self.notify_reloading();
             self.reexec();
             return;
         }
         log::info!("Handling signal: hup; reloading");
+        self.reload_workers();
+    }
+
+    /// `--reload`: a worker saw its application change (its slot says so).
+    pub(super) fn reload_on_wish(&mut self) {
+        let wished = self
+            .workers
+            .values()
+            .any(|w| w.is_serving() && self.scoreboard.slot(w.slot).wish() == Wish::Reload);
+        if wished {
+            log::info!("Reloading: the application changed (--reload)");
+            self.reload_workers();
+        }
+    }
+
+    fn notify_reloading(&mut self) {
+        self.notifier.notify("RELOADING=1\nSTATUS=reloading");
+        self.ready = false;
+        self.ready_after_ms = monotonic_ms();
+    }
+
+    /// New workers first, then the old ones stop gracefully.
+    fn reload_workers(&mut self) {
+        self.notify_reloading();
         let old: Vec<Pid> = self
             .workers
             .iter()

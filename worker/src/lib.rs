@@ -24,6 +24,7 @@ pub mod handoff;
 mod listener;
 pub mod parse;
 mod pool;
+mod reload;
 mod response;
 pub mod scoreboard;
 mod server;
@@ -109,6 +110,9 @@ pub struct WorkerConfig {
     /// draws its own limit from `max_requests + 0..=jitter`.
     pub max_requests: u64,
     pub max_requests_jitter: u64,
+    /// `--reload`: watch the application's files and ask for a reload
+    /// when one changes.
+    pub reload: bool,
     /// Sets the process title for a role (`worker`), once the application
     /// is loaded.
     pub set_title: fn(&str),
@@ -132,6 +136,8 @@ enum BootError {
     AccessLog(std::io::Error),
     #[error("worker could not start its event loop: {0}")]
     EventLoop(std::io::Error),
+    #[error("{0}")]
+    Reload(std::io::Error),
 }
 
 impl BootError {
@@ -195,6 +201,11 @@ fn boot(
         .map_err(BootError::Signals)?;
     let slot = peers.own();
     let app = load_app(&config.app, worker_id)?;
+    let reload = if config.reload {
+        Some(reload::FileWatch::new(&application_files(&config.app)).map_err(BootError::Reload)?)
+    } else {
+        None
+    };
     let access_log = config
         .access_log
         .map(access_log::AccessLog::open)
@@ -240,9 +251,19 @@ fn boot(
         timeout_ms: config.timeout_ms,
         max_connections: config.max_connections,
         max_requests: own_max_requests(config.max_requests, config.max_requests_jitter),
+        reload,
         reopen_error_log: config.reopen_error_log,
     })
     .map_err(BootError::EventLoop)
+}
+
+/// The files `--reload` watches here: a native application's library (the
+/// WSGI bridge watches its Python modules itself).
+fn application_files(source: &AppSource) -> Vec<PathBuf> {
+    match source {
+        AppSource::Library { path, .. } => vec![path.clone()],
+        AppSource::Table { .. } => Vec::new(),
+    }
 }
 
 /// Gunicorn's rule: `max_requests + randint(0, jitter)`, so that workers
@@ -293,7 +314,8 @@ fn thread_count(wanted: usize, app: &app::LoadedApp) -> usize {
 /// leave at once; `ABRT` (a timeout from the master, or the application
 /// aborting) answers the request in hand before the process dies.
 fn install_signals() -> std::io::Result<signals::SignalQueue> {
-    let queue = signals::SignalQueue::install(&[Signal::SIGTERM, Signal::SIGUSR1])?;
+    let queue =
+        signals::SignalQueue::install(&[Signal::SIGTERM, Signal::SIGUSR1, Signal::SIGUSR2])?;
     signals::set_handler(
         &[Signal::SIGINT, Signal::SIGQUIT],
         SigHandler::Handler(exit_now),
@@ -308,7 +330,6 @@ fn install_signals() -> std::io::Result<signals::SignalQueue> {
             Signal::SIGTTIN,
             Signal::SIGTTOU,
             Signal::SIGWINCH,
-            Signal::SIGUSR2,
         ],
         SigHandler::Handler(do_nothing),
     )?;

@@ -25,12 +25,14 @@ struct Header {
 const REQUEST_LINE_WORDS: usize = 14;
 const REQUEST_LINE_BYTES: usize = REQUEST_LINE_WORDS * 8;
 
-/// Why a worker asks the master to replace it.
+/// What a worker asks of the master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RetireWish {
+pub enum Wish {
     None,
-    /// It served its `--max-requests`.
+    /// To be replaced: it served its `--max-requests`.
     MaxRequests,
+    /// To reload every worker: its application changed (`--reload`).
+    Reload,
 }
 
 /// One worker's slot, cache lines of its own so that two workers never
@@ -48,8 +50,8 @@ pub struct Slot {
     requests: AtomicU64,
     /// 1 while the worker takes new work (accepts, takes hand-offs).
     taking: AtomicU32,
-    /// The worker's [`RetireWish`], as a number.
-    retire_wish: AtomicU32,
+    /// The worker's [`Wish`], as a number.
+    wish: AtomicU32,
     /// Set by the master before it stops this worker to replace it: its
     /// idle connections go to the other workers instead of waiting here.
     replaced: AtomicU32,
@@ -70,24 +72,26 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
-        self.retire_wish.store(0, Ordering::Relaxed);
+        self.wish.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
         self.request_line_len.store(0, Ordering::Relaxed);
     }
 
-    /// The worker asks to be replaced.
-    pub fn wish_retire(&self, wish: RetireWish) {
+    /// The worker asks something of the master (which it then wakes).
+    pub fn set_wish(&self, wish: Wish) {
         let code = match wish {
-            RetireWish::None => 0,
-            RetireWish::MaxRequests => 1,
+            Wish::None => 0,
+            Wish::MaxRequests => 1,
+            Wish::Reload => 2,
         };
-        self.retire_wish.store(code, Ordering::Relaxed);
+        self.wish.store(code, Ordering::Relaxed);
     }
 
-    pub fn retire_wish(&self) -> RetireWish {
-        match self.retire_wish.load(Ordering::Relaxed) {
-            1 => RetireWish::MaxRequests,
-            _ => RetireWish::None,
+    pub fn wish(&self) -> Wish {
+        match self.wish.load(Ordering::Relaxed) {
+            1 => Wish::MaxRequests,
+            2 => Wish::Reload,
+            _ => Wish::None,
         }
     }
 

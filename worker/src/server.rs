@@ -17,7 +17,8 @@ use crate::context::{AcceptMode, Shared};
 use crate::handoff::{Channel, SendError};
 use crate::listener::{Listener, ListenerSocket};
 use crate::pool::Pool;
-use crate::scoreboard::{RetireWish, monotonic_ms};
+use crate::reload::FileWatch;
+use crate::scoreboard::{Wish, monotonic_ms};
 use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
@@ -26,6 +27,8 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX);
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 /// Connections handed over by other workers.
 const CHANNEL_TOKEN: Token = Token(usize::MAX - 2);
+/// The application's files changed (`--reload`).
+const RELOAD_TOKEN: Token = Token(usize::MAX - 3);
 /// Listener `i` is `Token(LISTENER_TOKEN_BASE + i)`.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1024;
 const EVENTS_CAPACITY: usize = 1024;
@@ -57,6 +60,8 @@ pub struct EventLoop {
     max_connections: usize,
     /// This worker's own `--max-requests` (with its jitter), if any.
     max_requests: Option<u64>,
+    /// `--reload`: the application's files, watched.
+    reload: Option<FileWatch>,
     channel: &'static Channel,
     /// Scratch space for receiving hand-offs.
     channel_buf: Vec<u8>,
@@ -84,6 +89,7 @@ pub struct LoopSetup {
     pub timeout_ms: u64,
     pub max_connections: usize,
     pub max_requests: Option<u64>,
+    pub reload: Option<FileWatch>,
     pub reopen_error_log: fn(),
 }
 
@@ -130,6 +136,7 @@ impl EventLoop {
             in_calls: 0,
             max_connections: setup.max_connections.max(1),
             max_requests: setup.max_requests,
+            reload: setup.reload,
             channel: setup.channel,
             channel_buf: Vec::new(),
             timeout_ms: setup.timeout_ms,
@@ -142,6 +149,13 @@ impl EventLoop {
         };
         event_loop.shared.settings.slot.set_taking(true);
         event_loop.watch_channel(true)?;
+        if let Some(watch) = &event_loop.reload {
+            event_loop.poll.registry().register(
+                &mut mio::unix::SourceFd(&watch.fd()),
+                RELOAD_TOKEN,
+                Interest::READABLE,
+            )?;
+        }
         if event_loop.pool.is_none() {
             watcher::start(Watched {
                 clock: event_loop.shared.settings.call_clock,
@@ -180,6 +194,11 @@ impl EventLoop {
                     SIGNAL_TOKEN => {}
                     WAKER_TOKEN => self.take_back_finished(),
                     CHANNEL_TOKEN => self.take_handed_off(),
+                    RELOAD_TOKEN => {
+                        if let Some(file) = self.reload.as_ref().and_then(FileWatch::changed) {
+                            self.ask_for_reload(&file.display().to_string());
+                        }
+                    }
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
                     Token(key) => self.on_conn_ready(key, self.serves_inline()),
                 }
@@ -208,14 +227,25 @@ impl EventLoop {
         {
             self.max_requests = None;
             log::info!("Autorestarting worker after current request.");
-            slot.wish_retire(RetireWish::MaxRequests);
-            // Wake the master now rather than at its next tick: a child's
-            // state changed, which is what SIGCHLD tells it.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.master_pid),
-                Signal::SIGCHLD,
-            );
+            slot.set_wish(Wish::MaxRequests);
+            self.wake_master();
         }
+    }
+
+    /// `--reload`: the application changed; the master reloads every
+    /// worker, as on `HUP`.
+    fn ask_for_reload(&self, what: &str) {
+        log::info!("--reload: {what} changed; asking the master to reload");
+        self.shared.settings.slot.set_wish(Wish::Reload);
+        self.wake_master();
+    }
+
+    /// Wake the master now rather than at its next tick, after writing a
+    /// wish in the slot: a child's state changed, which is what SIGCHLD
+    /// tells it.
+    fn wake_master(&self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.master_pid), Signal::SIGCHLD);
     }
 
     /// Run the application's shutdown hook, once, as the worker leaves.
@@ -564,6 +594,10 @@ impl EventLoop {
         self.signals.drain();
         if self.signals.take(Signal::SIGTERM) > 0 {
             self.start_draining();
+        }
+        // The WSGI bridge's module watcher (`--reload`) raises USR2.
+        if self.signals.take(Signal::SIGUSR2) > 0 && self.reload.is_some() {
+            self.ask_for_reload("a module of the application");
         }
         if self.signals.take(Signal::SIGUSR1) > 0 {
             (self.reopen_error_log)();
