@@ -53,7 +53,7 @@ pub const MAX_WORKERS: usize = 512;
     name = "rgun",
     version,
     about = "A pre-forking HTTP/1.1 application server: rgun path/to/libapp.so:app",
-    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files."
+    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files, USR2 binary upgrade (a new master beside this one), WINCH stop the workers and keep the master (without a controlling terminal)."
 )]
 pub struct Cli {
     /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to `app`).
