@@ -50,6 +50,8 @@ pub struct Slot {
     requests: AtomicU64,
     /// 1 while the worker takes new work (accepts, takes hand-offs).
     taking: AtomicU32,
+    /// Client connections the worker holds.
+    connections: AtomicU32,
     /// The worker's [`Wish`], as a number.
     wish: AtomicU32,
     /// Set by the master before it stops this worker to replace it: its
@@ -72,6 +74,7 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
+        self.connections.store(0, Ordering::Relaxed);
         self.wish.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
         self.request_line_len.store(0, Ordering::Relaxed);
@@ -159,6 +162,16 @@ impl Slot {
     /// The worker takes new work, or stops (all threads busy, draining).
     pub fn set_taking(&self, taking: bool) {
         self.taking.store(u32::from(taking), Ordering::Relaxed);
+    }
+
+    /// The worker: how many connections it holds now.
+    pub fn set_connections(&self, count: usize) {
+        self.connections
+            .store(count.min(u32::MAX as usize) as u32, Ordering::Relaxed);
+    }
+
+    fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     fn is_taking(&self) -> bool {
@@ -337,12 +350,28 @@ impl Peers {
     /// Whether another worker that takes work holds fewer calls than
     /// `load`: then new work is better left to it.
     pub fn has_less_loaded_than(&self, load: u32) -> bool {
+        self.others()
+            .any(|slot| slot.is_taking() && slot.in_flight() < load)
+    }
+
+    /// Whether another worker, free now, holds fewer connections than
+    /// `count`: then a new connection is better left to it (it was woken by
+    /// the same listener and accepts it).
+    pub fn has_free_one_with_fewer_connections(&self, count: usize) -> bool {
+        self.others().any(|slot| {
+            slot.is_taking() && slot.in_flight() == 0 && (slot.connections() as usize) < count
+        })
+    }
+
+    fn others(&self) -> impl Iterator<Item = &Slot> {
         let in_use =
             (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        let own = self.own;
         self.slots[..in_use]
             .iter()
             .enumerate()
-            .any(|(i, slot)| i != self.own && slot.is_taking() && slot.in_flight() < load)
+            .filter(move |(i, _)| *i != own)
+            .map(|(_, slot)| slot)
     }
 }
 
@@ -408,5 +437,26 @@ mod tests {
         assert!(!me.has_less_loaded_than(1));
         board.slot(2).clear();
         assert!(!me.has_less_loaded_than(1), "a cleared slot is nobody");
+    }
+
+    #[test]
+    fn a_new_connection_is_left_to_a_free_worker_holding_fewer() {
+        let board = Scoreboard::new(3).unwrap();
+        for i in 0..3 {
+            board.note_in_use(i);
+            board.slot(i).set_pid(100 + i as i32);
+            board.slot(i).set_taking(true);
+        }
+        let me = board.peers(0);
+        board.slot(1).set_connections(2);
+        board.slot(2).set_connections(2);
+        assert!(!me.has_free_one_with_fewer_connections(2));
+        assert!(me.has_free_one_with_fewer_connections(3));
+        board.slot(1).call_started();
+        board.slot(2).call_started();
+        assert!(
+            !me.has_free_one_with_fewer_connections(3),
+            "both peers are in a call"
+        );
     }
 }

@@ -275,6 +275,16 @@ impl EventLoop {
 
     fn accept(&mut self, index: usize) {
         while self.shared.accept == AcceptMode::Accepting {
+            // Connections spread evenly: a free worker holding fewer takes
+            // this one (every worker polling the listener was woken).
+            if self
+                .shared
+                .settings
+                .peers
+                .has_free_one_with_fewer_connections(lock(&self.conns).len())
+            {
+                return;
+            }
             let (stream, peer) = match self.listeners[index]
                 .accept(&self.shared.settings.forwarded_allow)
             {
@@ -443,9 +453,7 @@ impl EventLoop {
             Next::Close => {
                 lock(&self.conns).remove(key);
                 conn.release(&mut self.shared);
-                if self.shared.accept == AcceptMode::AtCapacity {
-                    self.refresh_accept_mode();
-                }
+                self.refresh_accept_mode();
             }
             Next::Keep => lock(&self.conns)[key] = Place::Here(conn),
             Next::Dispatch => {
@@ -475,9 +483,11 @@ impl EventLoop {
         ) {
             return;
         }
+        let held = lock(&self.conns).len();
+        self.shared.settings.slot.set_connections(held);
         let mode = if self.pool.is_some() && self.in_calls >= self.threads {
             AcceptMode::Full
-        } else if lock(&self.conns).len() >= self.max_connections {
+        } else if held >= self.max_connections {
             AcceptMode::AtCapacity
         } else {
             AcceptMode::Accepting
