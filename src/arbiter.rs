@@ -495,8 +495,12 @@ impl Arbiter {
     /// stop, QUIT for a quick one; SIGKILL for whatever is left.
     fn stop(&mut self, graceful: bool) {
         self.notifier.notify("STOPPING=1\nSTATUS=stopping");
-        for listener in &self.listeners {
-            listener.unlink();
+        // After an upgrade the new master listens on the same sockets: their
+        // files stay (as Gunicorn and Nginx leave them).
+        if self.upgrade.is_none() {
+            for listener in &self.listeners {
+                listener.unlink();
+            }
         }
         // Their exit is expected now, not a failure to report.
         for worker in self.workers.values_mut() {

@@ -405,7 +405,7 @@ fn an_idle_connection_moves_to_the_new_workers_on_reload() {
     // A keep-alive time no reload on a loaded machine outlasts: the
     // connection must not be closed for being idle while the test waits.
     let server = Server::builder(testapp())
-        .args(["-w", "2", "--keep-alive", "60"])
+        .args(["-w", "2", "--keep-alive", "60", "--log-level", "debug"])
         .wait_for_workers(2)
         .start();
     let old: HashSet<u32> = server.wait_for_workers(2).into_iter().collect();

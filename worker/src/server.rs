@@ -275,16 +275,6 @@ impl EventLoop {
 
     fn accept(&mut self, index: usize) {
         while self.shared.accept == AcceptMode::Accepting {
-            // Connections spread evenly: a free worker holding fewer takes
-            // this one (every worker polling the listener was woken).
-            if self
-                .shared
-                .settings
-                .peers
-                .has_free_one_with_fewer_connections(lock(&self.conns).len())
-            {
-                return;
-            }
             let (stream, peer) = match self.listeners[index]
                 .accept(&self.shared.settings.forwarded_allow)
             {
@@ -302,7 +292,12 @@ impl EventLoop {
                 }
             };
             let conn = Conn::new(stream, index, peer, self.shared.now_ms, &self.shared);
-            self.serve_new(conn, true);
+            if let Some((key, held)) = self.serve_new(conn, true) {
+                // Declining to accept could strand a connection in the
+                // listen queue (two workers each leaving it to the other);
+                // passing it on through the channel cannot.
+                self.rebalance(key, held);
+            }
         }
     }
 
@@ -319,12 +314,14 @@ impl EventLoop {
     /// so that a one-shot connection never costs an epoll_ctl. `spread`:
     /// its request may still go to a less loaded worker; not for one just
     /// handed over (it came because this worker was free).
-    fn serve_new(&mut self, mut conn: Conn, spread: bool) {
+    /// Returns the key it is kept under and how many connections the worker
+    /// then holds, if it is kept idle here.
+    fn serve_new(&mut self, mut conn: Conn, spread: bool) -> Option<(usize, usize)> {
         let inline = self.pool.is_none() && (!spread || self.serves_inline());
         let next = conn.on_ready(&mut self.shared, inline);
         if next == Next::Close {
             conn.release(&mut self.shared);
-            return;
+            return None;
         }
         let mut conns = lock(&self.conns);
         let entry = conns.vacant_entry();
@@ -337,20 +334,29 @@ impl EventLoop {
             log::error!("registering a connection failed: {e}");
             drop(conns);
             conn.release(&mut self.shared);
-            return;
+            return None;
         }
         entry.insert(Place::Here(conn));
+        let held = conns.len();
         drop(conns);
         if next == Next::Dispatch {
             self.dispatch(key, spread);
+            self.refresh_accept_mode();
+            return None;
         }
         self.refresh_accept_mode();
+        Some((key, held))
     }
 
     /// Connections other workers handed over: as many as there are free
     /// threads (the loop's own thread takes one at a time; the channel
     /// stays readable for the next).
     fn take_handed_off(&mut self) {
+        // A replaced worker draining takes nothing more, even from an event
+        // of the batch that brought its TERM: what it took would stay.
+        if self.shared.is_draining() && !self.serves_handoffs_while_draining() {
+            return;
+        }
         let free = if self.pool.is_some() {
             self.threads.saturating_sub(self.in_calls)
         } else {
@@ -368,7 +374,7 @@ impl EventLoop {
         match self.channel.receive(&mut self.channel_buf) {
             Ok(Some(arrival)) => {
                 let conn = Conn::adopt(arrival, self.shared.now_ms, &mut self.shared);
-                self.serve_new(conn, false);
+                let _kept = self.serve_new(conn, false);
                 true
             }
             Ok(None) => false,
@@ -394,6 +400,7 @@ impl EventLoop {
         let leave =
             full || (spread && load > 0 && self.shared.settings.peers.has_less_loaded_than(load));
         if leave && self.hand_off_key(key) {
+            self.refresh_accept_mode();
             return;
         }
         let Some(pool) = &self.pool else {
@@ -449,17 +456,44 @@ impl EventLoop {
                 _ => return,
             }
         };
+        let served_before = self.shared.settings.slot.requests();
         match conn.on_ready(&mut self.shared, inline) {
             Next::Close => {
                 lock(&self.conns).remove(key);
                 conn.release(&mut self.shared);
                 self.refresh_accept_mode();
             }
-            Next::Keep => lock(&self.conns)[key] = Place::Here(conn),
+            Next::Keep => {
+                let held = {
+                    let mut conns = lock(&self.conns);
+                    conns[key] = Place::Here(conn);
+                    conns.len()
+                };
+                if self.shared.settings.slot.requests() != served_before {
+                    self.rebalance(key, held);
+                }
+            }
             Next::Dispatch => {
                 lock(&self.conns)[key] = Place::Here(conn);
                 self.dispatch(key, true);
             }
+        }
+    }
+
+    /// Connections even out over time: one that was just accepted or just
+    /// served goes to a free worker holding at least two fewer (a client that keeps its
+    /// connection would otherwise stay where it was first accepted or
+    /// handed to). Between requests, so nothing is in flight on it.
+    fn rebalance(&mut self, key: usize, held: usize) {
+        if held >= 2
+            && self
+                .shared
+                .settings
+                .peers
+                .has_free_one_with_fewer_connections(held - 1)
+        {
+            self.hand_off_key(key);
+            self.refresh_accept_mode();
         }
     }
 
@@ -628,6 +662,7 @@ impl EventLoop {
         if self.shared.is_draining() {
             return;
         }
+        log::debug!("draining: {} connections open", lock(&self.conns).len());
         self.shared.settings.call_clock.set_draining();
         self.set_accept_mode(AcceptMode::Draining);
         if self.shared.settings.slot.is_replaced() {
