@@ -2,9 +2,10 @@
 //! `USR2` binary upgrade with `WINCH` and `QUIT` under load (nothing lost,
 //! idle keep-alive connections carried over to the new master's workers),
 //! an upgrade that fails, `WINCH` from a terminal ignored, and the upgrade
-//! under systemd's notification protocol. Each step waits on what the
-//! server says or does (a log line, a pid file, a process gone), never on
-//! the clock.
+//! under systemd's notification protocol; and, for development,
+//! `--reload` picking up a rebuilt library or an edited Python module. Each
+//! step waits on what the server says or does (a log line, a pid file, a
+//! process gone), never on the clock.
 
 use std::collections::HashSet;
 use std::io::IoSliceMut;
@@ -22,7 +23,10 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt::PassCred,
 };
 
-use crate::harness::{Conn, Server, TempDir, WAIT, get, rgun_bin, testapp, unique_socket_path};
+use crate::harness::{
+    Conn, Server, TempDir, WAIT, compile_c_app, get, manifest_dir, rgun_bin, testapp,
+    unique_socket_path,
+};
 
 /// How often the polling waits below look again (a process gone, a file
 /// written, a counter reached). They poll a condition; none stands in for
@@ -734,4 +738,111 @@ fn under_systemd_the_new_master_becomes_the_main_process() {
     if let Some((said, sender)) = systemd.recv(false) {
         panic!("after STOPPING=1 pid {sender} told systemd {said:?}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// --reload
+// ---------------------------------------------------------------------------
+
+/// Wait for the reload `--reload` asks for: the line, `fresh` more workers
+/// booted, and the `old` ones gone. Returns the new workers.
+fn wait_for_reload(server: &Server, old: &[u32]) -> Vec<u32> {
+    server.wait_for_log("Reloading: the application changed (--reload)", WAIT);
+    let booted = server.wait_for_workers(old.len() * 2);
+    for pid in old {
+        wait_retired(server, *pid);
+    }
+    booted[old.len()..].to_vec()
+}
+
+#[test]
+fn reload_picks_up_a_rebuilt_library() {
+    let dir = TempDir::new("reload-c");
+    let live = dir.join("libapp.so");
+    let hello = manifest_dir().join("examples/c/hello.c");
+    compile_c_app(&hello, &live);
+    // The same application with another greeting.
+    let source = std::fs::read_to_string(&hello).unwrap();
+    assert!(source.contains("\"Hello from C\\n\""));
+    let changed = dir.join("hello2.c");
+    std::fs::write(
+        &changed,
+        source.replace("\"Hello from C\\n\"", "\"Hello again, rebuilt\\n\""),
+    )
+    .unwrap();
+
+    let server = Server::builder(format!("{}:app", live.display()))
+        .args(["--reload", "-w", "2"])
+        .wait_for_workers(2)
+        .start();
+    let old = server.wait_for_workers(2);
+    assert_eq!(server.get("/").text(), "Hello from C\n");
+
+    // A build writes elsewhere, then renames over the library.
+    let staged = dir.join("libapp.so.new");
+    compile_c_app(&changed, &staged);
+    std::fs::rename(&staged, &live).unwrap();
+    let new = wait_for_reload(&server, &old);
+
+    for _ in 0..4 {
+        let mut conn = server.connect();
+        let response = conn.request(&get("/"));
+        response.assert_status(200);
+        assert_eq!(response.text(), "Hello again, rebuilt\n");
+    }
+    let log = server.stderr.text();
+    assert_eq!(log.matches("Reloading: ").count(), 1, "{log}");
+    assert_eq!(new.len(), 2, "{log}");
+}
+
+const WSGI_MODULE: &str = r#"
+def app(environ, start_response):
+    body = b"BODY"
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn reload_picks_up_an_edited_python_module() {
+    let dir = TempDir::new("reload-py");
+    let module = dir.join("reloadme.py");
+    std::fs::write(&module, WSGI_MODULE.replace("BODY", "first version")).unwrap();
+    let server = Server::builder("reloadme:app")
+        .arg("--chdir")
+        .arg(dir.join("").to_str().unwrap())
+        .arg("--reload")
+        // A stale bytecode cache must not stand in for the new source.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .wait_for_workers(1)
+        .start();
+    let old = server.wait_for_workers(1);
+    let response = server.get("/");
+    response.assert_status(200);
+    assert_eq!(response.text(), "first version");
+
+    // An editor's save: a new file renamed over the old one.
+    let staged = dir.join("reloadme.py.new");
+    std::fs::write(&staged, WSGI_MODULE.replace("BODY", "the second version")).unwrap();
+    std::fs::rename(&staged, &module).unwrap();
+    wait_for_reload(&server, &old);
+
+    let response = server.get("/");
+    response.assert_status(200);
+    assert_eq!(response.text(), "the second version");
+}
+
+#[test]
+fn reload_with_preload_is_refused() {
+    let mut server = Server::builder(testapp())
+        .args(["--reload", "--preload"])
+        .spawn();
+    let status = server.wait_exit(WAIT);
+    assert!(!status.success(), "{}", Server::describe(status));
+    let log = server.stderr.text();
+    assert!(
+        log.contains("--reload") && log.contains("--preload"),
+        "the refusal names both flags:\n{log}"
+    );
+    assert!(!log.contains("Listening at"), "{log}");
 }
