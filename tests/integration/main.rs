@@ -21,6 +21,7 @@ mod operations;
 mod routes;
 mod spec_copy;
 mod split;
+mod upgrade;
 mod wsgi_bridge;
 mod wsgi_flask;
 mod wsgi_grammar;

@@ -2,8 +2,10 @@
 //! process group and waits until it listens, and a `Server` that kills the
 //! whole group on drop and shows its logs when a test failed.
 
+use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
@@ -32,6 +34,17 @@ pub struct ServerBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     booted_workers: usize,
+    program: Option<PathBuf>,
+    session: Session,
+}
+
+/// Where the master runs: in its own process group of the test's session
+/// (the default), or as the leader of a new session, with or without a
+/// controlling terminal.
+#[derive(Clone, Debug)]
+enum Session {
+    Group,
+    New { tty: Option<PathBuf> },
 }
 
 impl ServerBuilder {
@@ -62,6 +75,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Run this binary instead of `rgun_bin()` (a copy, say).
+    pub fn program(mut self, path: impl Into<PathBuf>) -> Self {
+        self.program = Some(path.into());
+        self
+    }
+
+    /// Start the master as the leader of a new session, without a
+    /// controlling terminal, as a daemon or a systemd service runs (its
+    /// process group is still its own pid).
+    pub fn new_session(mut self) -> Self {
+        self.session = Session::New { tty: None };
+        self
+    }
+
+    /// Start the master as the leader of a new session whose controlling
+    /// terminal is `tty` (the slave side of a pseudo-terminal).
+    pub fn controlling_terminal(mut self, tty: impl Into<PathBuf>) -> Self {
+        self.session = Session::New {
+            tty: Some(tty.into()),
+        };
+        self
+    }
+
     /// Start the process without waiting for anything (for failures to
     /// start).
     pub fn spawn(self) -> Server {
@@ -70,7 +106,7 @@ impl ServerBuilder {
         } else {
             self.binds.clone()
         };
-        let mut command = Command::new(rgun_bin());
+        let mut command = Command::new(self.program.clone().unwrap_or_else(rgun_bin));
         command.arg(&self.app);
         for bind in &binds {
             command.arg("--bind").arg(bind);
@@ -82,9 +118,37 @@ impl ServerBuilder {
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        match &self.session {
             // Its own group, so that the guard can kill the workers too.
-            .process_group(0);
+            Session::Group => {
+                command.process_group(0);
+            }
+            // A session leader leads its group too: setsid(2) fails in a
+            // process that already leads one, so no process_group(0).
+            Session::New { tty } => {
+                let tty = tty
+                    .as_ref()
+                    .map(|t| CString::new(t.as_os_str().as_bytes()).expect("a tty path"));
+                // SAFETY: between fork and exec the closure only makes
+                // async-signal-safe calls (setsid, open, ioctl, close).
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::setsid() < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        if let Some(tty) = &tty {
+                            let fd = libc::open(tty.as_ptr(), libc::O_RDWR);
+                            if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                                return Err(io::Error::last_os_error());
+                            }
+                            libc::close(fd);
+                        }
+                        Ok(())
+                    });
+                }
+            }
+        }
         let mut child = command.spawn().expect("spawn the rgun binary");
         let stderr: ChildStderr = child.stderr.take().unwrap();
         let stdout: ChildStdout = child.stdout.take().unwrap();
@@ -147,6 +211,8 @@ impl Server {
             args: Vec::new(),
             envs: Vec::new(),
             booted_workers: 0,
+            program: None,
+            session: Session::Group,
         }
     }
 
@@ -219,15 +285,26 @@ impl Server {
         if let Some(status) = self.exit {
             return status;
         }
+        let status = self.reap(timeout);
+        // Let the reader threads take in the last lines the process wrote,
+        // so that a test can look at the whole log. A child that kept the
+        // pipes open is for the test to catch.
+        self.stderr.closed_within(WAIT);
+        self.stdout.closed_within(WAIT);
+        status
+    }
+
+    /// Wait for the master to exit, as `wait_exit` does, but not for its
+    /// pipes to close: another process writes to them still (the new
+    /// master of a `USR2` upgrade).
+    pub fn reap(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 self.exit = Some(status);
-                // Let the reader threads take in the last lines the process
-                // wrote, so that a test can look at the whole log. A child
-                // that kept the pipes open is for the test to catch.
-                self.stderr.closed_within(WAIT);
-                self.stdout.closed_within(WAIT);
                 return status;
             }
             if Instant::now() >= deadline {
