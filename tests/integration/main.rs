@@ -10,6 +10,7 @@
 
 mod c_app;
 mod cli;
+mod corpus;
 mod deploy;
 mod harness;
 mod http1;
