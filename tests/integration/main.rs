@@ -11,6 +11,7 @@
 mod affinity;
 mod c_app;
 mod cli;
+mod corpus;
 mod deploy;
 mod harness;
 mod http1;

@@ -24,6 +24,7 @@ pub mod handoff;
 mod listener;
 pub mod parse;
 mod pool;
+pub mod proxy;
 mod reload;
 mod response;
 pub mod scoreboard;
