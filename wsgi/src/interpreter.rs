@@ -1,9 +1,12 @@
 //! The embedded CPython: started once per process (in a worker's init hook,
 //! or in the master for `--preload`) without Python's own signal handlers,
-//! as a virtualenv's interpreter when `VIRTUAL_ENV` names one; the
-//! application loaded from its spec; per-thread interpreter state for
-//! `--threads`; and CPython's fork protocol around each fork of a preloaded
-//! master. Requests are not handled here.
+//! as a virtualenv's interpreter when `VIRTUAL_ENV` names one; or, when rgun
+//! runs inside a Python process (the pip-installed `rgun`, `python/`), that
+//! process's own interpreter, which is then hosting rather than embedded.
+//! Also: the application loaded from its spec; per-thread interpreter state
+//! for `--threads`; and CPython's fork protocol (with `gc.freeze`) around
+//! each fork of a master whose process runs Python. Requests are not handled
+//! here.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
@@ -37,10 +40,20 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
     if APPLICATION.get().is_some() {
         return Ok(());
     }
-    let python = python_for_children();
-    start(python.as_deref()).map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
+    // SAFETY: a plain query, valid before initialisation.
+    let hosted = !STARTED.load(Ordering::Acquire) && unsafe { ffi::Py_IsInitialized() } != 0;
+    let python = if hosted {
+        // The interpreter running this process is the virtualenv's own:
+        // its sys.executable, sys.argv and sys.path are already right.
+        None
+    } else {
+        let python = python_for_children()?;
+        start(python.as_deref())
+            .map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
+        python
+    };
     Python::attach(|py| {
-        let loaded = boot(py, spec, python.as_deref());
+        let loaded = boot(py, spec, hosted, python.as_deref());
         match loaded {
             Ok(app) => {
                 let _ = APPLICATION.set(app);
@@ -51,13 +64,18 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
     })
 }
 
-/// Run boot.py's `prepare` and `load`.
-fn boot(py: Python<'_>, spec: &str, python: Option<&Path>) -> PyResult<Py<PyAny>> {
-    let sys = py.import("sys")?;
-    sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
+/// Run boot.py's `prepare` and `load`. `hosted`: the interpreter is the
+/// process's own (see the module's first lines), not one rgun started.
+fn boot(py: Python<'_>, spec: &str, hosted: bool, python: Option<&Path>) -> PyResult<Py<PyAny>> {
     let module = boot_module(py)?;
-    let python = python.map(|p| p.to_string_lossy().into_owned());
-    module.call_method1("prepare", (python.unwrap_or_default(),))?;
+    if hosted {
+        module.call_method0("prepare_hosted")?;
+    } else {
+        let sys = py.import("sys")?;
+        sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
+        let python = python.map(|p| p.to_string_lossy().into_owned());
+        module.call_method1("prepare", (python.unwrap_or_default(),))?;
+    }
     Ok(module.call_method1("load", (spec,))?.unbind())
 }
 
@@ -103,24 +121,44 @@ fn describe_load_error(py: Python<'_>, spec: &str, err: &PyErr) -> String {
 /// The interpreter child processes should run (`multiprocessing`'s
 /// spawn): the virtualenv's when `VIRTUAL_ENV` names one made for this
 /// Python, else the one rgun was built against, if it is still there.
-fn python_for_children() -> Option<PathBuf> {
+///
+/// A virtualenv of another Python version is refused before the interpreter
+/// starts (issue 14): its compiled packages cannot load into this
+/// libpython, and running the app without them is only half loading it.
+fn python_for_children() -> Result<Option<PathBuf>, String> {
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
         let venv = PathBuf::from(venv);
         let python = venv.join("bin/python");
         let lib = venv.join(format!("lib/python{BUILT_VERSION}"));
         if python.exists() && lib.is_dir() {
-            return Some(python);
+            return Ok(Some(python));
         }
-        logging::line(
-            logging::Level::Warning,
-            &format!(
-                "VIRTUAL_ENV={} is not a virtualenv for Python {BUILT_VERSION} \
-                 (no bin/python or lib/python{BUILT_VERSION}); its packages are not used",
-                venv.display()
-            ),
-        );
+        let theirs = virtualenv_version(&venv)
+            .map(|v| format!("a virtualenv of Python {v}"))
+            .unwrap_or_else(|| format!("not a virtualenv of Python {BUILT_VERSION}"));
+        return Err(format!(
+            "VIRTUAL_ENV={} is {theirs}, but this rgun's Python bridge was built for \
+             Python {BUILT_VERSION} ({BUILT_EXECUTABLE}): install rgun into that virtualenv \
+             (`pip install rgun`), or rebuild the bridge with its interpreter \
+             (`PYO3_PYTHON={}/bin/python cargo build --release -p rgun-wsgi`)",
+            venv.display(),
+            venv.display()
+        ));
     }
-    Some(PathBuf::from(BUILT_EXECUTABLE)).filter(|p| p.is_file())
+    Ok(Some(PathBuf::from(BUILT_EXECUTABLE)).filter(|p| p.is_file()))
+}
+
+/// `major.minor` of the Python a virtualenv was made from (its pyvenv.cfg).
+fn virtualenv_version(venv: &Path) -> Option<String> {
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        if !matches!(key.trim(), "version" | "version_info") {
+            return None;
+        }
+        let mut parts = value.trim().split('.');
+        Some(format!("{}.{}", parts.next()?, parts.next()?))
+    })
 }
 
 /// Whether this process started the interpreter.
@@ -198,10 +236,20 @@ pub(crate) fn pin_thread_state() {
 /// Whether the GIL was held before `before_fork` took it.
 static FORK_GIL_WAS_HELD: AtomicBool = AtomicBool::new(false);
 
-/// Before fork(2) in a preloaded master: take the GIL and CPython's fork
-/// locks, so that the child starts with a consistent interpreter.
+/// Whether this process runs an interpreter (started here, or hosting).
+fn runs_python() -> bool {
+    // SAFETY: a plain query, valid at any time.
+    STARTED.load(Ordering::Acquire) || unsafe { ffi::Py_IsInitialized() } != 0
+}
+
+/// Before fork(2) in a master that runs Python (`--preload`, or rgun hosted
+/// by a Python process): take the GIL and CPython's fork locks, so that the
+/// child starts with a consistent interpreter. Every object made so far
+/// goes out of the collector's reach first (`gc.freeze`, CPython bpo-31558):
+/// a collection in a worker would otherwise write to each of them and copy
+/// the pages the workers share with the master.
 pub(crate) fn before_fork() {
-    if !STARTED.load(Ordering::Acquire) {
+    if !runs_python() {
         return;
     }
     // SAFETY: the interpreter runs in this process; Ensure takes the GIL for
@@ -212,12 +260,27 @@ pub(crate) fn before_fork() {
             matches!(state, ffi::PyGILState_STATE::PyGILState_LOCKED),
             Ordering::Relaxed,
         );
-        ffi::PyOS_BeforeFork();
+    }
+    // SAFETY: the GIL is held (just above).
+    let py = unsafe { Python::assume_attached() };
+    freeze_heap(py);
+    // SAFETY: GIL held, as PyOS_BeforeFork requires.
+    unsafe { ffi::PyOS_BeforeFork() };
+}
+
+/// `gc.freeze()`; a failure only costs memory, so it is a warning.
+fn freeze_heap(py: Python<'_>) {
+    let frozen = py.import("gc").and_then(|gc| gc.call_method0("freeze"));
+    if let Err(err) = frozen {
+        logging::line(
+            logging::Level::Warning,
+            &format!("gc.freeze() before fork failed: {err}"),
+        );
     }
 }
 
 pub(crate) fn after_fork_parent() {
-    if !STARTED.load(Ordering::Acquire) {
+    if !runs_python() {
         return;
     }
     // SAFETY: pairs with before_fork in this process, GIL held.
@@ -230,7 +293,7 @@ pub(crate) fn after_fork_parent() {
 /// In the new worker: CPython resets its locks and threads (only this
 /// thread survives a fork), then the GIL is let go so that requests take it.
 pub(crate) fn after_fork_child() {
-    if !STARTED.load(Ordering::Acquire) {
+    if !runs_python() {
         return;
     }
     // SAFETY: the child's only thread holds the GIL it inherited from
