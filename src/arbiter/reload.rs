@@ -76,7 +76,15 @@ impl Arbiter {
             })
             .unwrap_or_else(|_| std::env::args_os().next().unwrap_or_default().into());
         let mut command = std::process::Command::new(&exe);
-        command.args(std::env::args_os().skip(1));
+        // The same argv[0] too: when this master is a virtualenv's Python
+        // (the pip-installed rgun), /proc/self/exe names the base
+        // interpreter the venv's `python` links to, and CPython finds the
+        // virtualenv from argv[0] only.
+        let mut args = std::env::args_os();
+        if let Some(arg0) = args.next() {
+            std::os::unix::process::CommandExt::arg0(&mut command, arg0);
+        }
+        command.args(args);
         if let Some(dir) = &self.settings.start_dir {
             command.current_dir(dir);
         }

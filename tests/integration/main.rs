@@ -24,4 +24,5 @@ mod wsgi_bridge;
 mod wsgi_flask;
 mod wsgi_grammar;
 mod wsgi_harness;
+mod wsgi_pip;
 mod wsgi_validator;

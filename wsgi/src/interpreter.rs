@@ -69,7 +69,8 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
 fn boot(py: Python<'_>, spec: &str, hosted: bool, python: Option<&Path>) -> PyResult<Py<PyAny>> {
     let module = boot_module(py)?;
     if hosted {
-        module.call_method0("prepare_hosted")?;
+        let pythonpath = std::env::var("PYTHONPATH").unwrap_or_default();
+        module.call_method1("prepare_hosted", (pythonpath,))?;
     } else {
         let sys = py.import("sys")?;
         sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
