@@ -115,6 +115,12 @@ fn the_workers_are_the_virtualenvs_python_and_map_no_libpython_of_their_own() {
             own.join(", ")
         }
     );
+    // .ci/pip-route says when the interpreter is one without a shared
+    // libpython, so that a change of machine cannot quietly turn this into
+    // a check of an ordinary Python.
+    if std::env::var("RGUN_TEST_NO_SHARED_LIBPYTHON").as_deref() == Ok("1") {
+        assert!(own.is_empty(), "{} maps {own:?}", python.display());
+    }
 }
 
 #[test]
