@@ -24,8 +24,6 @@ use sha2::{Digest, Sha256};
 use crate::harness::{App, Conn, Prng, Response, Server, TempDir, WAIT, request};
 use crate::wsgi_harness::python_dir;
 
-const NEEDS_PIP: &str = "needs the pip-installed rgun: run .ci/pip-route";
-
 /// The virtualenv rgun is installed in (`RGUN_TEST_VENV`).
 fn venv() -> PathBuf {
     let venv = std::env::var_os("RGUN_TEST_VENV")
@@ -189,6 +187,11 @@ fn python_dash_m(python: &Path, args: &[&str]) -> PythonDashM {
             let _ = lines.send(line);
         }
     });
+    // The guard first: a failure below kills the process group.
+    let mut server = PythonDashM {
+        child,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+    };
     let deadline = Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
@@ -196,8 +199,8 @@ fn python_dash_m(python: &Path, args: &[&str]) -> PythonDashM {
         match log.recv_timeout(left) {
             Ok(line) => {
                 if let Some(rest) = line.split("Listening at: http://").nth(1) {
-                    let addr = rest.split(' ').next().unwrap().parse().unwrap();
-                    return PythonDashM { child, addr };
+                    server.addr = rest.split(' ').next().unwrap().parse().unwrap();
+                    return server;
                 }
                 seen.push(line);
             }

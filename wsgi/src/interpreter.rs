@@ -40,18 +40,7 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
     if APPLICATION.get().is_some() {
         return Ok(());
     }
-    // SAFETY: a plain query, valid before initialisation.
-    let hosted = !STARTED.load(Ordering::Acquire) && unsafe { ffi::Py_IsInitialized() } != 0;
-    let python = if hosted {
-        // The interpreter running this process is the virtualenv's own:
-        // its sys.executable, sys.argv and sys.path are already right.
-        None
-    } else {
-        let python = python_for_children()?;
-        start(python.as_deref())
-            .map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
-        python
-    };
+    let (hosted, python) = interpreter()?;
     Python::attach(|py| {
         let loaded = boot(py, spec, hosted, python.as_deref());
         match loaded {
@@ -62,6 +51,44 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
             Err(err) => Err(describe_load_error(py, spec, &err)),
         }
     })
+}
+
+/// The interpreter of this process, started unless it runs already:
+/// whether it is hosting (the process's own, see the module's first lines)
+/// and, if not, the Python its children should run.
+fn interpreter() -> Result<(bool, Option<PathBuf>), String> {
+    if STARTED.load(Ordering::Acquire) {
+        return Ok((false, python_for_children()?));
+    }
+    // SAFETY: a plain query, valid before initialisation.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        // The virtualenv's own interpreter: its sys.executable, sys.argv
+        // and sys.path are already right.
+        return Ok((true, None));
+    }
+    let python = python_for_children()?;
+    start(python.as_deref()).map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
+    Ok((false, python))
+}
+
+/// Whether `preload` turned the collector off, for the workers to turn it
+/// back on.
+static GC_OFF_FOR_FORK: AtomicBool = AtomicBool::new(false);
+
+/// `--preload`: `load` in the master, with the collector off from before
+/// the import to every fork, as CPython's gc.freeze documentation advises:
+/// a collection in the master would free objects among the application's
+/// and leave holes that the workers' new objects fill, copying those pages.
+pub(crate) fn preload(spec: &str) -> Result<(), String> {
+    interpreter()?;
+    Python::attach(|py| {
+        let off = py
+            .import("gc")
+            .and_then(|gc| gc.call_method0("disable"))
+            .is_ok();
+        GC_OFF_FOR_FORK.store(off, Ordering::Relaxed);
+    });
+    load(spec)
 }
 
 /// Run boot.py's `prepare` and `load`. `hosted`: the interpreter is the
@@ -120,23 +147,31 @@ fn describe_load_error(py: Python<'_>, spec: &str, err: &PyErr) -> String {
 }
 
 /// The interpreter child processes should run (`multiprocessing`'s
-/// spawn): the virtualenv's when `VIRTUAL_ENV` names one made for this
-/// Python, else the one rgun was built against, if it is still there.
+/// spawn): the virtualenv's when `VIRTUAL_ENV` names one made from the
+/// Python this bridge was built for, else that Python, if it is still there.
 ///
-/// A virtualenv of another Python version is refused before the interpreter
-/// starts (issue 14): its compiled packages cannot load into this
-/// libpython, and running the app without them is only half loading it.
+/// A virtualenv of another Python is refused before the interpreter starts
+/// (issue 14): of another version, its compiled packages cannot load into
+/// this libpython; of another installation of the same version (Debian's
+/// and pyenv's 3.11, say), its standard library does not match this
+/// libpython's built-in modules. Either way the app would be half loaded.
 fn python_for_children() -> Result<Option<PathBuf>, String> {
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
         let venv = PathBuf::from(venv);
         let python = venv.join("bin/python");
         let lib = venv.join(format!("lib/python{BUILT_VERSION}"));
-        if python.exists() && lib.is_dir() {
-            return Ok(Some(python));
-        }
-        let theirs = virtualenv_version(&venv)
-            .map(|v| format!("a virtualenv of Python {v}"))
-            .unwrap_or_else(|| format!("not a virtualenv of Python {BUILT_VERSION}"));
+        let theirs = if python.exists() && lib.is_dir() {
+            match virtualenv_base(&venv) {
+                Some(base) if !same_file(&base, Path::new(BUILT_EXECUTABLE)) => {
+                    format!("a virtualenv of {}", base.display())
+                }
+                _ => return Ok(Some(python)),
+            }
+        } else {
+            virtualenv_version(&venv)
+                .map(|v| format!("a virtualenv of Python {v}"))
+                .unwrap_or_else(|| format!("not a virtualenv of Python {BUILT_VERSION}"))
+        };
         return Err(format!(
             "VIRTUAL_ENV={} is {theirs}, but this rgun's Python bridge was built for \
              Python {BUILT_VERSION} ({BUILT_EXECUTABLE}): install rgun into that virtualenv \
@@ -149,17 +184,37 @@ fn python_for_children() -> Result<Option<PathBuf>, String> {
     Ok(Some(PathBuf::from(BUILT_EXECUTABLE)).filter(|p| p.is_file()))
 }
 
-/// `major.minor` of the Python a virtualenv was made from (its pyvenv.cfg).
-fn virtualenv_version(venv: &Path) -> Option<String> {
+/// The interpreter a virtualenv was made from: `home` in its pyvenv.cfg.
+fn virtualenv_base(venv: &Path) -> Option<PathBuf> {
+    let home = pyvenv_cfg(venv, &["home"])?;
+    [format!("python{BUILT_VERSION}"), "python3".into()]
+        .iter()
+        .map(|name| Path::new(&home).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether two paths name the same file once links are followed; `true`
+/// when either cannot be resolved (no verdict, no refusal).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => true,
+    }
+}
+
+fn pyvenv_cfg(venv: &Path, keys: &[&str]) -> Option<String> {
     let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
     cfg.lines().find_map(|line| {
         let (key, value) = line.split_once('=')?;
-        if !matches!(key.trim(), "version" | "version_info") {
-            return None;
-        }
-        let mut parts = value.trim().split('.');
-        Some(format!("{}.{}", parts.next()?, parts.next()?))
+        keys.contains(&key.trim()).then(|| value.trim().to_string())
     })
+}
+
+/// `major.minor` of the Python a virtualenv was made from (its pyvenv.cfg).
+fn virtualenv_version(venv: &Path) -> Option<String> {
+    let version = pyvenv_cfg(venv, &["version", "version_info"])?;
+    let mut parts = version.split('.');
+    Some(format!("{}.{}", parts.next()?, parts.next()?))
 }
 
 /// Whether this process started the interpreter.
@@ -299,10 +354,19 @@ pub(crate) fn after_fork_child() {
     }
     // SAFETY: the child's only thread holds the GIL it inherited from
     // before_fork, which PyOS_AfterFork_Child requires.
-    unsafe {
-        ffi::PyOS_AfterFork_Child();
-        ffi::PyGILState_Release(gil_state());
+    unsafe { ffi::PyOS_AfterFork_Child() };
+    if GC_OFF_FOR_FORK.load(Ordering::Relaxed) {
+        // SAFETY: the GIL is still held (released just below).
+        let py = unsafe { Python::assume_attached() };
+        if let Err(err) = py.import("gc").and_then(|gc| gc.call_method0("enable")) {
+            logging::line(
+                logging::Level::Warning,
+                &format!("gc.enable() in a new worker failed: {err}"),
+            );
+        }
     }
+    // SAFETY: pairs with the Ensure of before_fork.
+    unsafe { ffi::PyGILState_Release(gil_state()) };
 }
 
 fn gil_state() -> ffi::PyGILState_STATE {
