@@ -270,6 +270,7 @@ def main():
                     help="use the virtualenv as it is (rgun, gunicorn and django installed)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "memory.json"))
     args = ap.parse_args()
+    args.venv = os.path.abspath(args.venv)
 
     make_venv(args.python, args.venv, install=not args.no_install)
     bin_ = os.path.join(args.venv, "bin")
