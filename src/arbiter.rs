@@ -19,8 +19,10 @@ use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WorkerConfig};
 
 use crate::sockets::Listener;
 
+mod recycle;
 mod reload;
 mod spawn;
+mod upgrade;
 
 /// How often the loop wakes without a signal (Gunicorn sleeps up to 1 s).
 const TICK_MS: u16 = 1000;
@@ -52,13 +54,64 @@ const HANDLED_SIGNALS: [Signal; 10] = [
     Signal::SIGWINCH,
 ];
 
+/// Where a worker is in its life, as the master sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// Serving, and counted among the wanted workers.
+    Serving,
+    /// To be replaced (`--max-requests`, `--max-worker-memory`): its
+    /// successor boots, and it serves on until the successor has loaded
+    /// the application. No longer counted: the successor is.
+    Replaced { successor: Pid },
+    /// Told to stop: leaving.
+    Retiring,
+}
+
+/// A worker aborted for `--timeout`.
+#[derive(Clone, Copy, Debug)]
+struct Abort {
+    at_ms: u64,
+    /// How long the request in hand had run (0: none known).
+    ran_ms: u64,
+}
+
 /// What the master knows of one worker.
 struct Worker {
     slot: usize,
     started_ms: u64,
-    aborted_ms: Option<u64>,
-    /// Sent TERM: leaving, no longer counted among the wanted.
-    retiring: bool,
+    /// Aborted by `--timeout`: when, and how long its request had run.
+    aborted: Option<Abort>,
+    life: Life,
+}
+
+impl Worker {
+    fn is_serving(&self) -> bool {
+        self.life == Life::Serving
+    }
+
+    fn is_retiring(&self) -> bool {
+        self.life == Life::Retiring
+    }
+}
+
+/// Gunicorn's CRITICAL line for a worker aborted by `--timeout`, with what
+/// it was doing, from its slot: the request line in hand (written by the
+/// worker's abort handler) and how long it had run.
+fn log_timeout(pid: Pid, slot: &rgun_worker::scoreboard::Slot, abort: Abort, timeout_ms: u64) {
+    let line = slot.request_line();
+    let doing = if abort.ran_ms == 0 || line.is_empty() {
+        "with no single request in hand (several threads, or none)".to_string()
+    } else {
+        format!(
+            "handling \"{line}\" for {:.1} s",
+            abort.ran_ms as f64 / 1000.0
+        )
+    };
+    log::error!(
+        target: crate::logging::CRITICAL,
+        "WORKER TIMEOUT (pid:{pid}) {doing} (--timeout {} s)",
+        timeout_ms / 1000
+    );
 }
 
 /// Route the master's signals to a queue its loop reads.
@@ -84,6 +137,8 @@ pub struct Settings {
     pub identity: Option<crate::privileges::Identity>,
     pub timeout_ms: u64,
     pub graceful_timeout_ms: u64,
+    /// `--max-worker-memory` in MiB (0: no limit).
+    pub max_worker_memory_mib: u64,
     /// Always there in the master; taken by a forked child as it becomes a
     /// worker.
     pub worker: Option<WorkerConfig>,
@@ -119,10 +174,18 @@ pub struct Arbiter {
     /// READY=1 waits for a worker started at or after this (a reload's new
     /// workers, not the old ones).
     ready_after_ms: u64,
+    /// Workers recycled, by reason.
+    restarts: recycle::Restarts,
+    /// `--pid`: renamed to `.oldbin` during an upgrade.
+    pidfile: Option<crate::pidfile::Pidfile>,
+    /// The new master of a `USR2` upgrade under way (a child of this one).
+    upgrade: Option<Pid>,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
 const ORPHANS_ENV: &str = "RGUN_OLD_WORKERS";
+/// The pid of the master a `USR2` upgrade started this one from.
+const UPGRADE_FROM_ENV: &str = "RGUN_UPGRADE_FROM";
 
 impl Arbiter {
     /// `signals`: from [`install_signals`], done before anything an
@@ -133,7 +196,13 @@ impl Arbiter {
         listeners: Vec<Listener>,
         preloaded: bool,
         signals: SignalQueue,
+        pidfile: Option<crate::pidfile::Pidfile>,
     ) -> Result<Arbiter> {
+        if let Ok(old) = std::env::var(UPGRADE_FROM_ENV) {
+            log::info!("Upgrading the master of pid {old}: this master shares its sockets");
+            // SAFETY: the master is single-threaded.
+            unsafe { std::env::remove_var(UPGRADE_FROM_ENV) };
+        }
         let scoreboard = Scoreboard::new(crate::cli::MAX_WORKERS * 2)?;
         let orphans: Vec<Pid> = std::env::var(ORPHANS_ENV)
             .unwrap_or_default()
@@ -160,6 +229,9 @@ impl Arbiter {
             early_deaths: 0,
             next_spawn_ms: 0,
             halt: None,
+            restarts: recycle::Restarts::default(),
+            pidfile,
+            upgrade: None,
         })
     }
 
@@ -169,7 +241,7 @@ impl Arbiter {
             self.manage_workers();
             // While the first worker loads the application the others wait
             // for it: look again soon rather than a whole tick later.
-            self.wait(if self.probe.is_some() {
+            self.wait(if self.probe.is_some() || self.recycling() {
                 PROBE_POLL_MS
             } else {
                 TICK_MS
@@ -196,6 +268,8 @@ impl Arbiter {
             }
             self.handle_queued();
             self.murder_workers();
+            self.reload_on_wish();
+            self.recycle_workers();
         }
     }
 
@@ -218,20 +292,26 @@ impl Arbiter {
             self.signal_workers(Signal::SIGUSR1);
         }
         if self.signals.take(Signal::SIGWINCH) > 0 {
-            // As Gunicorn outside daemon mode: a terminal sends WINCH to the
-            // whole process group when its window is resized.
-            log::debug!("SIGWINCH ignored: rgun does not run as a daemon");
+            self.handle_winch();
         }
         if self.signals.take(Signal::SIGUSR2) > 0 {
-            log::warn!(
-                "Handling signal: usr2; binary upgrade is not supported by this rgun, ignored"
-            );
+            self.handle_usr2();
         }
     }
 
+    /// Stop one worker gracefully while others go on: its idle connections
+    /// are handed to them (the slot says it is replaced), if any serve.
     fn retire(&mut self, pid: Pid) {
+        let others_serve = self.upgrade.is_some()
+            || self
+                .workers
+                .iter()
+                .any(|(other, w)| *other != pid && w.is_serving());
         if let Some(worker) = self.workers.get_mut(&pid) {
-            worker.retiring = true;
+            worker.life = Life::Retiring;
+            if others_serve {
+                self.scoreboard.slot(worker.slot).mark_replaced();
+            }
             let _ = kill(pid, Signal::SIGTERM);
         }
     }
@@ -264,9 +344,19 @@ impl Arbiter {
                 _ => continue,
             };
             let Some(worker) = self.workers.remove(&pid) else {
-                self.orphans.retain(|p| *p != pid);
+                if !self.reap_new_master(pid, code) {
+                    self.orphans.retain(|p| *p != pid);
+                }
                 continue;
             };
+            if let Some(abort) = worker.aborted {
+                log_timeout(
+                    pid,
+                    self.scoreboard.slot(worker.slot),
+                    abort,
+                    self.settings.timeout_ms,
+                );
+            }
             // Peers no longer count it as a worker that takes work.
             self.scoreboard.slot(worker.slot).clear();
             if self.probe == Some(pid) {
@@ -279,7 +369,7 @@ impl Arbiter {
                 (Some(EXIT_BOOT_ERROR), _) => {
                     self.halt = Some(("Worker failed to boot.", EXIT_BOOT_ERROR))
                 }
-                (Some(0), _) if worker.retiring => log::info!("Worker exiting (pid: {pid})"),
+                (Some(0), _) if worker.is_retiring() => log::info!("Worker exiting (pid: {pid})"),
                 (Some(code), _) => log::warn!("Worker (pid:{pid}) exited with code {code}"),
                 (None, Some(Signal::SIGKILL)) => {
                     log::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")
@@ -288,11 +378,11 @@ impl Arbiter {
                 _ => {}
             }
             let now = monotonic_ms();
-            if !worker.retiring && now.saturating_sub(worker.started_ms) < EARLY_DEATH_MS {
+            if !worker.is_retiring() && now.saturating_sub(worker.started_ms) < EARLY_DEATH_MS {
                 self.early_deaths += 1;
                 let backoff = (FIRST_BACKOFF_MS << self.early_deaths.min(16)).min(MAX_BACKOFF_MS);
                 self.next_spawn_ms = now + backoff;
-            } else if !worker.retiring {
+            } else if !worker.is_retiring() {
                 self.early_deaths = 0;
             }
         }
@@ -316,14 +406,24 @@ impl Arbiter {
         }
         for (pid, worker) in &mut self.workers {
             let slot = self.scoreboard.slot(worker.slot);
-            match worker.aborted_ms {
+            match worker.aborted {
                 None if now.saturating_sub(slot.heartbeat_ms()) > self.settings.timeout_ms => {
-                    log::error!("WORKER TIMEOUT (pid:{pid})");
+                    // The worker's SIGABRT handler writes the request line
+                    // in hand into its slot; the log line is written when
+                    // the worker is reaped (`log_timeout`).
                     slot.mark_timed_out();
+                    let started = slot.request_started_ms();
                     let _ = kill(*pid, Signal::SIGABRT);
-                    worker.aborted_ms = Some(now);
+                    worker.aborted = Some(Abort {
+                        at_ms: now,
+                        ran_ms: if started == 0 {
+                            0
+                        } else {
+                            now.saturating_sub(started)
+                        },
+                    });
                 }
-                Some(at) if now.saturating_sub(at) > KILL_AFTER_ABORT_MS => {
+                Some(Abort { at_ms: at, .. }) if now.saturating_sub(at) > KILL_AFTER_ABORT_MS => {
                     let _ = kill(*pid, Signal::SIGKILL);
                 }
                 _ => {}
@@ -355,7 +455,7 @@ impl Arbiter {
         let active: Vec<(Pid, u64)> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.retiring)
+            .filter(|(_, w)| w.is_serving())
             .map(|(p, w)| (*p, w.started_ms))
             .collect();
         if active.len() < self.wanted && monotonic_ms() >= self.next_spawn_ms {
@@ -400,7 +500,7 @@ impl Arbiter {
         }
         // Their exit is expected now, not a failure to report.
         for worker in self.workers.values_mut() {
-            worker.retiring = true;
+            worker.life = Life::Retiring;
         }
         let signal = if graceful {
             Signal::SIGTERM

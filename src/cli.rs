@@ -38,6 +38,12 @@ pub const DEFAULT_LIMIT_REQUEST_FIELD_SIZE: usize = 8190;
 /// How long a client read or write may wait inside a request when
 /// `--timeout 0` turns the worker timeout off.
 pub const UNLIMITED_IO_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Gunicorn's `worker_connections`: the most connections one worker holds.
+pub const DEFAULT_WORKER_CONNECTIONS: usize = 1000;
+/// Gunicorn's `max_requests` and `max_requests_jitter`: 0, no recycling.
+pub const DEFAULT_MAX_REQUESTS: u64 = 0;
+pub const DEFAULT_MAX_REQUESTS_JITTER: u64 = 0;
+
 /// The most workers one master runs (scoreboard slots, twice over for the
 /// overlap of a reload).
 pub const MAX_WORKERS: usize = 512;
@@ -47,7 +53,7 @@ pub const MAX_WORKERS: usize = 512;
     name = "rgun",
     version,
     about = "A pre-forking HTTP/1.1 application server: rgun path/to/libapp.so:app",
-    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files."
+    after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files, USR2 binary upgrade (a new master beside this one), WINCH stop the workers and keep the master (without a controlling terminal)."
 )]
 pub struct Cli {
     /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to `app`).
@@ -109,11 +115,36 @@ pub struct Cli {
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
 
+    /// Restart a worker after it served this many requests (0: never); its
+    /// replacement boots first, so capacity never dips.
+    #[arg(long = "max-requests", value_name = "COUNT", default_value_t = DEFAULT_MAX_REQUESTS)]
+    pub max_requests: u64,
+
+    /// Each worker restarts after `--max-requests` plus a random 0 to this
+    /// many more, so that workers do not all restart at once.
+    #[arg(long = "max-requests-jitter", value_name = "COUNT", default_value_t = DEFAULT_MAX_REQUESTS_JITTER)]
+    pub max_requests_jitter: u64,
+
+    /// Restart a worker whose memory (PSS) grows past this many MiB (0:
+    /// never), the same graceful way as `--max-requests`.
+    #[arg(long = "max-worker-memory", value_name = "MIB", default_value_t = 0)]
+    pub max_worker_memory: u64,
+
+    /// The most client connections one worker holds; at the cap it stops
+    /// accepting until one closes.
+    #[arg(long = "worker-connections", value_name = "COUNT", default_value_t = DEFAULT_WORKER_CONNECTIONS)]
+    pub worker_connections: usize,
+
     /// Load the application in the master before forking the workers
     /// (shared memory, faster boot); a reload then re-executes the master
     /// so that new code still goes live.
     #[arg(long)]
     pub preload: bool,
+
+    /// Reload the workers when the application changes (its library; for
+    /// Python, a module it imported), as HUP does; for development.
+    #[arg(long, conflicts_with = "preload")]
+    pub reload: bool,
 
     /// Directories to add to Python's path, comma-separated (Python apps).
     #[arg(long, value_name = "DIRS")]
@@ -147,6 +178,11 @@ pub struct Cli {
     /// Write the master's pid to this file.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+
+    /// The NAME in process titles (`rgun: master [NAME]`); default: the
+    /// application.
+    #[arg(short = 'n', long = "proc-name", alias = "name", value_name = "NAME")]
+    pub proc_name: Option<String>,
 
     /// Change to this directory before loading the application.
     #[arg(long, value_name = "DIR")]

@@ -9,6 +9,10 @@ use std::sync::Mutex;
 
 use rgun_worker::timefmt;
 
+/// The log target of Gunicorn's CRITICAL lines (the `log` crate stops at
+/// ERROR): `log::error!(target: CRITICAL, ...)`.
+pub const CRITICAL: &str = "rgun::critical";
+
 struct Logger {
     level: log::LevelFilter,
     path: Option<PathBuf>,
@@ -66,6 +70,7 @@ impl log::Log for Logger {
             return;
         }
         let level = match record.level() {
+            log::Level::Error if record.target() == CRITICAL => "CRITICAL",
             log::Level::Error => "ERROR",
             log::Level::Warn => "WARNING",
             log::Level::Info => "INFO",

@@ -8,6 +8,7 @@ mod cli;
 mod logging;
 mod pidfile;
 mod privileges;
+mod proctitle;
 mod sockets;
 mod systemd;
 
@@ -31,11 +32,12 @@ use crate::sockets::{BindAddr, Listener};
 
 #[cfg_attr(rgun_hosted, allow(dead_code))]
 fn main() -> ExitCode {
+    proctitle::save_args();
     ExitCode::from(serve(Cli::parse()))
 }
 
 /// The whole life of the master, to its exit code (also the entry point of
-/// the pip-installed `rgun`).
+/// the pip-installed `rgun`, after its own `proctitle::save_args`).
 fn serve(cli: Cli) -> u8 {
     if let Err(e) = logging::init(&cli.error_logfile, cli.log_level.filter()) {
         eprintln!("rgun: {e}");
@@ -86,6 +88,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         .as_deref()
         .map(pidfile::Pidfile::create)
         .transpose()?;
+    proctitle::set_name(cli.proc_name.as_deref().unwrap_or(&cli.app));
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
     settings.start_dir = Some(start_dir);
@@ -107,9 +110,15 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             )
         })?;
     }
-    // Told to applications (the WSGI bridge's wsgi.multiprocess).
+    // Told to applications (the WSGI bridge's wsgi.multiprocess, and its
+    // module watcher for --reload).
     // SAFETY: the master is single-threaded.
-    unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
+    unsafe {
+        std::env::set_var("RGUN_WORKERS", settings.workers.to_string());
+        if cli.reload {
+            std::env::set_var(RELOAD_ENV, "1");
+        }
+    }
     let binds = if cli.bind.is_empty() {
         vec![cli::DEFAULT_BIND.to_string()]
     } else {
@@ -138,10 +147,34 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             sockets::describe(&listener.addr)
         );
     }
-    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals)?;
-    let code = arbiter.run();
-    drop(pidfile);
-    Ok(code)
+    proctitle::set("master");
+    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
+    Ok(arbiter.run())
+}
+
+/// Tells the WSGI bridge to watch the modules the application imported.
+const RELOAD_ENV: &str = "RGUN_RELOAD";
+
+/// Where a new master image finds the hand-off channel of the one before
+/// it (an upgrade, or a `--preload` reload): `SENDER,RECEIVER`.
+pub const CHANNEL_ENV: &str = "RGUN_CHANNEL_FDS";
+
+/// The channel the workers pass connections through: the previous master
+/// image's, or a new one.
+fn hand_off_channel() -> Result<rgun_worker::handoff::Channel> {
+    use rgun_worker::handoff::Channel;
+    let inherited = std::env::var(CHANNEL_ENV).ok();
+    // SAFETY: the master is single-threaded.
+    unsafe { std::env::remove_var(CHANNEL_ENV) };
+    match inherited {
+        // SAFETY: the previous image listed its own channel's descriptors,
+        // kept open across exec for this process alone.
+        Some(entry) => unsafe { Channel::from_inherit_entry(&entry) }
+            .context("taking over the hand-off channel of the previous master"),
+        None => {
+            Channel::new().context("creating the channel that passes connections between workers")
+        }
+    }
 }
 
 /// Where the workers get the application: a library they open after fork,
@@ -334,6 +367,7 @@ fn settings(
         workers: cli.workers.max(1),
         timeout_ms: cli.timeout.saturating_mul(1000),
         graceful_timeout_ms: cli.graceful_timeout.saturating_mul(1000),
+        max_worker_memory_mib: cli.max_worker_memory,
         start_dir: None,
         identity: None,
         fork_hooks,
@@ -352,8 +386,12 @@ fn settings(
             header_timeout_ms: cli.header_timeout.saturating_mul(1000),
             io_timeout_ms: io_timeout_secs.saturating_mul(1000),
             access_log: cli.access_logfile.clone(),
-            channel: rgun_worker::handoff::Channel::new()
-                .context("creating the channel that passes connections between workers")?,
+            channel: hand_off_channel()?,
+            max_connections: cli.worker_connections,
+            max_requests: cli.max_requests,
+            max_requests_jitter: cli.max_requests_jitter,
+            set_title: proctitle::set,
+            reload: cli.reload,
             reopen_error_log: logging::reopen,
         }),
     })

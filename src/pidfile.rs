@@ -33,6 +33,44 @@ impl Pidfile {
     }
 }
 
+impl Pidfile {
+    /// `USR2`: the file becomes `<pidfile>.oldbin`, as in Gunicorn and
+    /// Nginx, so that the new master can write its own.
+    pub fn move_to_oldbin(&mut self) {
+        let mut oldbin = self.path.clone().into_os_string();
+        oldbin.push(".oldbin");
+        let oldbin = PathBuf::from(oldbin);
+        match std::fs::rename(&self.path, &oldbin) {
+            Ok(()) => self.path = oldbin,
+            Err(e) => log::error!(
+                "cannot rename the pidfile {} to {}: {e}",
+                self.path.display(),
+                oldbin.display()
+            ),
+        }
+    }
+
+    /// A failed upgrade: the file takes its name back.
+    pub fn move_back_from_oldbin(&mut self) {
+        let Some(original) = self
+            .path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".oldbin"))
+            .map(PathBuf::from)
+        else {
+            return;
+        };
+        match std::fs::rename(&self.path, &original) {
+            Ok(()) => self.path = original,
+            Err(e) => log::error!(
+                "cannot rename the pidfile {} back to {}: {e}",
+                self.path.display(),
+                original.display()
+            ),
+        }
+    }
+}
+
 impl Drop for Pidfile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

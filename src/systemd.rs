@@ -9,6 +9,9 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 pub struct Notifier {
     socket: Option<(UnixDatagram, SocketAddr)>,
     path: Option<String>,
+    /// A new master speaks for the service (`USR2`): this one is silent,
+    /// so that its STOPPING=1 cannot stop the service under the new one.
+    silent: bool,
 }
 
 impl Notifier {
@@ -31,7 +34,16 @@ impl Notifier {
                 }
             }
         });
-        Notifier { socket, path }
+        Notifier {
+            socket,
+            path,
+            silent: false,
+        }
+    }
+
+    /// Speak for the service, or leave that to another master.
+    pub fn set_silent(&mut self, silent: bool) {
+        self.silent = silent;
     }
 
     /// Put NOTIFY_SOCKET back for a re-executed master (same pid).
@@ -44,6 +56,9 @@ impl Notifier {
 
     /// Send one notification, e.g. `READY=1\nSTATUS=...`.
     pub fn notify(&self, state: &str) {
+        if self.silent {
+            return;
+        }
         if let Some((socket, addr)) = &self.socket
             && let Err(e) = socket.send_to_addr(state.as_bytes(), addr)
         {

@@ -32,6 +32,9 @@ fn _rgun(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// master runs no Python, and takes the GIL only around each fork.
 #[pyfunction]
 fn serve(py: Python<'_>, argv: Vec<OsString>) -> i32 {
+    // The process's own command line (`python .../rgun APP ...`): what a
+    // re-executed master (HUP with --preload, USR2) runs again.
+    crate::proctitle::save_args();
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
         Err(e) => {

@@ -8,6 +8,12 @@ on 127.0.0.1. Each (server, scenario) gets a fresh server on its own port, a
 short warm-up, the measured run, the RSS of the whole process group, and a
 kill of that group. Results: a table on stdout, the issue-4 targets, JSON and
 a gnuplot PNG chart.
+
+The "mixed" scenario (keep-alive affinity) differs: each server runs four
+workers on a Unix socket behind a real nginx (keepalive 32 to the upstream,
+as in config/nginx-site.conf), and the p99 of GET / from 16 connections is
+measured twice, alone and while 2 other connections keep asking
+/sleep?ms=100 (see measure_mixed).
 """
 
 import argparse
@@ -17,6 +23,7 @@ import http.client
 import json
 import os
 import platform
+import pwd
 import re
 import resource
 import selectors
@@ -26,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,9 +66,29 @@ SCENARIOS = [
      "wrk": ["-s", os.path.join(HERE, "upload.lua")], "workers": 1},
     {"id": "sleep10ms", "label": "GET /sleep?ms=10, 4 workers", "path": "/sleep?ms=10", "wrk": [], "workers": 4},
     {"id": "idle10k", "label": "10,000 idle keep-alive conns", "path": "/", "wrk": None, "workers": 1},
+    # Not a throughput run: see measure_mixed and the MIXED_* constants.
+    {"id": "mixed", "label": "behind nginx: GET / p99, with 2 slow streams", "path": "/", "wrk": [],
+     "workers": 4, "kind": "mixed"},
 ]
 SCN = {s["id"]: s for s in SCENARIOS}
-THROUGHPUT = [s["id"] for s in SCENARIOS if s["wrk"] is not None]
+THROUGHPUT = [s["id"] for s in SCENARIOS if s["wrk"] is not None and "kind" not in s]
+
+# The mixed scenario (keep-alive affinity): nginx in front of a 4-worker
+# server, wrk -t1 -c16 on GET / (the fast requests) measured without, then
+# with, 2 connections that loop on GET /sleep?ms=100 (the slow streams: they
+# hold 2 of the 4 workers, the other 2 are free at any time). Goal for rgun,
+# native and WSGI, with default settings: fast p99 with the slow streams at
+# most 1.5x the p99 without them, and no worse than Gunicorn sync's p99 with
+# them in the same run.
+MIXED_FAST_CONNS = 16
+MIXED_SLOW_CONNS = 2
+MIXED_SLOW_PATH = "/sleep?ms=100"
+MIXED_UPSTREAM_KEEPALIVE = 32  # nginx's idle connections kept to the server
+MIXED_SLOW_LEAD = 1  # s the slow streams start before the fast run and run past it
+MIXED_MAX_RATIO = 1.5
+MIXED_REFERENCE = "gunicorn-sync"
+# Servers that can listen on a Unix socket (nginx reaches the others on TCP).
+UDS_SERVERS = ("rgun", "rgun-wsgi", "granian", "gunicorn-sync", "gunicorn-gthread")
 
 SERVERS = [
     {"id": "rgun", "label": "rgun (native)", "short": "rgun", "color": 0xD62728},
@@ -70,7 +98,8 @@ SERVERS = [
     {"id": "granian", "label": "granian (wsgi)", "short": "granian", "color": 0x1F77B4},
     {"id": "gunicorn-sync", "label": "gunicorn sync", "short": "gunicorn sync", "color": 0x2CA02C},
     {"id": "gunicorn-gthread", "label": "gunicorn gthread", "short": "gunicorn gthread", "color": 0x98DF8A},
-    {"id": "uwsgi", "label": "uwsgi", "short": "uwsgi", "color": 0x9467BD},
+    {"id": "uwsgi", "label": "uwsgi", "short": "uwsgi", "color": 0x9467BD,
+     "scenarios": [s for s in SCN if s != "mixed"]},
 ]
 SRV = {s["id"]: s for s in SERVERS}
 
@@ -82,11 +111,13 @@ def log(msg):
 # ---------------------------------------------------------------- locations
 
 def find_wsgi_app():
-    """testapp_wsgi.py: ../shared/spec beside the checkout, else $RGUN_SHARED."""
+    """testapp_wsgi.py: ../shared/spec beside the checkout, else $RGUN_SHARED,
+    else the repository's own copy in examples/testapp/ (a plain clone)."""
     cands = [os.path.join(os.path.dirname(ROOT), "shared", "spec")]
     env = os.environ.get("RGUN_SHARED")
     if env:
         cands += [os.path.join(env, "spec"), env]
+    cands.append(os.path.join(ROOT, "examples", "testapp"))
     for d in cands:
         if os.path.isfile(os.path.join(d, "testapp_wsgi.py")):
             return os.path.abspath(d)
@@ -132,11 +163,68 @@ http {{
     return conf
 
 
-def server_command(sid, port, workers, scn, ctx):
+def mixed_socket(sid):
+    """The Unix socket a server listens on behind nginx: in target/bench/sock,
+    or in the temporary folder when that path is too long for sun_path."""
+    path = os.path.join(WORK, "sock", f"{sid}.sock")
+    if len(path.encode()) > 100:
+        path = os.path.join(tempfile.gettempdir(), f"rgun-bench-{os.getpid()}-{sid}.sock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return path
+
+
+def proxy_conf(port, sid, upstream):
+    """nginx in front of one server (mixed scenario): the upstream block and
+    proxy settings of config/nginx-site.conf, keepalive 32."""
+    d = os.path.join(WORK, "nginx")
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, f"proxy-{sid}-{port}.conf")
+    # Run as root, nginx's workers would drop to "nobody", which may not
+    # connect to a socket the server (root) made with its default mode: keep
+    # the workers as the user that runs the benchmark.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+    with open(conf, "w") as f:
+        f.write(f"""# written by scripts/bench (scenario mixed): nginx in front of {sid},
+# proxying as config/nginx-site.conf does
+daemon off;
+master_process on;
+worker_processes 1;
+{user}pid {d}/proxy-{port}.pid;
+error_log {d}/proxy-error-{port}.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    # wrk's own connections stay open for the whole run
+    keepalive_requests 1000000000;
+    keepalive_timeout {KEEPALIVE_S}s;
+    upstream app {{
+        server {upstream} fail_timeout=0;
+        keepalive {MIXED_UPSTREAM_KEEPALIVE};
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=2048;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_buffering off;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+""")
+    return conf, os.path.join(d, f"proxy-error-{port}.log")
+
+
+def server_command(sid, port, workers, scn, ctx, uds=None):
     """argv and cwd for one server, or (None, reason) when it cannot run. Every
     server keeps its defaults except for logging, and, for the idle test, the
-    limits that would stop it from holding 10,000 connections."""
-    bind = f"127.0.0.1:{port}"
+    limits that would stop it from holding 10,000 connections. With `uds` it
+    listens on that Unix socket instead of 127.0.0.1:port."""
+    bind = f"unix:{uds}" if uds else f"127.0.0.1:{port}"
     idle = scn == "idle10k"
     spec = ctx["spec_dir"]
     if sid == "rgun":
@@ -152,7 +240,7 @@ def server_command(sid, port, workers, scn, ctx):
         d = os.path.join(WORK, "nginx")
         return [nginx, "-p", d, "-e", os.path.join(d, f"error-{port}.log"), "-c", nginx_conf(port)], d
     if spec is None:
-        return None, "testapp_wsgi.py not found (../shared/spec or $RGUN_SHARED)"
+        return None, "testapp_wsgi.py not found (../shared/spec, $RGUN_SHARED or examples/testapp)"
     if sid == "rgun-wsgi":
         rgun = os.path.join(RELEASE, "rgun")
         if not os.path.exists(rgun):
@@ -170,7 +258,8 @@ def server_command(sid, port, workers, scn, ctx):
         # connections it holds; raised, with the blocking threads it derives
         # from it (backpressure/2) kept at their one-worker default, 512.
         more = ["--backpressure", "20000", "--blocking-threads", "512"] if idle else []
-        return [path, "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+        where = ["--uds", uds] if uds else ["--host", "127.0.0.1", "--port", str(port)]
+        return [path, "--interface", "wsgi", *where,
                 "--workers", str(workers), "--no-access-log", "--log-level", "warning", *more,
                 "--working-dir", spec, "testapp_wsgi:app"], spec
     if sid == "gunicorn-sync":
@@ -251,19 +340,25 @@ def tail(path, n=2):
 
 
 class Server:
-    def __init__(self, sid, scenario, port, ctx):
-        self.sid, self.port = sid, port
+    def __init__(self, sid, scenario, port, ctx, uds=None):
+        self.sid, self.port, self.uds = sid, port, uds
+        self.cpu = SERVER_CPU
         self.workers = SCN[scenario]["workers"]
-        self.argv, self.cwd = server_command(sid, port, self.workers, scenario, ctx)
+        self.argv, self.cwd = server_command(sid, port, self.workers, scenario, ctx, uds=uds)
         self.logfile = os.path.join(WORK, "logs", f"{sid}-{scenario}.log")
         self.proc = None
 
     def start(self):
-        """Start pinned to SERVER_CPU in its own process group; wait until / answers 200.
+        """Start pinned to self.cpu in its own process group; wait until / answers 200.
         Returns None when ready, else the reason it is not."""
         if self.argv is None:
             return self.cwd
-        if port_busy(self.port):
+        if self.uds:
+            try:
+                os.unlink(self.uds)  # a socket file left by an earlier run
+            except FileNotFoundError:
+                pass
+        elif port_busy(self.port):
             return f"port {self.port} already in use"
         os.makedirs(os.path.dirname(self.logfile), exist_ok=True)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
@@ -272,7 +367,7 @@ class Server:
         with open(self.logfile, "w") as out:
             out.write("$ " + shlex.join(self.argv) + "\n")
             out.flush()
-            self.proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU)] + self.argv, cwd=self.cwd,
+            self.proc = subprocess.Popen(["taskset", "-c", str(self.cpu)] + self.argv, cwd=self.cwd,
                                          env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + READY_TIMEOUT
@@ -280,10 +375,12 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return f"exited with {self.proc.returncode} at start: {tail(self.logfile)}"
+            where = ["--unix-socket", self.uds, "http://localhost/"] if self.uds else \
+                [f"http://127.0.0.1:{self.port}/"]
             try:
                 code = subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2",
-                     f"http://127.0.0.1:{self.port}/"], capture_output=True, text=True, timeout=5).stdout
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2", *where],
+                    capture_output=True, text=True, timeout=5).stdout
             except subprocess.TimeoutExpired:
                 code = "timeout"
             if code == "200":
@@ -338,6 +435,59 @@ class Server:
         left = group_pids(pgid)
         if left:
             log(f"warning: {self.sid} left processes {left} after SIGKILL")
+        if self.uds:
+            try:
+                os.unlink(self.uds)
+            except FileNotFoundError:
+                pass
+
+
+class Proxy(Server):
+    """nginx in front of a server (mixed scenario): one worker, pinned to the
+    load's CPU, on 127.0.0.1:port; ready when GET / through it answers 200."""
+
+    def __init__(self, backend, port):
+        self.sid, self.port, self.uds = "nginx-proxy", port, None
+        self.cpu = LOAD_CPU
+        self.workers = 1
+        self.logfile = os.path.join(WORK, "logs", f"nginx-proxy-{backend.sid}.log")
+        self.proc = None
+        nginx = which("nginx")
+        if not nginx:
+            self.argv, self.cwd, self.error_log = None, "nginx not installed (it is the proxy)", None
+            return
+        upstream = f"unix:{backend.uds}" if backend.uds else f"127.0.0.1:{backend.port}"
+        conf, self.error_log = proxy_conf(port, backend.sid, upstream)
+        d = os.path.dirname(conf)
+        self.argv, self.cwd = [nginx, "-p", d, "-e", self.error_log, "-c", conf], d
+        if os.path.exists(self.error_log):
+            os.unlink(self.error_log)
+
+    def log_mark(self):
+        try:
+            return os.path.getsize(self.error_log)
+        except (OSError, TypeError):
+            return 0
+
+    def log_since(self, mark):
+        """nginx's warnings and errors logged since mark (a retry on a
+        cached upstream connection shows here and nowhere else)."""
+        try:
+            with open(self.error_log, "rb") as f:
+                f.seek(mark)
+                lines = f.read().decode(errors="replace").splitlines()
+        except (OSError, TypeError):
+            return {"lines": 0, "first": []}
+        lines = [l for l in lines if re.search(r"\[(warn|error|crit|alert|emerg)\]", l)]
+        # the message without date, pid and connection number, for the sample
+        first = []
+        for l in lines:
+            m = re.sub(r"^\S+ \S+ \[(\w+)\] \d+#\d+: (\*\d+ )?", r"[\1] ", l)[:200]
+            if m not in first:
+                first.append(m)
+            if len(first) == 3:
+                break
+        return {"lines": len(lines), "first": first}
 
 
 def stat_ticks(name="cpu"):
@@ -409,24 +559,28 @@ def group_ticks(pgid):
 
 class Noise:
     """CPU time spent during a run by processes that are not part of it (the
-    server's group, wrk, this script): other work on the machine, as a
-    fraction of one CPU."""
+    server's group, wrk, this script; with several groups, each of them, as
+    the proxy's): other work on the machine, as a fraction of one CPU. Child
+    processes (wrk) count once they have been waited for."""
 
-    def __init__(self, pgid):
-        self.pgid = pgid
+    def __init__(self, *pgids):
+        self.pgids = pgids
         self.t = time.monotonic()
         self.busy = busy_ticks()
-        self.group = group_ticks(pgid)
+        self.group = self.groups()
         self.me = resource.getrusage(resource.RUSAGE_SELF)
         self.kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     def others(self):
         wall = time.monotonic() - self.t
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        ours = (group_ticks(self.pgid) - self.group) / CLK_TCK
+        ours = (self.groups() - self.group) / CLK_TCK
         ours += (me.ru_utime + me.ru_stime - self.me.ru_utime - self.me.ru_stime)
         ours += (kids.ru_utime + kids.ru_stime - self.kids.ru_utime - self.kids.ru_stime)
         return round(max(0.0, ((busy_ticks() - self.busy) / CLK_TCK - ours) / max(wall, 0.001)), 3)
+
+    def groups(self):
+        return sum(group_ticks(g) for g in self.pgids)
 
 
 def wait_quiet(limit=0.15, max_wait=30.0):
@@ -495,6 +649,8 @@ def parse_wrk(out):
         r[f"p{pct}_ms"] = float(m.group(1)) * UNIT_MS[m.group(2)] if m else None
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+), ([\d.]+\w+) read", out)
     r["requests"] = int(m.group(1)) if m else None
+    m = re.search(r"^\s+Latency\s+([\d.]+)(us|ms|s|m)\s+([\d.]+)(us|ms|s|m)\s+([\d.]+)(us|ms|s|m)", out, re.M)
+    r["max_ms"] = float(m.group(5)) * UNIT_MS[m.group(6)] if m else None
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errs = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m else \
         {"connect": 0, "read": 0, "write": 0, "timeout": 0}
@@ -507,11 +663,15 @@ def parse_wrk(out):
     return r
 
 
-def wrk(port, scn, duration, latency=True):
-    argv = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s"]
+def wrk_argv(port, path, duration, conns=CONNECTIONS, latency=True, extra=()):
+    argv = ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conns}", f"-d{duration}s"]
     if latency:
         argv.append("--latency")
-    argv += scn["wrk"] + [f"http://127.0.0.1:{port}{scn['path']}"]
+    return argv + list(extra) + [f"http://127.0.0.1:{port}{path}"]
+
+
+def wrk(port, scn, duration, latency=True, conns=CONNECTIONS):
+    argv = wrk_argv(port, scn["path"], duration, conns, latency, scn["wrk"])
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30)
     except subprocess.TimeoutExpired:
@@ -633,6 +793,8 @@ def still_open(socks):
 
 def measure(sid, scn_id, port, ctx):
     scn = SCN[scn_id]
+    if scn.get("kind") == "mixed":
+        return measure_mixed(sid, port, ctx)
     row = {"server": sid, "scenario": scn_id, "port": port, "workers": scn["workers"],
            "status": "na", "reason": None}
     srv = Server(sid, scn_id, port, ctx)
@@ -677,7 +839,7 @@ def measure(sid, scn_id, port, ctx):
                     parsed["server_us_per_req"] = round(server_cpu * 1e6 / parsed["rps"], 3)
                 if best is None or other < best["other_cpu"]:
                     best = parsed
-                if other <= NOISE_LIMIT:
+                if other <= NOISE_LIMIT or attempt == 2:
                     break
                 log(f"{sid} {scn_id}: other work took {other:.2f} CPU during the run: measuring again")
                 wait_quiet()
@@ -713,6 +875,196 @@ def measure(sid, scn_id, port, ctx):
         return row
     finally:
         srv.stop()
+
+
+# ---------------------------------------------------------------- behind nginx, with slow streams
+
+def http_get(port, path, timeout=10):
+    """(status, body) of one GET on 127.0.0.1:port, or (None, what went wrong)."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+    except (OSError, http.client.HTTPException) as e:
+        return None, repr(e)
+
+
+def sum_errors(*errs):
+    out = {}
+    for e in errs:
+        for k, v in (e or {}).items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def mixed_run(srv, proxy, port, ctx, slow):
+    """One measured run: wrk -t1 -c16 on GET / through nginx, alone, or (slow)
+    while a second wrk keeps 2 connections looping on GET /sleep?ms=100 from
+    MIXED_SLOW_LEAD s before the fast run to as long after it, so that the
+    slow calls are in flight during the whole of it. Returns (result, error)."""
+    d = ctx["duration"]
+    fast_argv = wrk_argv(port, "/", d, MIXED_FAST_CONNS)
+    slow_argv = wrk_argv(port, MIXED_SLOW_PATH, d + 2 * MIXED_SLOW_LEAD, MIXED_SLOW_CONNS)
+    noise = Noise(srv.proc.pid, proxy.proc.pid)
+    mark = proxy.log_mark()
+    slow_p, slow_res = None, None
+    try:
+        if slow:
+            slow_p = subprocess.Popen(slow_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(MIXED_SLOW_LEAD)
+            if slow_p.poll() is not None:
+                return None, f"the slow streams' wrk exited at start ({slow_p.returncode})"
+        cores = CoreUse()  # over the fast run only
+        try:
+            p = subprocess.run(fast_argv, capture_output=True, text=True, timeout=d + 30)
+        except subprocess.TimeoutExpired:
+            return None, "wrk (GET /) did not finish in time"
+        server_cpu, load_cpu = cores.busy()
+        if p.returncode != 0:
+            return None, f"wrk exit {p.returncode}: {p.stderr.strip()[:200]}"
+        fast = parse_wrk(p.stdout)
+        if not fast:
+            return None, "could not parse wrk output (GET /)"
+        if slow_p is not None:
+            try:
+                out, err = slow_p.communicate(timeout=2 * MIXED_SLOW_LEAD + 30)
+            except subprocess.TimeoutExpired:
+                return None, "the slow streams' wrk did not finish in time"
+            if slow_p.returncode != 0:
+                return None, f"slow streams' wrk exit {slow_p.returncode}: {err.strip()[:200]}"
+            slow_res = parse_wrk(out)
+            if not slow_res:
+                return None, "could not parse wrk output (slow streams)"
+    finally:
+        if slow_p is not None and slow_p.poll() is None:
+            slow_p.kill()
+            slow_p.wait()
+    fast["server_cpu"], fast["load_cpu"] = server_cpu, load_cpu
+    fast["other_cpu"] = noise.others()
+    fast["nginx_log"] = proxy.log_since(mark)
+    fast["wrk_command"] = shlex.join(fast_argv)
+    if slow_res is not None:
+        fast["slow"] = {k: slow_res.get(k) for k in ("requests", "rps", "p50_ms", "p99_ms", "max_ms", "errors")}
+        fast["slow"]["seconds"] = d + 2 * MIXED_SLOW_LEAD
+        fast["slow"]["wrk_command"] = shlex.join(slow_argv)
+    return fast, None
+
+
+def quieter(run, what):
+    """run() once more when other work took more than NOISE_LIMIT of a CPU
+    during it; the quieter of the two is kept."""
+    best = None
+    for attempt in (1, 2):
+        res, err = run()
+        if err:
+            return None, err
+        res["attempts"] = attempt
+        if best is None or res["other_cpu"] < best["other_cpu"]:
+            best = res
+        if res["other_cpu"] <= NOISE_LIMIT or attempt == 2:
+            break
+        log(f"{what}: other work took {res['other_cpu']:.2f} CPU during the run: measuring again")
+        wait_quiet()
+    return best, None
+
+
+def measure_mixed(sid, port, ctx):
+    """Keep-alive affinity: a 4-worker server on a Unix socket behind nginx
+    (upstream keepalive 32), GET / p99 without, then with, 2 slow streams.
+
+    CPU pinning: the server alone on SERVER_CPU, as in the other scenarios;
+    nginx (one worker), both wrks and this script share LOAD_CPU. What is
+    compared is the server's tail latency, so its workers compete only with
+    each other for their CPU (the slow calls sleep, they take none), and the
+    client side, the same for every server, keeps out of its way. The cost:
+    one CPU serves nginx and wrk, so req/s behind nginx is bounded by that
+    CPU (its busy share is recorded as load_cpu) and is not a throughput
+    figure for the server."""
+    scn = SCN["mixed"]
+    row = {"server": sid, "scenario": "mixed", "port": port, "workers": scn["workers"],
+           "status": "na", "reason": None}
+    uds = mixed_socket(sid) if sid in UDS_SERVERS else None
+    srv = Server(sid, "mixed", port + 1000, ctx, uds=uds)  # port + 1000: the backend, on TCP only
+    row["command"] = shlex.join(srv.argv).replace(ROOT + "/", "") if srv.argv else None
+    row["backend"] = f"unix:{uds}" if uds else f"127.0.0.1:{port + 1000}"
+    if srv.argv:
+        row["cpu_busy_before"] = wait_quiet()
+        if row["cpu_busy_before"] > 0.15:
+            log(f"warning: CPUs {row['cpu_busy_before']:.0%} busy with other work before {sid} mixed")
+    proxy = None
+    try:
+        why = srv.start()
+        if why:
+            row["reason"] = why
+            row["start_failed"] = srv.proc is not None and not why.startswith("port ")
+            return row
+        proxy = Proxy(srv, port)
+        row["proxy_command"] = shlex.join(proxy.argv).replace(ROOT + "/", "") if proxy.argv else None
+        if port_busy(port):
+            row["reason"] = f"nginx: port {port} already in use"
+            return row
+        why = proxy.start()
+        if why:
+            row["reason"] = f"nginx: {why}"
+            return row
+        for path, want in (("/", b"Hello, World!"), (MIXED_SLOW_PATH, b"slept 100")):
+            status, body = http_get(port, path)
+            if status != 200 or body != want:
+                got = body if status is None else f"status {status}, body {body[:60]!r}"
+                row["reason"] = f"wrong answer through nginx, not measured: GET {path}: {got}"
+                row["status"] = "error"
+                return row
+        _, _, err = wrk(port, {"path": "/", "wrk": []}, ctx["warmup"], latency=False, conns=MIXED_FAST_CONNS)
+        if err:
+            row["reason"] = f"warm-up: {err}"
+            return row
+        runs = {}
+        for key, slow in (("without", False), ("with", True)):
+            res, err = quieter(lambda: mixed_run(srv, proxy, port, ctx, slow), f"{sid} mixed ({key} slow streams)")
+            if err:
+                row["reason"] = f"{key} the slow streams: {err}"
+                row["status"] = "error"
+                return row
+            res["wrk_command"] = res["wrk_command"].replace(ROOT + "/", "")
+            runs[key] = res
+        row.update(runs)
+        a, b = runs["with"]["p99_ms"], runs["without"]["p99_ms"]
+        row["p99_ratio"] = round(a / b, 3) if a is not None and b else None
+        # everything wrk saw go wrong, fast and slow: socket errors and non-2xx (nginx's 502s)
+        row["errors"] = sum_errors(runs["without"]["errors"], runs["with"]["errors"],
+                                   runs["with"]["slow"]["errors"])
+        row["nginx_log_lines"] = runs["without"]["nginx_log"]["lines"] + runs["with"]["nginx_log"]["lines"]
+        row["rss_kib"], row["procs"] = srv.rss()
+        row["status"] = "ok"
+        if srv.proc.poll() is not None:
+            row["note"] = f"server exited during the run ({srv.proc.returncode})"
+        return row
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        srv.stop()
+
+
+def add_mixed_goal(results):
+    """Per rgun row of the mixed scenario: does the goal hold (fast p99 with
+    the slow streams at most MIXED_MAX_RATIO x without, and no worse than
+    Gunicorn sync's with them in the same run)?"""
+    ref = results.get((MIXED_REFERENCE, "mixed")) or {}
+    ref_p99 = (ref.get("with") or {}).get("p99_ms")
+    for (sid, scn), r in results.items():
+        if scn != "mixed" or r.get("status") != "ok":
+            continue
+        w = r["with"]["p99_ms"]
+        r[f"x_{MIXED_REFERENCE}_p99"] = round(w / ref_p99, 3) if w is not None and ref_p99 else None
+        if sid not in ("rgun", "rgun-wsgi"):
+            continue
+        ratio_ok = None if r.get("p99_ratio") is None else r["p99_ratio"] <= MIXED_MAX_RATIO
+        ref_ok = None if w is None or ref_p99 is None else w <= ref_p99
+        r["goal"] = {"ratio_ok": ratio_ok, "vs_reference_ok": ref_ok,
+                     "met": None if ratio_ok is None or ref_ok is None else ratio_ok and ref_ok}
 
 
 # ---------------------------------------------------------------- report
@@ -756,11 +1108,22 @@ def add_ratios(results):
 
 def table(results, servers, scenarios):
     lines = []
+    if any(s in THROUGHPUT for s in scenarios):
+        lines += throughput_table(results, servers, scenarios)
+    if "idle10k" in scenarios:
+        lines += idle_table(results, servers)
+    if "mixed" in scenarios:
+        lines += mixed_table(results, servers)
+    return "\n".join(lines)
+
+
+def throughput_table(results, servers, scenarios):
+    lines = []
     hdr = (f"{'scenario':<28} {'server':<17} {'req/s':>9} {'p99':>9} {'errors':>7} {'RSS MiB':>8} "
            f"{'x nginx':>8} {'x granian':>9} {'srv CPU':>8} {'wrk CPU':>8} {'us/req':>7} {'other CPU':>9}")
     lines += [hdr, "-" * len(hdr)]
     for scn in scenarios:
-        if scn == "idle10k":
+        if scn == "idle10k" or SCN[scn].get("kind"):
             continue
         for sid in servers:
             r = cell(results, sid, scn)
@@ -784,28 +1147,82 @@ def table(results, servers, scenarios):
                  f"CPU (a run above {NOISE_LIMIT:.0%} is measured once more and the quieter one kept; * = still above)\n"
                  "p99 n/a on GET / pipelined x16: wrk times a batch of 16 there, not a request.")
     lines.append("")
-    if "idle10k" in scenarios:
-        lines.append(f"Idle keep-alive connections (GET / once on each, then held idle)")
-        hdr = f"{'server':<17} {'held':>6} {'of':>6} {'RSS before':>11} {'RSS after':>10} {'per conn':>10}"
-        lines += [hdr, "-" * len(hdr)]
-        for sid in servers:
-            r = cell(results, sid, "idle10k")
-            if r is None:
-                continue
-            if "idle" not in r:
-                lines.append(f"{sid:<17} {'n/a':>6}   {(r.get('reason') or '')[:90]}")
-                continue
-            per = r.get("bytes_per_conn")
-            per_s = f"{per/1024:.2f} KiB" if per is not None else "n/a"
-            lines.append(f"{sid:<17} {r['idle']['held']:>6} {r['idle']['attempted']:>6} "
-                         f"{fmt_mib(r['rss_before_kib']) + ' MiB':>11} {fmt_mib(r['rss_kib']) + ' MiB':>10} {per_s:>10}"
-                         + ("" if per is not None else f"   {r.get('reason') or ''}"))
-        lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def idle_table(results, servers):
+    lines = [f"Idle keep-alive connections (GET / once on each, then held idle)"]
+    hdr = f"{'server':<17} {'held':>6} {'of':>6} {'RSS before':>11} {'RSS after':>10} {'per conn':>10}"
+    lines += [hdr, "-" * len(hdr)]
+    for sid in servers:
+        r = cell(results, sid, "idle10k")
+        if r is None:
+            continue
+        if "idle" not in r:
+            lines.append(f"{sid:<17} {'n/a':>6}   {(r.get('reason') or '')[:90]}")
+            continue
+        per = r.get("bytes_per_conn")
+        per_s = f"{per/1024:.2f} KiB" if per is not None else "n/a"
+        lines.append(f"{sid:<17} {r['idle']['held']:>6} {r['idle']['attempted']:>6} "
+                     f"{fmt_mib(r['rss_before_kib']) + ' MiB':>11} {fmt_mib(r['rss_kib']) + ' MiB':>10} {per_s:>10}"
+                     + ("" if per is not None else f"   {r.get('reason') or ''}"))
+    lines.append("")
+    return lines
+
+
+def mixed_table(results, servers):
+    lines = [f"{SCN['mixed']['label']}: {SCN['mixed']['workers']} workers on a Unix socket, nginx in front "
+             f"(keepalive {MIXED_UPSTREAM_KEEPALIVE}); wrk -t1 -c{MIXED_FAST_CONNS} GET /, alone (without) and while "
+             f"{MIXED_SLOW_CONNS} connections loop on GET {MIXED_SLOW_PATH} (with)"]
+    hdr = (f"{'':<17} {'------------ without ------------':^35} | {'------------- with -------------':^35} |")
+    lines.append(hdr)
+    hdr = (f"{'server':<17} {'req/s':>8} {'p50':>8} {'p99':>8} {'max':>8} | {'req/s':>8} {'p50':>8} {'p99':>8} "
+           f"{'max':>8} | {'p99 x':>6} {'slow req':>8} {'errors':>6} {'nginx log':>9} {'CPU1':>11} "
+           f"{'other CPU':>10}  goal")
+    lines += [hdr, "-" * len(hdr)]
+    for sid in servers:
+        r = cell(results, sid, "mixed")
+        if r is None:
+            continue
+        if r.get("status") != "ok":
+            lines.append(f"{sid:<17} {'n/a':>8}   {(r.get('reason') or '')[:110]}")
+            continue
+        wo, wi = r["without"], r["with"]
+
+        def four(x):
+            return f"{fmt_rps(x['rps']):>8} {fmt_ms(x['p50_ms']):>8} {fmt_ms(x['p99_ms']):>8} {fmt_ms(x['max_ms']):>8}"
+
+        ratio = f"{r['p99_ratio']:.2f}x" if r.get("p99_ratio") is not None else "n/a"
+        g = r.get("goal")
+        goal = "-" if g is None else {True: "MET", False: "NOT MET", None: "n/a"}[g["met"]]
+        if g and g["met"] is False:
+            goal += " (" + ", ".join(w for w, ok in ((f"p99 x > {MIXED_MAX_RATIO}", g["ratio_ok"]),
+                                                      (f"p99 > {MIXED_REFERENCE}'s", g["vs_reference_ok"]))
+                                     if ok is False) + ")"
+        cpu1 = f"{fmt_busy(wo.get('load_cpu')).strip()}/{fmt_busy(wi.get('load_cpu')).strip()}"
+        other = "/".join(f"{x.get('other_cpu', 0):.0%}" + ("*" if x.get("other_cpu", 0) > NOISE_LIMIT else "")
+                         for x in (wo, wi))
+        lines.append(f"{sid:<17} {four(wo)} | {four(wi)} | {ratio:>6} {wi['slow']['requests']:>8} "
+                     f"{r['errors']['total']:>6} {r['nginx_log_lines']:>9} {cpu1:>11} {other:>10}  {goal}")
+    d = next((r["with"]["slow"]["seconds"] for (s, c), r in results.items() if c == "mixed" and r.get("with")), None)
+    lines += ["",
+              "p99 x: fast p99 with the slow streams / without them. goal (rgun, rgun-wsgi): p99 x <= "
+              f"{MIXED_MAX_RATIO} and p99 with <= {MIXED_REFERENCE}'s.",
+              f"slow req: GET {MIXED_SLOW_PATH} answered on the {MIXED_SLOW_CONNS} slow connections"
+              + (f" over the {d} s they ran (about {MIXED_SLOW_CONNS * d * 10} if every call takes 100 ms)." if d else "."),
+              "errors: wrk's socket errors and non-2xx answers (nginx's 502/504), fast runs and slow streams together.",
+              "nginx log: warnings and errors nginx logged during the two runs (a retried upstream connection shows only there).",
+              f"CPU1: how busy CPU {LOAD_CPU} (nginx and both wrks) was, without/with; ! = {SATURATED:.0%} or more: the "
+              "client side set the pace.",
+              "other CPU: other processes' CPU time during each run, without/with (* = above "
+              f"{NOISE_LIMIT:.0%}, after one more try).",
+              ""]
+    return lines
 
 
 def targets(results):
-    """The issue-4 targets, each: name, goal, measured, met (True/False/None = not measurable)."""
+    """The issue-4 targets and the keep-alive affinity goal (mixed), each:
+    name, goal, measured, met (True/False/None = not measurable)."""
     out = []
 
     def rps(s, c):
@@ -857,6 +1274,18 @@ def targets(results):
                     "text": None if a is None or b is None else f"{fmt_ms(a)} vs {fmt_ms(b)}"})
     ratio("wsgi GET / keep-alive vs granian", rps("rgun-wsgi", "get"), rps("granian", "get"), 1.2)
     ratio("wsgi GET / keep-alive vs gunicorn sync", rps("rgun-wsgi", "get"), rps("gunicorn-sync", "get"), 10)
+    ref = (results.get((MIXED_REFERENCE, "mixed")) or {}).get("with") or {}
+    for sid, lab in (("rgun", "native"), ("rgun-wsgi", "wsgi")):
+        r = results.get((sid, "mixed")) or {}
+        wo, wi = (r.get("without") or {}).get("p99_ms"), (r.get("with") or {}).get("p99_ms")
+        x = r.get("p99_ratio")
+        out.append({"target": f"{lab} p99 with 2 slow streams / without", "goal": f"<= {MIXED_MAX_RATIO}x",
+                    "value": x, "met": None if x is None else x <= MIXED_MAX_RATIO,
+                    "text": None if x is None else f"{x:.2f}x ({fmt_ms(wi)} vs {fmt_ms(wo)}, behind nginx)"})
+        rp = ref.get("p99_ms")
+        out.append({"target": f"{lab} p99 with slow streams <= gunicorn sync", "goal": "<= g. sync",
+                    "value": wi, "met": None if wi is None or rp is None else wi <= rp,
+                    "text": None if wi is None or rp is None else f"{fmt_ms(wi)} vs {fmt_ms(rp)}"})
     one = [(c, results[("rgun", c)]["rss_kib"]) for c in ("get", "close", "bytes64k", "upload1m")
            if results.get(("rgun", c), {}).get("rss_kib")]
     if one:
@@ -889,7 +1318,7 @@ def targets(results):
 
 
 def print_targets(tg):
-    print("Issue-4 targets")
+    print("Targets (issue 4; keep-alive affinity: with 2 slow streams)")
     for t in tg:
         mark = {True: "MET    ", False: "NOT MET", None: "n/a    ", "info": "info   "}[t["met"]]
         print(f"  [{mark}] {t['target']:<45} goal {t['goal']:<9} {t.get('text') or ''}")
@@ -910,10 +1339,12 @@ def chart(doc, servers, scenarios, png):
     rows = (len(panels) + cols - 1) // cols
     m = doc["machine"]
     title = (f"rgun benchmark, {doc['date'][:16].replace('T', ' ')} UTC: {m['cpu_model']}, {m['nproc']} CPUs, "
-             f"Linux {m['kernel']}; server on CPU 0, wrk -t1 -c{doc['connections']} on CPU 1, "
-             f"{doc['duration_s']} s per run")
+             f"Linux {m['kernel']}; server on CPU {doc['server_cpu']}, "
+             + (f"wrk -t1 -c{doc['connections']}" if any(s in THROUGHPUT for s in scenarios) else "wrk")
+             + (" and nginx (mixed)" if "mixed" in scenarios else "")
+             + f" on CPU {doc['load_cpu']}, {doc['duration_s']} s per run")
     script = [
-        f"set terminal pngcairo size {460 * cols},{400 * rows + 40} font 'DejaVu Sans,10' noenhanced",
+        f"set terminal pngcairo size {max(460 * cols, 1280)},{400 * rows + 40} font 'DejaVu Sans,10' noenhanced",
         f"set output '{png}'",
         f"set multiplot layout {rows},{cols} title \"{title}\" font ',12'",
         "set style fill solid 0.9 border lc rgb '#333333'",
@@ -934,6 +1365,9 @@ def chart(doc, servers, scenarios, png):
                 v = r.get("bytes_per_conn")
                 v = v / 1024 if v is not None else None
                 lab = "n/a" if v is None else f"{v:.2f}"
+            elif scn == "mixed":
+                v = (r.get("with") or {}).get("p99_ms")
+                lab = "n/a" if v is None else fmt_ms(v)
             else:
                 v = r.get("rps")
                 lab = "n/a" if v is None else fmt_rps(v)
@@ -945,6 +1379,8 @@ def chart(doc, servers, scenarios, png):
                 f.write(f'{i} "{name}" {v if v is not None else 0} "{lab}" {col} {v if v is not None else 0}\n')
         if scn == "idle10k":
             t = f"Idle keep-alive: KiB per connection (lower is better)"
+        elif scn == "mixed":
+            t = f"Behind nginx, {MIXED_SLOW_CONNS} slow streams: GET / p99 ms (lower is better)"
         else:
             t = f"{SCN[scn]['label']}: requests/s"
         script += [
@@ -1083,12 +1519,16 @@ def main():
 
     ctx = {"spec_dir": find_wsgi_app(), "duration": duration, "warmup": warmup, "idle_conns": a.idle_conns}
     if ctx["spec_dir"] is None:
-        log("testapp_wsgi.py not found in ../shared/spec or $RGUN_SHARED: the WSGI servers will be n/a")
+        log("testapp_wsgi.py not found in ../shared/spec, $RGUN_SHARED or examples/testapp: "
+            "the WSGI servers will be n/a")
     plan = [(sid, scn) for sid in servers for scn in scenarios
             if scn in SRV[sid].get("scenarios", SCN)]
-    est = sum((duration + warmup + 2) if SCN[s]["wrk"] is not None else 25 for _, s in plan)
+    est = sum((2 * duration + warmup + 2 * MIXED_SLOW_LEAD + 6) if SCN[s].get("kind") == "mixed" else
+              (duration + warmup + 2) if SCN[s]["wrk"] is not None else 25 for _, s in plan)
     log(f"{len(plan)} runs, {duration} s each (+{warmup} s warm-up), about {est // 60 + 1} min; "
-        f"server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {CONNECTIONS} connections")
+        f"server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}" +
+        (f", {CONNECTIONS} connections" if any(s in THROUGHPUT for s in scenarios) else "") +
+        (f"; mixed: nginx on CPU {LOAD_CPU} too" if "mixed" in scenarios else ""))
 
     load_before = os.getloadavg()
     if load_before[0] > 0.5:
@@ -1112,6 +1552,11 @@ def main():
         if r.get("rps") is not None:
             msg = (f"{fmt_rps(r['rps'])} req/s, p99 {fmt_ms(r['p99_ms'])}, {r['errors']['total']} errors, "
                    f"RSS {fmt_mib(r['rss_kib'])} MiB")
+        elif r.get("scenario") == "mixed" and r.get("status") == "ok":
+            wo, wi = r["without"], r["with"]
+            msg = (f"GET / p99 {fmt_ms(wo['p99_ms'])} alone, {fmt_ms(wi['p99_ms'])} with slow streams "
+                   f"({r['p99_ratio']}x); {fmt_rps(wo['rps'])} / {fmt_rps(wi['rps'])} req/s, "
+                   f"{wi['slow']['requests']} slow, {r['errors']['total']} errors, nginx log {r['nginx_log_lines']}")
         elif r.get("bytes_per_conn") is not None:
             msg = (f"held {r['idle']['held']}/{r['idle']['attempted']}, {r['bytes_per_conn']} B/conn, "
                    f"RSS {fmt_mib(r['rss_before_kib'])} -> {fmt_mib(r['rss_kib'])} MiB")
@@ -1121,6 +1566,7 @@ def main():
     elapsed = time.monotonic() - t0
 
     add_ratios(results)
+    add_mixed_goal(results)
     tg = targets(results)
     doc = {
         "date": started.isoformat(timespec="seconds"),
@@ -1132,14 +1578,21 @@ def main():
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "servers": {s: SRV[s]["label"] for s in servers},
+        "mixed": {"fast_connections": MIXED_FAST_CONNS, "slow_connections": MIXED_SLOW_CONNS,
+                  "slow_path": MIXED_SLOW_PATH, "upstream_keepalive": MIXED_UPSTREAM_KEEPALIVE,
+                  "workers": SCN["mixed"]["workers"], "server_cpu": SERVER_CPU, "nginx_and_wrk_cpu": LOAD_CPU,
+                  "goal": {"max_p99_ratio": MIXED_MAX_RATIO, "p99_with_at_most": MIXED_REFERENCE}}
+        if "mixed" in scenarios else None,
         "scenarios": {s: SCN[s]["label"] for s in scenarios},
         "results": list(results.values()), "targets": tg,
     }
 
     print()
     print(f"rgun benchmark {doc['date']}  ({doc['machine']['cpu_model']}, nproc {doc['machine']['nproc']}, "
-          f"Linux {doc['machine']['kernel']}; {duration} s runs, {CONNECTIONS} connections, "
-          f"server CPU {SERVER_CPU} / wrk CPU {LOAD_CPU})")
+          f"Linux {doc['machine']['kernel']}; {duration} s runs, "
+          + (f"{CONNECTIONS} connections, " if any(s in THROUGHPUT for s in scenarios) else "") +
+          f"server CPU {SERVER_CPU} / wrk CPU {LOAD_CPU}" +
+          (f", and nginx for mixed)" if "mixed" in scenarios else ")"))
     print()
     print(table(results, servers, scenarios))
     print_targets(tg)

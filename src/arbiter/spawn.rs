@@ -73,8 +73,8 @@ impl Arbiter {
                     Worker {
                         slot: slot_index,
                         started_ms: now,
-                        aborted_ms: None,
-                        retiring: false,
+                        aborted: None,
+                        life: super::Life::Serving,
                     },
                 );
                 Some(child)
@@ -90,6 +90,9 @@ impl Arbiter {
 
     /// In the child: become a worker. Never returns to the master's loop.
     fn run_worker(&mut self, slot_index: usize, mask: nix::sys::signal::SigSet) -> i32 {
+        // The master's title is in the inherited command line: the worker
+        // loads its application with the original one, then takes its own.
+        crate::proctitle::restore();
         if let Some(identity) = &self.settings.identity
             && let Err(e) = identity.assume()
         {

@@ -3,95 +3,12 @@
 //! socket, and systemd's notification protocol (NOTIFY_SOCKET).
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::harness::{
-    Conn, Server, TempDir, WAIT, get, manifest_dir, request, testapp, unique_socket_path,
+    Conn, Server, TempDir, WAIT, get, request, start_nginx, testapp, unique_socket_path,
 };
-
-/// A real nginx, killed on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-    prefix: std::path::PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // TERM, not KILL: nginx's master then stops its workers too.
-        // SAFETY: kill(2) on the pid of our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self.prefix.join("logs/error.log")).unwrap_or_default();
-            eprintln!("nginx error log:\n{log}");
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// Start nginx with the site of config/nginx-site.conf, pointed at
-/// `socket` and listening on a free port.
-fn start_nginx(dir: &TempDir, socket: &std::path::Path) -> Nginx {
-    let site = std::fs::read_to_string(manifest_dir().join("config/nginx-site.conf"))
-        .expect("config/nginx-site.conf");
-    assert!(site.contains("unix:/run/rgun/rgun.sock") && site.contains("listen 80;"));
-    let port = free_port();
-    let site = site
-        .replace(
-            "unix:/run/rgun/rgun.sock",
-            &format!("unix:{}", socket.display()),
-        )
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("logs")).unwrap();
-    std::fs::write(prefix.join("site.conf"), site).unwrap();
-    std::fs::write(
-        prefix.join("nginx.conf"),
-        format!(
-            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; client_body_temp_path {p}/body; proxy_temp_path {p}/proxy;\n\
-             include {p}/site.conf; }}\n",
-            p = prefix.display()
-        ),
-    )
-    .unwrap();
-    let nginx = ["/usr/sbin/nginx", "nginx"]
-        .into_iter()
-        .find(|n| Command::new(n).arg("-v").output().is_ok())
-        .expect("nginx is not installed (.ci/run installs nginx-light)");
-    let child = Command::new(nginx)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let nginx = Nginx {
-        child,
-        port,
-        prefix: prefix.clone(),
-    };
-    // Ready when it accepts: bounded retries of a connect, no sleep as a
-    // guess.
-    for _ in 0..500 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return nginx;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nginx did not start listening on {port}");
-}
 
 #[test]
 fn serves_behind_nginx_over_a_unix_socket() {
@@ -101,7 +18,7 @@ fn serves_behind_nginx_over_a_unix_socket() {
         .bind(format!("unix:{}", socket.display()))
         .start();
     let nginx = start_nginx(&dir, &socket);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], nginx.port));
+    let addr = nginx.addr();
 
     // Keep-alive through nginx: several requests on one connection.
     let mut conn = Conn::tcp(addr);

@@ -4,7 +4,9 @@
 //! call in hand publishes what it needs here; nothing else reads it.
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::scoreboard::Slot;
 
 /// The socket of the call in hand, or -1.
 static INFLIGHT_FD: AtomicI32 = AtomicI32::new(-1);
@@ -13,6 +15,11 @@ static INFLIGHT_FD: AtomicI32 = AtomicI32::new(-1);
 static INFLIGHT_COMMITTED: AtomicBool = AtomicBool::new(false);
 /// The request is HEAD: the abort answer goes without its body.
 static INFLIGHT_HEAD: AtomicBool = AtomicBool::new(false);
+/// The request line in hand up to the end of its target, in the read
+/// buffer, which stays put while the call runs; copied into the slot only
+/// if the worker is aborted, for the master's log.
+static INFLIGHT_LINE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static INFLIGHT_LINE_LEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The abort answers, whole; a HEAD request gets them without their body.
 const TIMEOUT_BODY: &str = "Gateway Timeout\n";
@@ -29,10 +36,12 @@ const CRASH_ANSWER: &str = concat!(
 );
 
 /// A call on `fd` is in hand; `committed` if answers to earlier pipelined
-/// requests are still unsent.
-pub fn enter(fd: RawFd, committed: bool, method_is_head: bool) {
+/// requests are still unsent; `line` is its method and target.
+pub fn enter(fd: RawFd, committed: bool, method_is_head: bool, line: &[u8]) {
     INFLIGHT_COMMITTED.store(committed, Ordering::Relaxed);
     INFLIGHT_HEAD.store(method_is_head, Ordering::Relaxed);
+    INFLIGHT_LINE.store(line.as_ptr().cast_mut(), Ordering::Relaxed);
+    INFLIGHT_LINE_LEN.store(line.len(), Ordering::Relaxed);
     INFLIGHT_FD.store(fd, Ordering::Relaxed);
 }
 
@@ -44,6 +53,25 @@ pub fn commit() {
 /// The call returned.
 pub fn leave() {
     INFLIGHT_FD.store(-1, Ordering::Relaxed);
+}
+
+/// From the worker's SIGABRT handler: write the request line in hand into
+/// the worker's slot, where the master reads it for its log. Copies memory
+/// only: async-signal-safe.
+pub fn record_request_line(slot: &Slot) {
+    if INFLIGHT_FD.load(Ordering::Relaxed) < 0 {
+        return;
+    }
+    let ptr = INFLIGHT_LINE.load(Ordering::Relaxed);
+    let len = INFLIGHT_LINE_LEN.load(Ordering::Relaxed);
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: `enter` stored a slice of the read buffer of the call in
+    // hand, which has not returned (INFLIGHT_FD is set until it does): the
+    // thread that owns the buffer is stuck in it.
+    let line = unsafe { std::slice::from_raw_parts(ptr, len) };
+    slot.set_request_line(line);
 }
 
 /// From the worker's SIGABRT handler: answer the request in hand if nothing

@@ -86,11 +86,12 @@ impl<'a> CallCtx<'a> {
     /// Mark the call as in hand for the abort handler. Answers to earlier
     /// pipelined requests still unsent would make an abort answer land in
     /// their place: then the handler stays silent.
-    pub fn enter(&self) {
+    pub fn enter(&self, line: &[u8]) {
         abort::enter(
             self.io.fd,
             self.enc.earlier_answers_unsent(),
             self.method_is_head,
+            line,
         );
     }
 

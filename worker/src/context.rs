@@ -83,6 +83,8 @@ pub enum AcceptMode {
     /// Every application thread has a call: new work is left to workers
     /// that can take it now.
     Full,
+    /// `--worker-connections` are open: no more until one closes.
+    AtCapacity,
     /// `TERM`: no new connections, and the open ones end after their
     /// current request.
     Draining,

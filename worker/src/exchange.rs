@@ -56,17 +56,14 @@ pub fn call_app(
     settings.slot.request_started(now_ms);
     settings.slot.call_started();
     if settings.answer_on_abort {
-        call.enter();
-        settings.call_clock.enter();
+        call.enter(head.request_line);
+        settings.call_clock.wake_watcher();
     }
     let rc = if head.method == b"OPTIONS" && head.target == b"*" {
         call.answer_options_asterisk()
     } else {
         settings.app.handle(call.as_ffi(), request)
     };
-    if settings.answer_on_abort {
-        settings.call_clock.leave();
-    }
     let outcome = call.finish(rc);
     settings.slot.call_finished();
     outcome

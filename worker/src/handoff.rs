@@ -109,6 +109,46 @@ impl Channel {
         self.receiver.as_raw_fd()
     }
 
+    /// Both ends, as a new master image inherits them: `SENDER,RECEIVER`.
+    pub fn inherit_entry(&self) -> String {
+        format!("{},{}", self.sender.as_raw_fd(), self.receiver.as_raw_fd())
+    }
+
+    /// The channel a previous master image handed over (an upgrade or a
+    /// `--preload` reload), so that its workers and this one's share it: a
+    /// worker it stops hands its idle connections to this one's workers.
+    /// Close-on-exec again.
+    ///
+    /// # Safety
+    /// `entry` must name, as `inherit_entry` wrote it, descriptors of this
+    /// process that nothing else owns.
+    pub unsafe fn from_inherit_entry(entry: &str) -> io::Result<Channel> {
+        let bad = || io::Error::other(format!("invalid hand-off channel entry {entry:?}"));
+        let (sender, receiver) = entry.split_once(',').ok_or_else(bad)?;
+        let sender: RawFd = sender.parse().map_err(|_| bad())?;
+        let receiver: RawFd = receiver.parse().map_err(|_| bad())?;
+        // SAFETY: the caller's promise: both are ours and unowned.
+        let channel = unsafe {
+            Channel {
+                sender: OwnedFd::from_raw_fd(sender),
+                receiver: OwnedFd::from_raw_fd(receiver),
+            }
+        };
+        channel.keep_across_exec(false)?;
+        Ok(channel)
+    }
+
+    /// Keep both ends open across exec (a new master image), or not.
+    pub fn keep_across_exec(&self, keep: bool) -> io::Result<()> {
+        for fd in [&self.sender, &self.receiver] {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD)?;
+            let mut flags = nix::fcntl::FdFlag::from_bits_truncate(flags);
+            flags.set(nix::fcntl::FdFlag::FD_CLOEXEC, !keep);
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags))?;
+        }
+        Ok(())
+    }
+
     /// Send a connection; on success the caller closes its descriptor (the
     /// message holds its own reference to the socket).
     pub fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {

@@ -24,6 +24,7 @@ pub mod handoff;
 mod listener;
 pub mod parse;
 mod pool;
+mod reload;
 mod response;
 pub mod scoreboard;
 mod server;
@@ -103,6 +104,18 @@ pub struct WorkerConfig {
     pub access_log: Option<PathBuf>,
     /// Where connections pass between workers (made by the master).
     pub channel: handoff::Channel,
+    /// `--worker-connections`: the most connections the worker holds.
+    pub max_connections: usize,
+    /// `--max-requests` (0: none) and `--max-requests-jitter`: each worker
+    /// draws its own limit from `max_requests + 0..=jitter`.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// `--reload`: watch the application's files and ask for a reload
+    /// when one changes.
+    pub reload: bool,
+    /// Sets the process title for a role (`worker`), once the application
+    /// is loaded.
+    pub set_title: fn(&str),
     /// Reopens the error log (the master's logger, inherited) on USR1.
     pub reopen_error_log: fn(),
 }
@@ -123,6 +136,8 @@ enum BootError {
     AccessLog(std::io::Error),
     #[error("worker could not start its event loop: {0}")]
     EventLoop(std::io::Error),
+    #[error("{0}")]
+    Reload(std::io::Error),
 }
 
 impl BootError {
@@ -186,6 +201,11 @@ fn boot(
         .map_err(BootError::Signals)?;
     let slot = peers.own();
     let app = load_app(&config.app, worker_id)?;
+    let reload = if config.reload {
+        Some(reload::FileWatch::new(&application_files(&config.app)).map_err(BootError::Reload)?)
+    } else {
+        None
+    };
     let access_log = config
         .access_log
         .map(access_log::AccessLog::open)
@@ -202,6 +222,7 @@ fn boot(
         rgun_gateway::ffi::ERR_LOAD => return Err(BootError::InitLoad(std::process::id())),
         _ => return Err(BootError::Init(std::process::id())),
     }
+    (config.set_title)("worker");
     slot.set_booted();
     let (sockets, listeners): (Vec<_>, Vec<_>) =
         listeners.into_iter().map(|l| (l.socket, l.info)).unzip();
@@ -228,9 +249,38 @@ fn boot(
         master_pid,
         threads,
         timeout_ms: config.timeout_ms,
+        max_connections: config.max_connections,
+        max_requests: own_max_requests(config.max_requests, config.max_requests_jitter),
+        reload,
         reopen_error_log: config.reopen_error_log,
     })
     .map_err(BootError::EventLoop)
+}
+
+/// The files `--reload` watches here: a native application's library (the
+/// WSGI bridge watches its Python modules itself).
+fn application_files(source: &AppSource) -> Vec<PathBuf> {
+    match source {
+        AppSource::Library { path, .. } => vec![path.clone()],
+        AppSource::Table { .. } => Vec::new(),
+    }
+}
+
+/// Gunicorn's rule: `max_requests + randint(0, jitter)`, so that workers
+/// started together do not all restart together.
+fn own_max_requests(max_requests: u64, jitter: u64) -> Option<u64> {
+    if max_requests == 0 {
+        return None;
+    }
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `random.len()` bytes into it.
+    let filled = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+    let draw = if filled == random.len() as isize {
+        u64::from_ne_bytes(random)
+    } else {
+        u64::from(std::process::id())
+    };
+    Some(max_requests + draw % jitter.saturating_add(1))
 }
 
 fn load_app(source: &AppSource, worker_id: u32) -> Result<app::LoadedApp, BootError> {
@@ -264,7 +314,8 @@ fn thread_count(wanted: usize, app: &app::LoadedApp) -> usize {
 /// leave at once; `ABRT` (a timeout from the master, or the application
 /// aborting) answers the request in hand before the process dies.
 fn install_signals() -> std::io::Result<signals::SignalQueue> {
-    let queue = signals::SignalQueue::install(&[Signal::SIGTERM, Signal::SIGUSR1])?;
+    let queue =
+        signals::SignalQueue::install(&[Signal::SIGTERM, Signal::SIGUSR1, Signal::SIGUSR2])?;
     signals::set_handler(
         &[Signal::SIGINT, Signal::SIGQUIT],
         SigHandler::Handler(exit_now),
@@ -279,7 +330,6 @@ fn install_signals() -> std::io::Result<signals::SignalQueue> {
             Signal::SIGTTIN,
             Signal::SIGTTOU,
             Signal::SIGWINCH,
-            Signal::SIGUSR2,
         ],
         SigHandler::Handler(do_nothing),
     )?;
@@ -299,8 +349,11 @@ extern "C" fn exit_now(_: libc::c_int) {
 static ABORT_SLOT: std::sync::OnceLock<&'static scoreboard::Slot> = std::sync::OnceLock::new();
 
 extern "C" fn on_abort(_: libc::c_int) {
-    let timed_out = ABORT_SLOT.get().is_some_and(|slot| slot.is_timed_out());
-    abort::answer_inflight(timed_out);
+    let slot = ABORT_SLOT.get();
+    if let Some(slot) = slot {
+        abort::record_request_line(slot);
+    }
+    abort::answer_inflight(slot.is_some_and(|slot| slot.is_timed_out()));
     // Die of SIGABRT as the process would have: default action, re-raised
     // (it is delivered once this handler returns).
     // SAFETY: signal(2) and raise(3) are async-signal-safe.

@@ -101,9 +101,11 @@ pub struct Head<'b> {
     /// What the buffer holds after the head: the start of the body, or of
     /// the next request.
     pub rest: &'b [u8],
+    /// The request line from its method to the end of its target, as sent.
+    pub request_line: &'b [u8],
 }
 
-impl Head<'_> {
+impl<'b> Head<'b> {
     pub fn is_head_method(&self) -> bool {
         self.method == b"HEAD"
     }
@@ -270,6 +272,10 @@ pub fn parse_head<'b>(
         content_type,
         forwarded_proto,
         rest: &buf[len..],
+        request_line: {
+            let offset = |s: &[u8]| s.as_ptr() as usize - buf.as_ptr() as usize;
+            &buf[offset(method)..offset(target) + target.len()]
+        },
     }))
 }
 

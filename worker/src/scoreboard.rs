@@ -20,7 +20,22 @@ struct Header {
     high_water: AtomicU32,
 }
 
-/// One worker's slot, a cache line of its own so that two workers never
+/// The bytes of a request line kept for the log of a timeout: the method,
+/// a space and the target, cut to fit.
+const REQUEST_LINE_WORDS: usize = 14;
+const REQUEST_LINE_BYTES: usize = REQUEST_LINE_WORDS * 8;
+
+/// What a worker asks of the master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wish {
+    None,
+    /// To be replaced: it served its `--max-requests`.
+    MaxRequests,
+    /// To reload every worker: its application changed (`--reload`).
+    Reload,
+}
+
+/// One worker's slot, cache lines of its own so that two workers never
 /// write the same line.
 #[repr(C, align(64))]
 #[derive(Default)]
@@ -35,6 +50,17 @@ pub struct Slot {
     requests: AtomicU64,
     /// 1 while the worker takes new work (accepts, takes hand-offs).
     taking: AtomicU32,
+    /// Client connections the worker holds.
+    connections: AtomicU32,
+    /// The worker's [`Wish`], as a number.
+    wish: AtomicU32,
+    /// Set by the master before it stops this worker to replace it: its
+    /// idle connections go to the other workers instead of waiting here.
+    replaced: AtomicU32,
+    /// The request line in hand (single-threaded workers), for the log of
+    /// a timeout: its length, then its bytes.
+    request_line_len: AtomicU32,
+    request_line: [AtomicU64; REQUEST_LINE_WORDS],
 }
 
 impl Slot {
@@ -48,6 +74,65 @@ impl Slot {
         self.requests.store(0, Ordering::Relaxed);
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
+        self.connections.store(0, Ordering::Relaxed);
+        self.wish.store(0, Ordering::Relaxed);
+        self.replaced.store(0, Ordering::Relaxed);
+        self.request_line_len.store(0, Ordering::Relaxed);
+    }
+
+    /// The worker asks something of the master (which it then wakes).
+    pub fn set_wish(&self, wish: Wish) {
+        let code = match wish {
+            Wish::None => 0,
+            Wish::MaxRequests => 1,
+            Wish::Reload => 2,
+        };
+        self.wish.store(code, Ordering::Relaxed);
+    }
+
+    pub fn wish(&self) -> Wish {
+        match self.wish.load(Ordering::Relaxed) {
+            1 => Wish::MaxRequests,
+            2 => Wish::Reload,
+            _ => Wish::None,
+        }
+    }
+
+    /// The master: this worker is being replaced (before its `TERM`).
+    pub fn mark_replaced(&self) {
+        self.replaced.store(1, Ordering::Relaxed);
+    }
+
+    pub fn is_replaced(&self) -> bool {
+        self.replaced.load(Ordering::Relaxed) != 0
+    }
+
+    /// The worker, as it is aborted: the request line it held (method and
+    /// target), cut to fit. Copies only: callable from a signal handler.
+    pub fn set_request_line(&self, line: &[u8]) {
+        let mut bytes = [0u8; REQUEST_LINE_BYTES];
+        let len = line.len().min(REQUEST_LINE_BYTES);
+        bytes[..len].copy_from_slice(&line[..len]);
+        for (word, chunk) in self.request_line.iter().zip(bytes.chunks_exact(8)) {
+            let value = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+            word.store(value, Ordering::Relaxed);
+        }
+        self.request_line_len.store(len as u32, Ordering::Relaxed);
+    }
+
+    /// The master: the request line in hand, as last written.
+    pub fn request_line(&self) -> String {
+        let mut bytes = Vec::with_capacity(REQUEST_LINE_BYTES);
+        for word in &self.request_line {
+            bytes.extend_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        let len = (self.request_line_len.load(Ordering::Relaxed) as usize).min(REQUEST_LINE_BYTES);
+        String::from_utf8_lossy(&bytes[..len]).into_owned()
+    }
+
+    /// When the request in hand started (0: none in hand).
+    pub fn request_started_ms(&self) -> u64 {
+        self.request_started_ms.load(Ordering::Relaxed)
     }
 
     /// The master, once the worker is gone: nobody's slot any more.
@@ -55,9 +140,10 @@ impl Slot {
         self.reset(0);
     }
 
-    /// A call starts, on any of the worker's threads.
+    /// A call starts, on any of the worker's threads. Sequentially
+    /// consistent: the affinity watcher's parking protocol pairs with it.
     pub fn call_started(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn call_finished(&self) {
@@ -68,9 +154,24 @@ impl Slot {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// As `in_flight`, ordered with `call_started` (for parking protocols).
+    pub fn in_flight_seq_cst(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The worker takes new work, or stops (all threads busy, draining).
     pub fn set_taking(&self, taking: bool) {
         self.taking.store(u32::from(taking), Ordering::Relaxed);
+    }
+
+    /// The worker: how many connections it holds now.
+    pub fn set_connections(&self, count: usize) {
+        self.connections
+            .store(count.min(u32::MAX as usize) as u32, Ordering::Relaxed);
+    }
+
+    fn connections(&self) -> u32 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     fn is_taking(&self) -> bool {
@@ -249,12 +350,28 @@ impl Peers {
     /// Whether another worker that takes work holds fewer calls than
     /// `load`: then new work is better left to it.
     pub fn has_less_loaded_than(&self, load: u32) -> bool {
+        self.others()
+            .any(|slot| slot.is_taking() && slot.in_flight() < load)
+    }
+
+    /// Whether another worker, free now, holds fewer connections than
+    /// `count`: then a new connection is better left to it (it was woken by
+    /// the same listener and accepts it).
+    pub fn has_free_one_with_fewer_connections(&self, count: usize) -> bool {
+        self.others().any(|slot| {
+            slot.is_taking() && slot.in_flight() == 0 && (slot.connections() as usize) < count
+        })
+    }
+
+    fn others(&self) -> impl Iterator<Item = &Slot> {
         let in_use =
             (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());
+        let own = self.own;
         self.slots[..in_use]
             .iter()
             .enumerate()
-            .any(|(i, slot)| i != self.own && slot.is_taking() && slot.in_flight() < load)
+            .filter(move |(i, _)| *i != own)
+            .map(|(_, slot)| slot)
     }
 }
 
@@ -278,13 +395,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_zeroed_and_a_cache_line_each() {
-        assert_eq!(size_of::<Slot>(), 64);
+    fn slots_are_zeroed_and_whole_cache_lines() {
+        assert_eq!(size_of::<Slot>() % 64, 0);
         let board = Scoreboard::new(4).unwrap();
         assert_eq!(board.slot(3).requests(), 0);
         board.slot(1).request_finished();
         assert_eq!(board.slot(1).requests(), 1);
         assert_eq!(board.slot(0).requests(), 0);
+    }
+
+    #[test]
+    fn the_request_line_in_hand_is_kept_cut_to_fit() {
+        let board = Scoreboard::new(1).unwrap();
+        board.slot(0).set_request_line(b"GET /sleep?ms=60000");
+        assert_eq!(board.slot(0).request_line(), "GET /sleep?ms=60000");
+        let mut long = b"POST ".to_vec();
+        long.extend_from_slice(&[b'a'; 500]);
+        board.slot(0).set_request_line(&long);
+        let line = board.slot(0).request_line();
+        assert_eq!(line.len(), REQUEST_LINE_BYTES);
+        assert!(line.starts_with("POST aaa"), "{line}");
     }
 
     #[test]
@@ -307,5 +437,26 @@ mod tests {
         assert!(!me.has_less_loaded_than(1));
         board.slot(2).clear();
         assert!(!me.has_less_loaded_than(1), "a cleared slot is nobody");
+    }
+
+    #[test]
+    fn a_new_connection_is_left_to_a_free_worker_holding_fewer() {
+        let board = Scoreboard::new(3).unwrap();
+        for i in 0..3 {
+            board.note_in_use(i);
+            board.slot(i).set_pid(100 + i as i32);
+            board.slot(i).set_taking(true);
+        }
+        let me = board.peers(0);
+        board.slot(1).set_connections(2);
+        board.slot(2).set_connections(2);
+        assert!(!me.has_free_one_with_fewer_connections(2));
+        assert!(me.has_free_one_with_fewer_connections(3));
+        board.slot(1).call_started();
+        board.slot(2).call_started();
+        assert!(
+            !me.has_free_one_with_fewer_connections(3),
+            "both peers are in a call"
+        );
     }
 }

@@ -17,7 +17,8 @@ use crate::context::{AcceptMode, Shared};
 use crate::handoff::{Channel, SendError};
 use crate::listener::{Listener, ListenerSocket};
 use crate::pool::Pool;
-use crate::scoreboard::monotonic_ms;
+use crate::reload::FileWatch;
+use crate::scoreboard::{Wish, monotonic_ms};
 use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
@@ -26,6 +27,8 @@ const SIGNAL_TOKEN: Token = Token(usize::MAX);
 const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 /// Connections handed over by other workers.
 const CHANNEL_TOKEN: Token = Token(usize::MAX - 2);
+/// The application's files changed (`--reload`).
+const RELOAD_TOKEN: Token = Token(usize::MAX - 3);
 /// Listener `i` is `Token(LISTENER_TOKEN_BASE + i)`.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1024;
 const EVENTS_CAPACITY: usize = 1024;
@@ -53,6 +56,12 @@ pub struct EventLoop {
     /// Threads that run calls (1: the loop's own), and how many hold one.
     threads: usize,
     in_calls: usize,
+    /// `--worker-connections`.
+    max_connections: usize,
+    /// This worker's own `--max-requests` (with its jitter), if any.
+    max_requests: Option<u64>,
+    /// `--reload`: the application's files, watched.
+    reload: Option<FileWatch>,
     channel: &'static Channel,
     /// Scratch space for receiving hand-offs.
     channel_buf: Vec<u8>,
@@ -78,6 +87,9 @@ pub struct LoopSetup {
     pub master_pid: i32,
     pub threads: usize,
     pub timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_requests: Option<u64>,
+    pub reload: Option<FileWatch>,
     pub reopen_error_log: fn(),
 }
 
@@ -122,6 +134,9 @@ impl EventLoop {
             pool,
             threads: setup.threads,
             in_calls: 0,
+            max_connections: setup.max_connections.max(1),
+            max_requests: setup.max_requests,
+            reload: setup.reload,
             channel: setup.channel,
             channel_buf: Vec::new(),
             timeout_ms: setup.timeout_ms,
@@ -134,9 +149,17 @@ impl EventLoop {
         };
         event_loop.shared.settings.slot.set_taking(true);
         event_loop.watch_channel(true)?;
+        if let Some(watch) = &event_loop.reload {
+            event_loop.poll.registry().register(
+                &mut mio::unix::SourceFd(&watch.fd()),
+                RELOAD_TOKEN,
+                Interest::READABLE,
+            )?;
+        }
         if event_loop.pool.is_none() {
             watcher::start(Watched {
                 clock: event_loop.shared.settings.call_clock,
+                slot: event_loop.shared.settings.slot,
                 conns: Arc::clone(&event_loop.conns),
                 registry: event_loop.poll.registry().try_clone()?,
                 channel: event_loop.channel,
@@ -171,6 +194,11 @@ impl EventLoop {
                     SIGNAL_TOKEN => {}
                     WAKER_TOKEN => self.take_back_finished(),
                     CHANNEL_TOKEN => self.take_handed_off(),
+                    RELOAD_TOKEN => {
+                        if let Some(file) = self.reload.as_ref().and_then(FileWatch::changed) {
+                            self.ask_for_reload(&file.display().to_string());
+                        }
+                    }
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
                     Token(key) => self.on_conn_ready(key, self.serves_inline()),
                 }
@@ -179,13 +207,45 @@ impl EventLoop {
                 self.next_tick_ms = self.shared.now_ms + TICK_MS;
                 self.tick();
             }
+            self.check_max_requests();
             if self.shared.is_draining() {
                 let idle = lock(&self.conns).is_empty();
-                if idle && !self.take_one_handed_off() {
+                if idle && !(self.serves_handoffs_while_draining() && self.take_one_handed_off()) {
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// `--max-requests`: past its limit the worker asks the master for a
+    /// replacement, and serves on until the replacement has booted and the
+    /// master stops it (capacity never dips).
+    fn check_max_requests(&mut self) {
+        let slot = self.shared.settings.slot;
+        if let Some(limit) = self.max_requests
+            && slot.requests() >= limit
+        {
+            self.max_requests = None;
+            log::info!("Autorestarting worker after current request.");
+            slot.set_wish(Wish::MaxRequests);
+            self.wake_master();
+        }
+    }
+
+    /// `--reload`: the application changed; the master reloads every
+    /// worker, as on `HUP`.
+    fn ask_for_reload(&self, what: &str) {
+        log::info!("--reload: {what} changed; asking the master to reload");
+        self.shared.settings.slot.set_wish(Wish::Reload);
+        self.wake_master();
+    }
+
+    /// Wake the master now rather than at its next tick, after writing a
+    /// wish in the slot: a child's state changed, which is what SIGCHLD
+    /// tells it.
+    fn wake_master(&self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.master_pid), Signal::SIGCHLD);
     }
 
     /// Run the application's shutdown hook, once, as the worker leaves.
@@ -210,13 +270,21 @@ impl EventLoop {
             lock(&self.conns)[key] = Place::Here(conn);
             self.on_conn_ready(key, false);
         }
-        if self.shared.accept == AcceptMode::Full && self.in_calls < self.threads {
-            self.set_accept_mode(AcceptMode::Accepting);
-        }
+        self.refresh_accept_mode();
     }
 
     fn accept(&mut self, index: usize) {
         while self.shared.accept == AcceptMode::Accepting {
+            // Connections spread evenly: a free worker holding fewer takes
+            // this one (every worker polling the listener was woken).
+            if self
+                .shared
+                .settings
+                .peers
+                .has_free_one_with_fewer_connections(lock(&self.conns).len())
+            {
+                return;
+            }
             let (stream, peer) = match self.listeners[index]
                 .accept(&self.shared.settings.forwarded_allow)
             {
@@ -276,6 +344,7 @@ impl EventLoop {
         if next == Next::Dispatch {
             self.dispatch(key, spread);
         }
+        self.refresh_accept_mode();
     }
 
     /// Connections other workers handed over: as many as there are free
@@ -341,9 +410,7 @@ impl EventLoop {
             pool.submit(key, conn, self.shared.is_draining());
             self.in_calls += 1;
         }
-        if self.in_calls >= self.threads && self.shared.accept == AcceptMode::Accepting {
-            self.set_accept_mode(AcceptMode::Full);
-        }
+        self.refresh_accept_mode();
     }
 
     /// Send the connection under `key` to the channel: `false` if it stays.
@@ -386,6 +453,7 @@ impl EventLoop {
             Next::Close => {
                 lock(&self.conns).remove(key);
                 conn.release(&mut self.shared);
+                self.refresh_accept_mode();
             }
             Next::Keep => lock(&self.conns)[key] = Place::Here(conn),
             Next::Dispatch => {
@@ -402,6 +470,29 @@ impl EventLoop {
         if let Some(Place::Here(conn)) = place {
             conn.release(&mut self.shared);
         }
+        self.refresh_accept_mode();
+    }
+
+    /// Take new work only while it can be served: a free thread, and room
+    /// under `--worker-connections` (back-pressure: what is not accepted
+    /// waits in the listen queue, or in the channel for another worker).
+    fn refresh_accept_mode(&mut self) {
+        if matches!(
+            self.shared.accept,
+            AcceptMode::Paused | AcceptMode::Draining
+        ) {
+            return;
+        }
+        let held = lock(&self.conns).len();
+        self.shared.settings.slot.set_connections(held);
+        let mode = if self.pool.is_some() && self.in_calls >= self.threads {
+            AcceptMode::Full
+        } else if held >= self.max_connections {
+            AcceptMode::AtCapacity
+        } else {
+            AcceptMode::Accepting
+        };
+        self.set_accept_mode(mode);
     }
 
     /// Listeners are polled only while accepting; the channel too, and
@@ -418,7 +509,10 @@ impl EventLoop {
             .slot
             .set_taking(mode == AcceptMode::Accepting);
         let listening = |m: AcceptMode| m == AcceptMode::Accepting;
-        let taking = |m: AcceptMode| matches!(m, AcceptMode::Accepting | AcceptMode::Draining);
+        let drain_takes = self.serves_handoffs_while_draining();
+        let taking = |m: AcceptMode| {
+            m == AcceptMode::Accepting || (m == AcceptMode::Draining && drain_takes)
+        };
         if listening(was) != listening(mode) {
             for (i, listener) in self.listeners.iter_mut().enumerate() {
                 let registry = self.poll.registry();
@@ -438,6 +532,14 @@ impl EventLoop {
         {
             log::error!("polling the hand-off channel failed: {e}");
         }
+    }
+
+    /// A draining worker serves what is handed to it, so that nothing is
+    /// stranded in the channel when every worker stops; not one that is
+    /// replaced while the others go on (what it hands over must reach them,
+    /// not come back to it).
+    fn serves_handoffs_while_draining(&self) -> bool {
+        !self.shared.settings.slot.is_replaced()
     }
 
     /// Poll the channel, or stop. Level-triggered and exclusive: one free
@@ -479,6 +581,7 @@ impl EventLoop {
         }
         if self.shared.accept == AcceptMode::Paused {
             self.set_accept_mode(AcceptMode::Accepting);
+            self.refresh_accept_mode();
         }
         let now = self.shared.now_ms;
         let expired: Vec<usize> = lock(&self.conns)
@@ -502,6 +605,10 @@ impl EventLoop {
         if self.signals.take(Signal::SIGTERM) > 0 {
             self.start_draining();
         }
+        // The WSGI bridge's module watcher (`--reload`) raises USR2.
+        if self.signals.take(Signal::SIGUSR2) > 0 && self.reload.is_some() {
+            self.ask_for_reload("a module of the application");
+        }
         if self.signals.take(Signal::SIGUSR1) > 0 {
             (self.reopen_error_log)();
             if let Some(log) = &self.shared.access_log
@@ -523,6 +630,28 @@ impl EventLoop {
         }
         self.shared.settings.call_clock.set_draining();
         self.set_accept_mode(AcceptMode::Draining);
+        if self.shared.settings.slot.is_replaced() {
+            self.hand_off_idle();
+        }
+    }
+
+    /// A worker being replaced (a reload, a recycle, one worker fewer)
+    /// passes its idle connections to the workers that stay, instead of
+    /// closing them at their next request: a client, or a proxy's pool,
+    /// never sees them go.
+    fn hand_off_idle(&mut self) {
+        let keys: Vec<usize> = lock(&self.conns)
+            .iter()
+            .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
+            .map(|(key, _)| key)
+            .collect();
+        let moved = keys
+            .into_iter()
+            .filter(|&key| self.hand_off_key(key))
+            .count();
+        if moved > 0 {
+            log::debug!("{moved} connections handed to the workers that stay");
+        }
     }
 }
 

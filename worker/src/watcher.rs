@@ -6,11 +6,12 @@
 //! a call that has run for a tick and hands every other connection that can
 //! move to the hand-off channel, where a free worker takes it.
 //!
-//! It does nothing on the fast path: the loop bumps a counter around each
-//! call, and the watcher samples it once a tick. A worker with no calls for
-//! a while parks the watcher until its next call.
+//! It costs the fast path nothing of its own: it samples the worker's
+//! scoreboard counters (calls in flight, requests served) once a tick; the
+//! same call in flight at two samples has run for a tick. A worker with no
+//! calls for a while parks the watcher until its next call.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::handoff::Channel;
+use crate::scoreboard::Slot;
 use crate::server::Place;
 
 /// How often the watcher samples the call in hand: a call seen at two
@@ -28,11 +30,9 @@ const PARK_AFTER_TICKS: u32 = 200;
 /// The most connections moved for one slow call.
 const MAX_MOVED_PER_CALL: usize = 1024;
 
-/// Counts calls: odd while one is in hand. Written by the loop's thread,
-/// read by the watcher.
+/// What the loop's thread and the watcher share besides the scoreboard.
 #[derive(Default)]
 pub struct CallClock {
-    seq: AtomicU64,
     /// The watcher is parked (or about to be) until the next call.
     parked: AtomicBool,
     watcher: OnceLock<Thread>,
@@ -42,20 +42,15 @@ pub struct CallClock {
 }
 
 impl CallClock {
-    /// The loop's thread hands a request to the application.
-    pub fn enter(&self) {
-        self.seq.fetch_add(1, Ordering::SeqCst);
+    /// The loop's thread has counted a call in its slot (sequentially
+    /// consistent) and hands it to the application: a parked watcher wakes.
+    pub fn wake_watcher(&self) {
         if self.parked.load(Ordering::SeqCst)
             && self.parked.swap(false, Ordering::SeqCst)
             && let Some(watcher) = self.watcher.get()
         {
             watcher.unpark();
         }
-    }
-
-    /// The call returned.
-    pub fn leave(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
     }
 
     pub fn set_draining(&self) {
@@ -66,6 +61,7 @@ impl CallClock {
 /// What the watcher needs of the event loop.
 pub struct Watched {
     pub clock: &'static CallClock,
+    pub slot: &'static Slot,
     pub conns: Arc<Mutex<Slab<Place>>>,
     pub registry: mio::Registry,
     pub channel: &'static Channel,
@@ -79,43 +75,45 @@ pub fn start(watched: Watched) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Which call a sample saw: one in flight, numbered by the requests served
+/// before it; or none.
+fn sample(slot: &Slot) -> Option<u64> {
+    (slot.in_flight() > 0).then(|| slot.requests())
+}
+
 fn watch(watched: Watched) {
-    let clock = watched.clock;
+    let (clock, slot) = (watched.clock, watched.slot);
     // Before the first park (PARK_AFTER_TICKS from now), so that a call
     // always finds the thread to wake.
     let _ = clock.watcher.set(std::thread::current());
-    let mut last = clock.seq.load(Ordering::Acquire);
-    let mut moved_for = u64::MAX;
+    let mut last = sample(slot);
+    let mut moved_for = None;
     let mut idle_ticks = 0u32;
     loop {
         std::thread::sleep(AFFINITY_TICK);
-        let seq = clock.seq.load(Ordering::Acquire);
-        let in_call = seq % 2 == 1;
-        if in_call && seq == last && moved_for != seq {
-            moved_for = seq;
+        let now = sample(slot);
+        if now.is_some() && now == last && moved_for != now {
+            moved_for = now;
             if !clock.draining.load(Ordering::Relaxed) {
                 move_connections(&watched);
             }
         }
-        idle_ticks = if seq == last && !in_call {
-            idle_ticks + 1
-        } else {
-            0
-        };
+        idle_ticks = if now.is_none() { idle_ticks + 1 } else { 0 };
         if idle_ticks >= PARK_AFTER_TICKS {
-            park(clock, seq);
+            park(clock, slot);
             idle_ticks = 0;
         }
-        last = clock.seq.load(Ordering::Acquire);
+        last = sample(slot);
     }
 }
 
-/// Sleep until the next call. The flag is raised before the counter is
-/// read again, and the loop bumps the counter before it reads the flag:
-/// one of the two sees the other, so no call goes unwatched.
-fn park(clock: &CallClock, seen: u64) {
+/// Sleep until the next call. The flag is raised before the calls in
+/// flight are read again, and the loop counts its call before it reads the
+/// flag (both sequentially consistent): one of the two sees the other, so
+/// no call goes unwatched.
+fn park(clock: &CallClock, slot: &Slot) {
     clock.parked.store(true, Ordering::SeqCst);
-    while clock.seq.load(Ordering::SeqCst) == seen && clock.parked.load(Ordering::SeqCst) {
+    while slot.in_flight_seq_cst() == 0 && clock.parked.load(Ordering::SeqCst) {
         std::thread::park();
     }
     clock.parked.store(false, Ordering::SeqCst);

@@ -14,6 +14,7 @@ mod file_wrapper;
 mod input;
 mod interpreter;
 mod logging;
+mod reload;
 mod response;
 mod start_response;
 
@@ -106,6 +107,7 @@ unsafe extern "C" fn init(server: *const ffi::Server) -> i32 {
             .ok_or_else(|| ("the application did not load".to_string(), ffi::ERR_LOAD))?;
         Python::attach(|py| {
             let environ = interpreter::enter_worker(py)
+                .and_then(|()| reload::watch_if_asked(py))
                 .and_then(|()| environ::Template::new(py, &environ::Concurrency::from_env()))
                 .map_err(|err| {
                     logging::exception(py, "Cannot prepare the worker's interpreter:", &err);

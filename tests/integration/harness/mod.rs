@@ -8,6 +8,7 @@ mod app;
 mod c_compile;
 mod client;
 mod logs;
+mod nginx;
 mod paths;
 mod prng;
 mod requests;
@@ -22,6 +23,7 @@ pub(crate) use app::test_each_app;
 pub use c_compile::compile_c_app;
 pub use client::{Conn, Framing, Response};
 pub use logs::wait_for_file_line;
+pub use nginx::start_nginx;
 pub use paths::{
     app_lib, manifest_dir, rgun_bin, shared_spec_dir, target_dir, testapp, wsgi_testapp_dir,
 };
