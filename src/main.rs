@@ -12,6 +12,13 @@ mod proctitle;
 mod sockets;
 mod systemd;
 
+/// The pip-installed `rgun` (issue 14): this same master, built into an
+/// extension module of the virtualenv's own Python (`python/`), so that the
+/// Python bridge hosts that interpreter instead of embedding a libpython.
+#[cfg(rgun_hosted)]
+#[path = "../python/src/hosted.rs"]
+mod hosted;
+
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -23,18 +30,24 @@ use rgun_worker::AppSource;
 use crate::cli::{AppSpec, Cli};
 use crate::sockets::{BindAddr, Listener};
 
+#[cfg_attr(rgun_hosted, allow(dead_code))]
 fn main() -> ExitCode {
     proctitle::save_args();
-    let cli = Cli::parse();
+    ExitCode::from(serve(Cli::parse()))
+}
+
+/// The whole life of the master, to its exit code (also the entry point of
+/// the pip-installed `rgun`, after its own `proctitle::save_args`).
+fn serve(cli: Cli) -> u8 {
     if let Err(e) = logging::init(&cli.error_logfile, cli.log_level.filter()) {
         eprintln!("rgun: {e}");
-        return ExitCode::FAILURE;
+        return 1;
     }
     match run(cli) {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(code) => code as u8,
         Err(failure) => {
             log::error!("{:#}", failure.error);
-            ExitCode::from(failure.code)
+            failure.code
         }
     }
 }
@@ -249,6 +262,10 @@ fn python_app(cli: &Cli, module: String) -> Result<(AppSource, Option<arbiter::F
             std::env::set_var(BASE_PYTHONPATH_ENV, base);
             std::env::set_var("PYTHONPATH", path.join(":"));
         }
+    }
+    #[cfg(rgun_hosted)]
+    if let Some(app) = hosted::python_app(cli, &module) {
+        return app;
     }
     let library = wsgi_library()?;
     if !cli.preload {

@@ -16,8 +16,13 @@ fn main() {
         config.version().minor
     );
     // libpython may live outside the loader's path (pyenv, a venv's base):
-    // record its folder in the bridge's run path.
-    if let Some(dir) = config.lib_dir() {
+    // record its folder in the bridge's run path. Not in the pip-installed
+    // rgun's extension module (python/, built by maturin with
+    // PYO3_BUILD_EXTENSION_MODULE), which links no libpython: cargo hands
+    // this argument to the cdylibs of dependent packages too.
+    println!("cargo:rerun-if-env-changed=PYO3_BUILD_EXTENSION_MODULE");
+    let extension_module = std::env::var_os("PYO3_BUILD_EXTENSION_MODULE").is_some();
+    if let Some(dir) = config.lib_dir().filter(|_| !extension_module) {
         println!("cargo:rustc-link-arg-cdylib=-Wl,-rpath,{dir}");
     }
 }

@@ -152,6 +152,14 @@ impl Arbiter {
             })
             .unwrap_or_else(|_| crate::proctitle::original_program().into());
         let mut command = std::process::Command::new(&exe);
+        // The same argv[0] too: when this master is a virtualenv's Python
+        // (the pip-installed rgun), /proc/self/exe names the base
+        // interpreter the venv's `python` links to, and CPython finds the
+        // virtualenv from argv[0] only.
+        std::os::unix::process::CommandExt::arg0(
+            &mut command,
+            crate::proctitle::original_program(),
+        );
         command.args(crate::proctitle::original_args());
         if let Some(dir) = &self.settings.start_dir {
             command.current_dir(dir);

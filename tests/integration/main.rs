@@ -27,4 +27,5 @@ mod wsgi_bridge;
 mod wsgi_flask;
 mod wsgi_grammar;
 mod wsgi_harness;
+mod wsgi_pip;
 mod wsgi_validator;

@@ -26,9 +26,15 @@ fn python() -> String {
 /// A virtualenv with Flask, at `target/test-venv`: made (with network
 /// access to PyPI) the first time a test needs it, unless it is there.
 /// `.ci/run` makes it ahead of the tests.
+///
+/// `RGUN_TEST_VENV` names another one instead: the virtualenv the rgun under
+/// test is installed in (`RGUN_TEST_BIN`), whose Python it runs.
 pub fn test_venv() -> PathBuf {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
+        if let Some(venv) = std::env::var_os("RGUN_TEST_VENV") {
+            return PathBuf::from(venv);
+        }
         let venv = target_dir()
             .parent()
             .expect("the target directory")

@@ -38,6 +38,22 @@ def prepare(python):
             sys.modules["multiprocessing"].set_executable(python)
 
 
+def prepare_hosted(pythonpath):
+    """As `prepare`, in a Python process that runs rgun (the pip-installed
+    `rgun`): sys.executable and sys.argv are the process's own and right.
+    `pythonpath` is the process's PYTHONPATH now: --pythonpath set it after
+    this interpreter started (os.environ is the environment of then)."""
+    if pythonpath:
+        os.environ["PYTHONPATH"] = pythonpath
+    cwd = os.getcwd()
+    added = [p for p in pythonpath.split(os.pathsep) if p]
+    for entry in reversed([cwd] + added):
+        entry = os.path.abspath(entry)
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    _honour_virtualenv()
+
+
 def _base_interpreter():
     version = "python%d.%d" % sys.version_info[:2]
     for name in (version, "python3"):

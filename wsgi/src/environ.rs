@@ -25,6 +25,10 @@ use crate::errors::ErrorStream;
 use crate::file_wrapper::FileWrapper;
 use crate::input::Input;
 
+/// `SERVER_SOFTWARE`: the bridge is built with the server, from the same
+/// workspace version.
+const SERVER_SOFTWARE: &str = concat!("rgun/", env!("CARGO_PKG_VERSION"));
+
 /// Distinct header-name spellings a thread remembers; past this, new
 /// names are converted on every request (a client inventing names must not
 /// grow memory).
@@ -120,6 +124,9 @@ impl Template {
             dict.set_item(k, py.None())?;
         }
         dict.set_item(&keys.script_name, &empty)?;
+        // As Gunicorn sets it (`gunicorn/21.2.0`): code that reports or
+        // checks the server it runs under reads this key (issue 14).
+        dict.set_item(PyString::intern(py, "SERVER_SOFTWARE"), SERVER_SOFTWARE)?;
         dict.set_item(
             PyString::intern(py, "wsgi.version"),
             PyTuple::new(py, [1, 0])?,

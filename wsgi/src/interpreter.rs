@@ -1,9 +1,12 @@
 //! The embedded CPython: started once per process (in a worker's init hook,
 //! or in the master for `--preload`) without Python's own signal handlers,
-//! as a virtualenv's interpreter when `VIRTUAL_ENV` names one; the
-//! application loaded from its spec; per-thread interpreter state for
-//! `--threads`; and CPython's fork protocol around each fork of a preloaded
-//! master. Requests are not handled here.
+//! as a virtualenv's interpreter when `VIRTUAL_ENV` names one; or, when rgun
+//! runs inside a Python process (the pip-installed `rgun`, `python/`), that
+//! process's own interpreter, which is then hosting rather than embedded.
+//! Also: the application loaded from its spec; per-thread interpreter state
+//! for `--threads`; and CPython's fork protocol (with `gc.freeze`) around
+//! each fork of a master whose process runs Python. Requests are not handled
+//! here.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
@@ -37,10 +40,9 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
     if APPLICATION.get().is_some() {
         return Ok(());
     }
-    let python = python_for_children();
-    start(python.as_deref()).map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
+    let (hosted, python) = interpreter()?;
     Python::attach(|py| {
-        let loaded = boot(py, spec, python.as_deref());
+        let loaded = boot(py, spec, hosted, python.as_deref());
         match loaded {
             Ok(app) => {
                 let _ = APPLICATION.set(app);
@@ -51,13 +53,57 @@ pub(crate) fn load(spec: &str) -> Result<(), String> {
     })
 }
 
-/// Run boot.py's `prepare` and `load`.
-fn boot(py: Python<'_>, spec: &str, python: Option<&Path>) -> PyResult<Py<PyAny>> {
-    let sys = py.import("sys")?;
-    sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
+/// The interpreter of this process, started unless it runs already:
+/// whether it is hosting (the process's own, see the module's first lines)
+/// and, if not, the Python its children should run.
+fn interpreter() -> Result<(bool, Option<PathBuf>), String> {
+    if STARTED.load(Ordering::Acquire) {
+        return Ok((false, python_for_children()?));
+    }
+    // SAFETY: a plain query, valid before initialisation.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        // The virtualenv's own interpreter: its sys.executable, sys.argv
+        // and sys.path are already right.
+        return Ok((true, None));
+    }
+    let python = python_for_children()?;
+    start(python.as_deref()).map_err(|e| format!("cannot start the Python interpreter: {e}"))?;
+    Ok((false, python))
+}
+
+/// Whether `preload` turned the collector off, for the workers to turn it
+/// back on.
+static GC_OFF_FOR_FORK: AtomicBool = AtomicBool::new(false);
+
+/// `--preload`: `load` in the master, with the collector off from before
+/// the import to every fork, as CPython's gc.freeze documentation advises:
+/// a collection in the master would free objects among the application's
+/// and leave holes that the workers' new objects fill, copying those pages.
+pub(crate) fn preload(spec: &str) -> Result<(), String> {
+    interpreter()?;
+    Python::attach(|py| {
+        let off = py
+            .import("gc")
+            .and_then(|gc| gc.call_method0("disable"))
+            .is_ok();
+        GC_OFF_FOR_FORK.store(off, Ordering::Relaxed);
+    });
+    load(spec)
+}
+
+/// Run boot.py's `prepare` and `load`. `hosted`: the interpreter is the
+/// process's own (see the module's first lines), not one rgun started.
+fn boot(py: Python<'_>, spec: &str, hosted: bool, python: Option<&Path>) -> PyResult<Py<PyAny>> {
     let module = boot_module(py)?;
-    let python = python.map(|p| p.to_string_lossy().into_owned());
-    module.call_method1("prepare", (python.unwrap_or_default(),))?;
+    if hosted {
+        let pythonpath = std::env::var("PYTHONPATH").unwrap_or_default();
+        module.call_method1("prepare_hosted", (pythonpath,))?;
+    } else {
+        let sys = py.import("sys")?;
+        sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
+        let python = python.map(|p| p.to_string_lossy().into_owned());
+        module.call_method1("prepare", (python.unwrap_or_default(),))?;
+    }
     Ok(module.call_method1("load", (spec,))?.unbind())
 }
 
@@ -101,26 +147,74 @@ fn describe_load_error(py: Python<'_>, spec: &str, err: &PyErr) -> String {
 }
 
 /// The interpreter child processes should run (`multiprocessing`'s
-/// spawn): the virtualenv's when `VIRTUAL_ENV` names one made for this
-/// Python, else the one rgun was built against, if it is still there.
-fn python_for_children() -> Option<PathBuf> {
+/// spawn): the virtualenv's when `VIRTUAL_ENV` names one made from the
+/// Python this bridge was built for, else that Python, if it is still there.
+///
+/// A virtualenv of another Python is refused before the interpreter starts
+/// (issue 14): of another version, its compiled packages cannot load into
+/// this libpython; of another installation of the same version (Debian's
+/// and pyenv's 3.11, say), its standard library does not match this
+/// libpython's built-in modules. Either way the app would be half loaded.
+fn python_for_children() -> Result<Option<PathBuf>, String> {
     if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
         let venv = PathBuf::from(venv);
         let python = venv.join("bin/python");
         let lib = venv.join(format!("lib/python{BUILT_VERSION}"));
-        if python.exists() && lib.is_dir() {
-            return Some(python);
-        }
-        logging::line(
-            logging::Level::Warning,
-            &format!(
-                "VIRTUAL_ENV={} is not a virtualenv for Python {BUILT_VERSION} \
-                 (no bin/python or lib/python{BUILT_VERSION}); its packages are not used",
-                venv.display()
-            ),
-        );
+        let theirs = if python.exists() && lib.is_dir() {
+            match virtualenv_base(&venv) {
+                Some(base) if !same_file(&base, Path::new(BUILT_EXECUTABLE)) => {
+                    format!("a virtualenv of {}", base.display())
+                }
+                _ => return Ok(Some(python)),
+            }
+        } else {
+            virtualenv_version(&venv)
+                .map(|v| format!("a virtualenv of Python {v}"))
+                .unwrap_or_else(|| format!("not a virtualenv of Python {BUILT_VERSION}"))
+        };
+        return Err(format!(
+            "VIRTUAL_ENV={} is {theirs}, but this rgun's Python bridge was built for \
+             Python {BUILT_VERSION} ({BUILT_EXECUTABLE}): install rgun into that virtualenv \
+             (`pip install rgun`), or rebuild the bridge with its interpreter \
+             (`PYO3_PYTHON={}/bin/python cargo build --release -p rgun-wsgi`)",
+            venv.display(),
+            venv.display()
+        ));
     }
-    Some(PathBuf::from(BUILT_EXECUTABLE)).filter(|p| p.is_file())
+    Ok(Some(PathBuf::from(BUILT_EXECUTABLE)).filter(|p| p.is_file()))
+}
+
+/// The interpreter a virtualenv was made from: `home` in its pyvenv.cfg.
+fn virtualenv_base(venv: &Path) -> Option<PathBuf> {
+    let home = pyvenv_cfg(venv, &["home"])?;
+    [format!("python{BUILT_VERSION}"), "python3".into()]
+        .iter()
+        .map(|name| Path::new(&home).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether two paths name the same file once links are followed; `true`
+/// when either cannot be resolved (no verdict, no refusal).
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => true,
+    }
+}
+
+fn pyvenv_cfg(venv: &Path, keys: &[&str]) -> Option<String> {
+    let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg")).ok()?;
+    cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        keys.contains(&key.trim()).then(|| value.trim().to_string())
+    })
+}
+
+/// `major.minor` of the Python a virtualenv was made from (its pyvenv.cfg).
+fn virtualenv_version(venv: &Path) -> Option<String> {
+    let version = pyvenv_cfg(venv, &["version", "version_info"])?;
+    let mut parts = version.split('.');
+    Some(format!("{}.{}", parts.next()?, parts.next()?))
 }
 
 /// Whether this process started the interpreter.
@@ -198,10 +292,20 @@ pub(crate) fn pin_thread_state() {
 /// Whether the GIL was held before `before_fork` took it.
 static FORK_GIL_WAS_HELD: AtomicBool = AtomicBool::new(false);
 
-/// Before fork(2) in a preloaded master: take the GIL and CPython's fork
-/// locks, so that the child starts with a consistent interpreter.
+/// Whether this process runs an interpreter (started here, or hosting).
+fn runs_python() -> bool {
+    // SAFETY: a plain query, valid at any time.
+    STARTED.load(Ordering::Acquire) || unsafe { ffi::Py_IsInitialized() } != 0
+}
+
+/// Before fork(2) in a master that runs Python (`--preload`, or rgun hosted
+/// by a Python process): take the GIL and CPython's fork locks, so that the
+/// child starts with a consistent interpreter. Every object made so far
+/// goes out of the collector's reach first (`gc.freeze`, CPython bpo-31558):
+/// a collection in a worker would otherwise write to each of them and copy
+/// the pages the workers share with the master.
 pub(crate) fn before_fork() {
-    if !STARTED.load(Ordering::Acquire) {
+    if !runs_python() {
         return;
     }
     // SAFETY: the interpreter runs in this process; Ensure takes the GIL for
@@ -212,12 +316,27 @@ pub(crate) fn before_fork() {
             matches!(state, ffi::PyGILState_STATE::PyGILState_LOCKED),
             Ordering::Relaxed,
         );
-        ffi::PyOS_BeforeFork();
+    }
+    // SAFETY: the GIL is held (just above).
+    let py = unsafe { Python::assume_attached() };
+    freeze_heap(py);
+    // SAFETY: GIL held, as PyOS_BeforeFork requires.
+    unsafe { ffi::PyOS_BeforeFork() };
+}
+
+/// `gc.freeze()`; a failure only costs memory, so it is a warning.
+fn freeze_heap(py: Python<'_>) {
+    let frozen = py.import("gc").and_then(|gc| gc.call_method0("freeze"));
+    if let Err(err) = frozen {
+        logging::line(
+            logging::Level::Warning,
+            &format!("gc.freeze() before fork failed: {err}"),
+        );
     }
 }
 
 pub(crate) fn after_fork_parent() {
-    if !STARTED.load(Ordering::Acquire) {
+    if !runs_python() {
         return;
     }
     // SAFETY: pairs with before_fork in this process, GIL held.
@@ -230,15 +349,24 @@ pub(crate) fn after_fork_parent() {
 /// In the new worker: CPython resets its locks and threads (only this
 /// thread survives a fork), then the GIL is let go so that requests take it.
 pub(crate) fn after_fork_child() {
-    if !STARTED.load(Ordering::Acquire) {
+    if !runs_python() {
         return;
     }
     // SAFETY: the child's only thread holds the GIL it inherited from
     // before_fork, which PyOS_AfterFork_Child requires.
-    unsafe {
-        ffi::PyOS_AfterFork_Child();
-        ffi::PyGILState_Release(gil_state());
+    unsafe { ffi::PyOS_AfterFork_Child() };
+    if GC_OFF_FOR_FORK.load(Ordering::Relaxed) {
+        // SAFETY: the GIL is still held (released just below).
+        let py = unsafe { Python::assume_attached() };
+        if let Err(err) = py.import("gc").and_then(|gc| gc.call_method0("enable")) {
+            logging::line(
+                logging::Level::Warning,
+                &format!("gc.enable() in a new worker failed: {err}"),
+            );
+        }
     }
+    // SAFETY: pairs with the Ensure of before_fork.
+    unsafe { ffi::PyGILState_Release(gil_state()) };
 }
 
 fn gil_state() -> ffi::PyGILState_STATE {

@@ -54,7 +54,7 @@ pub unsafe extern "C" fn rgun_wsgi_preload(spec: ffi::Str, log: ffi::LogFn) -> i
     logging::set_master_log(log);
     // SAFETY: the caller's promise.
     let spec = String::from_utf8_lossy(unsafe { spec.as_bytes() }).into_owned();
-    match guard("preload", || interpreter::load(&spec)) {
+    match guard("preload", || interpreter::preload(&spec)) {
         Ok(Ok(())) => ffi::OK,
         Ok(Err(line)) => {
             logging::error(&line);

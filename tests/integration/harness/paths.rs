@@ -5,8 +5,13 @@
 
 use std::path::PathBuf;
 
+/// The `rgun` under test: the one cargo built, or the one `RGUN_TEST_BIN`
+/// names (the pip-installed command, `.ci/pip-route`, which runs the WSGI
+/// suites against it).
 pub fn rgun_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_rgun"))
+    std::env::var_os("RGUN_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rgun")))
 }
 
 pub fn manifest_dir() -> PathBuf {
@@ -15,7 +20,7 @@ pub fn manifest_dir() -> PathBuf {
 
 /// Where cargo put the binary, and so the example applications beside it.
 pub fn target_dir() -> PathBuf {
-    rgun_bin()
+    PathBuf::from(env!("CARGO_BIN_EXE_rgun"))
         .parent()
         .expect("the rgun binary has a parent directory")
         .to_path_buf()
