@@ -363,6 +363,12 @@ impl Peers {
         })
     }
 
+    /// Whether any other worker takes work now: somewhere for a connection
+    /// handed off to go.
+    pub fn any_other_taking(&self) -> bool {
+        self.others().any(Slot::is_taking)
+    }
+
     fn others(&self) -> impl Iterator<Item = &Slot> {
         let in_use =
             (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());

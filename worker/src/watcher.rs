@@ -62,6 +62,7 @@ impl CallClock {
 pub struct Watched {
     pub clock: &'static CallClock,
     pub slot: &'static Slot,
+    pub peers: crate::scoreboard::Peers,
     pub conns: Arc<Mutex<Slab<Place>>>,
     pub registry: mio::Registry,
     pub channel: &'static Channel,
@@ -94,7 +95,10 @@ fn watch(watched: Watched) {
         let now = sample(slot);
         if now.is_some() && now == last && moved_for != now {
             moved_for = now;
-            if !clock.draining.load(Ordering::Relaxed) {
+            // With no other worker to take them, moved connections would
+            // only wait in the channel for this one (and stop counting
+            // against --worker-connections meanwhile).
+            if !clock.draining.load(Ordering::Relaxed) && watched.peers.any_other_taking() {
                 move_connections(&watched);
             }
         }

@@ -1,0 +1,223 @@
+//! How the event loop takes on and passes on work: which sources it polls
+//! (listeners, the hand-off channel) in each accept mode, taking handed-over
+//! connections, and handing its own to other workers (when it cannot serve
+//! them, when it is replaced, to even out connections).
+
+use std::io;
+
+use mio::{Interest, Token};
+
+use super::{CHANNEL_TOKEN, EventLoop, LISTENER_TOKEN_BASE, Place, lock};
+use crate::conn::Conn;
+use crate::context::AcceptMode;
+use crate::handoff::{Channel, SendError};
+
+impl EventLoop {
+    /// Connections other workers handed over: as many as there are free
+    /// threads (the loop's own thread takes one at a time; the channel
+    /// stays readable for the next).
+    pub(super) fn take_handed_off(&mut self) {
+        // A replaced worker draining takes nothing more, even from an event
+        // of the batch that brought its TERM: what it took would stay.
+        if self.shared.is_draining() && !self.serves_handoffs_while_draining() {
+            return;
+        }
+        let free = if self.pool.is_some() {
+            self.threads.saturating_sub(self.in_calls)
+        } else {
+            1
+        };
+        for _ in 0..free {
+            if !self.take_one_handed_off() {
+                return;
+            }
+        }
+    }
+
+    /// Take one connection from the channel, if one waits: `false` if none.
+    pub(super) fn take_one_handed_off(&mut self) -> bool {
+        match self.channel.receive(&mut self.channel_buf) {
+            Ok(Some(arrival)) => {
+                let conn = Conn::adopt(arrival, self.shared.now_ms, &mut self.shared);
+                let _kept = self.serve_new(conn, false);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log::error!("taking a connection from another worker failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Send the connection under `key` to the channel: `false` if it stays.
+    pub(super) fn hand_off_key(&mut self, key: usize) -> bool {
+        let mut conns = lock(&self.conns);
+        let Some(Place::Here(conn)) = conns.get_mut(key) else {
+            return false;
+        };
+        match hand_off(conn, self.poll.registry(), self.channel) {
+            Ok(()) => {
+                conns.remove(key);
+                true
+            }
+            Err(e) => {
+                log::debug!("a connection stays in this worker: {e}");
+                false
+            }
+        }
+    }
+
+    /// Connections even out over time: one that was just accepted or just
+    /// served goes to a free worker holding at least two fewer (a client that keeps its
+    /// connection would otherwise stay where it was first accepted or
+    /// handed to). Between requests, so nothing is in flight on it.
+    pub(super) fn rebalance(&mut self, key: usize, held: usize) {
+        if held >= 2
+            && self
+                .shared
+                .settings
+                .peers
+                .has_free_one_with_fewer_connections(held - 1)
+        {
+            self.hand_off_key(key);
+            self.refresh_accept_mode();
+        }
+    }
+
+    /// Take new work only while it can be served: a free thread, and room
+    /// under `--worker-connections` (back-pressure: what is not accepted
+    /// waits in the listen queue, or in the channel for another worker).
+    pub(super) fn refresh_accept_mode(&mut self) {
+        if matches!(
+            self.shared.accept,
+            AcceptMode::Paused | AcceptMode::Draining
+        ) {
+            return;
+        }
+        let held = lock(&self.conns).len();
+        self.shared.settings.slot.set_connections(held);
+        let mode = if self.pool.is_some() && self.in_calls >= self.threads {
+            AcceptMode::Full
+        } else if held >= self.max_connections {
+            AcceptMode::AtCapacity
+        } else {
+            AcceptMode::Accepting
+        };
+        self.set_accept_mode(mode);
+    }
+
+    /// Listeners are polled only while accepting; the channel too, and
+    /// while draining (what was handed over is served, so that nothing is
+    /// stranded in it).
+    pub(super) fn set_accept_mode(&mut self, mode: AcceptMode) {
+        let was = self.shared.accept;
+        if was == mode {
+            return;
+        }
+        self.shared.accept = mode;
+        self.shared
+            .settings
+            .slot
+            .set_taking(mode == AcceptMode::Accepting);
+        let listening = |m: AcceptMode| m == AcceptMode::Accepting;
+        let drain_takes = self.serves_handoffs_while_draining();
+        let taking = |m: AcceptMode| {
+            m == AcceptMode::Accepting || (m == AcceptMode::Draining && drain_takes)
+        };
+        if listening(was) != listening(mode) {
+            for (i, listener) in self.listeners.iter_mut().enumerate() {
+                let registry = self.poll.registry();
+                let _ = if listening(mode) {
+                    registry.register(
+                        listener.source(),
+                        Token(LISTENER_TOKEN_BASE + i),
+                        Interest::READABLE,
+                    )
+                } else {
+                    registry.deregister(listener.source())
+                };
+            }
+        }
+        if taking(was) != taking(mode)
+            && let Err(e) = self.watch_channel(taking(mode))
+        {
+            log::error!("polling the hand-off channel failed: {e}");
+        }
+    }
+
+    /// A draining worker serves what is handed to it, so that nothing is
+    /// stranded in the channel when every worker stops; not one that is
+    /// replaced while the others go on (what it hands over must reach them,
+    /// not come back to it).
+    pub(super) fn serves_handoffs_while_draining(&self) -> bool {
+        !self.shared.settings.slot.is_replaced()
+    }
+
+    /// Poll the channel, or stop. Level-triggered and exclusive: one free
+    /// worker is woken per connection handed over, and it is woken again
+    /// while more wait.
+    pub(super) fn watch_channel(&self, on: bool) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            u64: CHANNEL_TOKEN.0 as u64,
+        };
+        let op = if on {
+            libc::EPOLL_CTL_ADD
+        } else {
+            libc::EPOLL_CTL_DEL
+        };
+        // SAFETY: epoll_ctl on this loop's own epoll descriptor with the
+        // channel's descriptor, which lives as long as the process, and a
+        // valid event.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.poll.as_raw_fd(),
+                op,
+                self.channel.receiver_fd(),
+                &mut event,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A worker being replaced (a reload, a recycle, one worker fewer)
+    /// passes its idle connections to the workers that stay, instead of
+    /// closing them at their next request: a client, or a proxy's pool,
+    /// never sees them go.
+    pub(super) fn hand_off_idle(&mut self) {
+        let keys: Vec<usize> = lock(&self.conns)
+            .iter()
+            .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
+            .map(|(key, _)| key)
+            .collect();
+        let moved = keys
+            .into_iter()
+            .filter(|&key| self.hand_off_key(key))
+            .count();
+        if moved > 0 {
+            log::debug!("{moved} connections handed to the workers that stay");
+        }
+    }
+}
+
+/// Pass `conn` to whichever worker is free first. On success the caller
+/// drops it, which closes this worker's descriptor; the socket lives on in
+/// the channel. Taken out of this loop's poller only once sent, so that a
+/// failure leaves it as it was.
+pub fn hand_off(
+    conn: &mut Conn,
+    registry: &mio::Registry,
+    channel: &Channel,
+) -> Result<(), SendError> {
+    let passage = conn.passage().ok_or(SendError::NotMovable)?;
+    channel.send(&passage)?;
+    // The message holds the socket open: without this the poller would
+    // keep reporting it under a key that may be reused.
+    let _ = registry.deregister(conn.stream.source());
+    Ok(())
+}
