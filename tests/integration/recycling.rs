@@ -1,0 +1,619 @@
+//! Recycling workers as an operator relies on it: `--max-requests` (with
+//! its jitter) and `--max-worker-memory` replace a worker by a successor
+//! that boots first, one recycle at a time, losing no request;
+//! `--worker-connections` holds connections back rather than refusing them;
+//! the process titles `ps` shows; and Gunicorn's spellings of these flags.
+//! Each step waits on what the server says (a log line, an answer, /proc),
+//! never on the clock; every load is bounded in requests and in time.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Conn, Server, TempDir, WAIT, get, request, testapp, wait_for_file_line};
+
+/// How often the polling waits below look again (a log line there, an
+/// answer arrived, a title set). They poll a condition; none stands in for
+/// one.
+const POLL: Duration = Duration::from_millis(5);
+
+/// The most time a load may take to bring about what a test waits for. Only
+/// a bound that keeps a broken server from hanging the suite; never asserted
+/// on as a measure of speed.
+const LOAD_TIME: Duration = Duration::from_secs(120);
+
+/// A keep-alive time longer than any test here runs: the server never
+/// closes a connection for being idle, so a connection that ends without
+/// an answer saying `Connection: close` is a lost request, not a timeout.
+const LONG_KEEP_ALIVE: [&str; 2] = ["--keep-alive", "600"];
+
+/// What a worker logs once it has served its `--max-requests`.
+const AUTORESTART: &str = "Autorestarting worker after current request.";
+const BOOTING: &str = "Booting worker with pid: ";
+const REACHED: &str = " reached --max-requests; starting its replacement";
+const STOPPING: &str = "has booted; stopping worker (pid:";
+
+/// Whether a process exists (a zombie counts as existing).
+fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Poll `done` until it holds; panic with `what` after `timeout`.
+#[track_caller]
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Wait until the master reports the stopped worker `pid` gone (it logs
+/// this after reaping it), and check that it is.
+#[track_caller]
+fn wait_retired(server: &Server, pid: u32) {
+    server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
+    assert!(!process_exists(pid), "worker {pid} was not reaped");
+}
+
+/// The pid a log line was written by: `[DATE] [PID] [LEVEL] message`.
+fn line_pid(line: &str) -> Option<u32> {
+    line.split("] [").nth(1)?.parse().ok()
+}
+
+/// The decimal number right after the first `prefix` in `line`.
+fn number_after(line: &str, prefix: &str) -> Option<u32> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// Clients that keep asking while workers are recycled
+// ---------------------------------------------------------------------------
+
+/// What one client saw.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: usize,
+    connections: usize,
+    /// Connections the server ended after a complete answer that said
+    /// `Connection: close` (a stopping worker's last answer).
+    closed_after_answer: usize,
+    /// Answers per worker pid.
+    per_pid: HashMap<u32, usize>,
+}
+
+/// `GET /pid` after `GET /pid` on a keep-alive connection, one at a time,
+/// until `stop` or until the clients together have sent `budget` requests;
+/// a new connection only after a complete answer that said `Connection:
+/// close`. Anything else ends the client with an error: a refused
+/// connection, a request not answered whole, an answer other than 200, or
+/// bytes that no request asked for.
+fn keep_asking(
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    sent: &AtomicUsize,
+    budget: usize,
+    answered: &AtomicUsize,
+) -> Result<Tally, String> {
+    let mut tally = Tally::default();
+    let mut conn: Option<Conn> = None;
+    let mut on_conn = 0usize;
+    while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < budget {
+        if conn.is_none() {
+            let c = Conn::try_tcp(addr)
+                .map_err(|e| format!("connecting after {} requests failed: {e}", tally.requests))?;
+            conn = Some(c);
+            tally.connections += 1;
+            on_conn = 0;
+        }
+        let c = conn.as_mut().unwrap();
+        let where_ = format!(
+            "request {} (number {} on connection {})",
+            tally.requests + 1,
+            on_conn + 1,
+            tally.connections
+        );
+        let response = c
+            .try_send(&get("/pid"))
+            .and_then(|()| c.try_read_response(false))
+            .map_err(|e| format!("{where_}: no complete answer: {e}"))?;
+        if response.status != 200 {
+            return Err(format!(
+                "{where_}: answered {}:\n{}",
+                response.status,
+                String::from_utf8_lossy(&response.raw)
+            ));
+        }
+        let pid: u32 = response
+            .text()
+            .parse()
+            .map_err(|e| format!("{where_}: not a pid ({e}): {:?}", response.text()))?;
+        *tally.per_pid.entry(pid).or_default() += 1;
+        tally.requests += 1;
+        on_conn += 1;
+        answered.fetch_add(1, Ordering::SeqCst);
+        if response.connection_has("close") {
+            // Said and done: nothing may follow the answer.
+            let (rest, _) = c.read_to_end();
+            if !rest.is_empty() {
+                return Err(format!(
+                    "{where_}: bytes after a Connection: close answer: {:?}",
+                    String::from_utf8_lossy(&rest)
+                ));
+            }
+            tally.closed_after_answer += 1;
+            conn = None;
+        }
+    }
+    // Each request was answered exactly once: nothing more waits on the
+    // connection. The client closes its side; the server then closes its
+    // own, and anything it had sent before that is read here.
+    if let Some(mut c) = conn {
+        c.tcp_stream()
+            .shutdown(Shutdown::Write)
+            .map_err(|e| format!("shutting down the last connection: {e}"))?;
+        let (rest, error) = c.read_to_end();
+        if !rest.is_empty() {
+            return Err(format!(
+                "bytes no request asked for on the last connection: {:?}",
+                String::from_utf8_lossy(&rest)
+            ));
+        }
+        match error {
+            None => {}
+            Some(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Some(e) => {
+                return Err(format!(
+                    "the server did not close the last connection after the client did: {e}"
+                ));
+            }
+        }
+    }
+    Ok(tally)
+}
+
+/// A few client threads running `keep_asking`, sharing one budget.
+struct Clients {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicUsize>,
+    budget: usize,
+    threads: Vec<JoinHandle<Result<Tally, String>>>,
+}
+
+impl Clients {
+    fn start(addr: SocketAddr, n: usize, budget: usize) -> Clients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, sent, answered) =
+                    (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&answered));
+                thread::spawn(move || keep_asking(addr, &stop, &sent, budget, &answered))
+            })
+            .collect();
+        Clients {
+            stop,
+            answered,
+            budget,
+            threads,
+        }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Keep the load on until `done` holds. Fails the test when the
+    /// clients stop first (one failed, or the budget is used up) or after
+    /// `timeout`.
+    #[track_caller]
+    fn run_until(&mut self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            if self.threads.iter().any(JoinHandle::is_finished) {
+                let tallies = self.finish();
+                panic!(
+                    "the clients stopped (their budget of {} requests used up) before {what}: \
+                     {tallies:?}",
+                    self.budget
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} ({} requests answered) waiting until {what}",
+                self.answered()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Stop the clients; fail with every client's error, if any.
+    #[track_caller]
+    fn finish(&mut self) -> Vec<Tally> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut tallies = Vec::new();
+        let mut errors = Vec::new();
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(tally)) => tallies.push(tally),
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push("a client thread panicked".to_string()),
+            }
+        }
+        assert!(
+            errors.is_empty(),
+            "requests were lost:\n{}",
+            errors.join("\n")
+        );
+        tallies
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pids_seen(tallies: &[Tally]) -> HashSet<u32> {
+    tallies
+        .iter()
+        .flat_map(|t| t.per_pid.keys().copied())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// --max-requests
+// ---------------------------------------------------------------------------
+
+/// What the master's log says of the recycles, checked line by line in
+/// the order written: each starts for a worker that is serving and has said
+/// it reached its limit; its successor is the next worker booted; it ends
+/// with the successor booted and the old worker stopped; no other recycle
+/// starts in between; the number of serving workers never changes. Returns
+/// the workers stopped, in order.
+fn check_recycles(lines: &[String], workers: usize, first: &HashSet<u32>) -> Vec<u32> {
+    let context = || lines.join("\n");
+    let mut serving: HashSet<u32> = HashSet::new();
+    let mut autorestarted: HashSet<u32> = HashSet::new();
+    // The recycle under way: the old worker, and its successor once booted.
+    let mut under_way: Option<(u32, Option<u32>)> = None;
+    let mut stopped = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.ends_with(AUTORESTART) {
+            let pid = line_pid(line).unwrap_or_else(|| panic!("no pid in {line:?}"));
+            autorestarted.insert(pid);
+        } else if line.contains(REACHED) {
+            let old = number_after(line, "Worker (pid:").unwrap();
+            if let Some((other, _)) = under_way {
+                panic!(
+                    "line {i}: a recycle of {old} started while that of {other} was under \
+                     way:\n{}",
+                    context()
+                );
+            }
+            assert!(
+                serving.contains(&old),
+                "line {i}: {old} is not a serving worker:\n{}",
+                context()
+            );
+            assert!(
+                autorestarted.contains(&old),
+                "line {i}: {old} had not said it reached its limit:\n{}",
+                context()
+            );
+            under_way = Some((old, None));
+        } else if line.contains(BOOTING) {
+            let pid = number_after(line, BOOTING).unwrap();
+            match &mut under_way {
+                Some((_, successor @ None)) => *successor = Some(pid),
+                // The first workers; after them, only a recycle starts one
+                // (none died).
+                None if first.contains(&pid) => {
+                    serving.insert(pid);
+                }
+                _ => panic!(
+                    "line {i}: worker {pid} booted outside a recycle:\n{}",
+                    context()
+                ),
+            }
+        } else if line.contains(STOPPING) {
+            let successor = number_after(line, "Worker (pid:").unwrap();
+            let old = number_after(line, "stopping worker (pid:").unwrap();
+            assert_eq!(
+                under_way,
+                Some((old, Some(successor))),
+                "line {i}: stopping {old} for {successor} ends no recycle under way:\n{}",
+                context()
+            );
+            assert!(serving.remove(&old));
+            assert!(serving.insert(successor));
+            assert_eq!(serving.len(), workers, "line {i}:\n{}", context());
+            under_way = None;
+            stopped.push(old);
+        } else if line.contains("Worker exiting (pid: ") {
+            let pid = number_after(line, "Worker exiting (pid: ").unwrap();
+            assert!(
+                stopped.contains(&pid),
+                "line {i}: {pid} exited without being stopped:\n{}",
+                context()
+            );
+        }
+        assert!(
+            !line.contains("[ERROR]")
+                && !line.contains("[WARNING]")
+                && !line.contains("[CRITICAL]"),
+            "line {i}: {line}\n{}",
+            context()
+        );
+    }
+    stopped
+}
+
+/// Recycles to see before a load stops (a bound on it too: with limits of
+/// 20 to 25 requests they take a few hundred requests).
+const RECYCLES: usize = 6;
+const CLIENTS: usize = 4;
+const BUDGET: usize = 20_000;
+
+/// Two workers that each restart after 20 to 25 requests.
+fn recycling_pair() -> Server {
+    Server::builder(testapp())
+        .args([
+            "-w",
+            "2",
+            "--max-requests",
+            "20",
+            "--max-requests-jitter",
+            "5",
+        ])
+        .args(LONG_KEEP_ALIVE)
+        .wait_for_workers(2)
+        .start()
+}
+
+#[test]
+fn max_requests_recycles_one_worker_at_a_time_and_loses_nothing() {
+    let server = recycling_pair();
+    let first: HashSet<u32> = server.wait_for_workers(2).into_iter().collect();
+    let started = Instant::now();
+    let mut clients = Clients::start(server.addr(), CLIENTS, BUDGET);
+    clients.run_until(&format!("{RECYCLES} recycles were done"), LOAD_TIME, || {
+        server.stderr.text().matches(STOPPING).count() >= RECYCLES
+    });
+    let tallies = clients.finish();
+    let elapsed = started.elapsed();
+
+    let lines = server.stderr.lines();
+    let stopped = check_recycles(&lines, 2, &first);
+    assert!(stopped.len() >= RECYCLES, "{stopped:?}");
+    // Every stopped worker finishes and exits (the clients have closed
+    // their connections).
+    for pid in &stopped {
+        wait_retired(&server, *pid);
+    }
+    let booted: HashSet<u32> = server
+        .wait_for_workers(2 + stopped.len())
+        .into_iter()
+        .collect();
+    let seen = pids_seen(&tallies);
+    assert!(seen.len() > 2, "only {seen:?} answered");
+    assert!(seen.is_subset(&booted), "{seen:?} not among {booted:?}");
+    for tally in &tallies {
+        // A client's connection ends only when a stopping worker answers
+        // its request in hand with Connection: close: once per recycle at
+        // most.
+        assert!(
+            tally.closed_after_answer <= stopped.len(),
+            "{tally:?} ({} recycles)",
+            stopped.len()
+        );
+    }
+    let requests: usize = tallies.iter().map(|t| t.requests).sum();
+    eprintln!(
+        "{requests} requests answered by {} workers across {} recycles in {elapsed:?}; \
+         per client (requests, connections): {:?}",
+        seen.len(),
+        stopped.len(),
+        tallies
+            .iter()
+            .map(|t| (t.requests, t.connections))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Poll the file at `path` until `count` of its lines contain `pattern`;
+/// return them.
+fn wait_for_file_lines(path: &Path, pattern: &str, count: usize) -> Vec<String> {
+    let mut found = Vec::new();
+    wait_until(
+        &format!("{count} lines with {pattern:?} in {}", path.display()),
+        WAIT,
+        || {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            found = text
+                .lines()
+                .filter(|l| l.contains(pattern))
+                .map(str::to_string)
+                .collect();
+            found.len() >= count
+        },
+    );
+    found
+}
+
+/// The request number in an access log line for `GET /pid?n=NUMBER`.
+fn access_line_request(line: &str) -> Option<u64> {
+    let rest = &line[line.find("\"GET /pid?n=")? + "\"GET /pid?n=".len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// `GET /pid?n=1`, `GET /pid?n=2`, ... each on a new connection and with
+/// `Connection: close`, one at a time, until `stop` or `budget` requests:
+/// each one goes to whichever worker accepts it. Returns which pid answered
+/// each request number; fails on anything but a whole 200 answer.
+fn one_at_a_time(
+    addr: SocketAddr,
+    stop: &AtomicBool,
+    budget: u64,
+) -> Result<HashMap<u64, u32>, String> {
+    let mut answered_by = HashMap::new();
+    for n in 1..=budget {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let mut conn =
+            Conn::try_tcp(addr).map_err(|e| format!("request {n}: connecting failed: {e}"))?;
+        let response = conn
+            .try_send(&request(
+                "GET",
+                &format!("/pid?n={n}"),
+                &[("Connection", "close")],
+                b"",
+            ))
+            .and_then(|()| conn.try_read_response(false))
+            .map_err(|e| format!("request {n}: no complete answer: {e}"))?;
+        if response.status != 200 {
+            return Err(format!(
+                "request {n}: answered {}:\n{}",
+                response.status,
+                String::from_utf8_lossy(&response.raw)
+            ));
+        }
+        let pid: u32 = response
+            .text()
+            .parse()
+            .map_err(|e| format!("request {n}: not a pid ({e}): {:?}", response.text()))?;
+        answered_by.insert(n, pid);
+    }
+    Ok(answered_by)
+}
+
+#[test]
+fn max_requests_jitter_gives_each_worker_its_own_limit() {
+    const WORKERS: usize = 4;
+    const BUDGET: u64 = 20_000;
+    // The access log and the error log in one file: each worker writes the
+    // access line of a request before its own Autorestarting line (both
+    // appends by the same process, in program order), so the lines a worker
+    // wrote before that line count the requests it served first.
+    let dir = TempDir::new("jitter");
+    let log = dir.join("rgun.log");
+    let log_arg = log.display().to_string();
+    let _server = Server::builder(testapp())
+        .args([
+            "-w",
+            "4",
+            "--max-requests",
+            "30",
+            "--max-requests-jitter",
+            "20",
+        ])
+        .args(LONG_KEEP_ALIVE)
+        .args(["--access-logfile", &log_arg, "--error-logfile", &log_arg])
+        .spawn();
+    let line = wait_for_file_line(&log, "Listening at: http://", WAIT);
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let first: Vec<u32> = wait_for_file_lines(&log, BOOTING, WORKERS)
+        .iter()
+        .map(|l| number_after(l, BOOTING).unwrap())
+        .collect();
+
+    // One request at a time, so that a worker's loop never has two in hand
+    // when it counts them: the count at its Autorestarting line is then the
+    // limit it drew (a request that arrives while it finishes a turn could
+    // still make it one more, at worst).
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || one_at_a_time(addr, &stop, BUDGET))
+    };
+    let started = Instant::now();
+    let deadline = started + LOAD_TIME;
+    let all_autorestarted = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let said: HashSet<u32> = text
+            .lines()
+            .filter(|l| l.ends_with(AUTORESTART))
+            .filter_map(line_pid)
+            .collect();
+        first.iter().all(|pid| said.contains(pid))
+    };
+    while !all_autorestarted() {
+        if load.is_finished() || Instant::now() >= deadline {
+            stop.store(true, Ordering::SeqCst);
+            let outcome = load.join().expect("the load thread panicked");
+            panic!(
+                "not every first worker {first:?} reached its limit ({}); the log:\n{}",
+                match outcome {
+                    Ok(answered) => format!("{} requests answered", answered.len()),
+                    Err(e) => format!("a request was lost: {e}"),
+                },
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        thread::sleep(POLL);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let answered_by = load
+        .join()
+        .expect("the load thread panicked")
+        .unwrap_or_else(|e| panic!("a request was lost: {e}"));
+    let elapsed = started.elapsed();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut served: HashMap<u32, u64> = HashMap::new();
+    let mut limits: HashMap<u32, u64> = HashMap::new();
+    for line in text.lines() {
+        if let Some(n) = access_line_request(line) {
+            let pid = answered_by
+                .get(&n)
+                .unwrap_or_else(|| panic!("an access line for a request never answered: {line}"));
+            *served.entry(*pid).or_default() += 1;
+        } else if line.ends_with(AUTORESTART) {
+            let pid = line_pid(line).unwrap_or_else(|| panic!("no pid in {line:?}"));
+            limits
+                .entry(pid)
+                .or_insert_with(|| served.get(&pid).copied().unwrap_or(0));
+        }
+    }
+    let drawn: Vec<u64> = first.iter().map(|pid| limits[pid]).collect();
+    eprintln!(
+        "first workers {first:?} autorestarted after {drawn:?} requests \
+         ({} requests in {elapsed:?})",
+        answered_by.len()
+    );
+    for (pid, count) in first.iter().zip(&drawn) {
+        assert!(
+            *count >= 30,
+            "worker {pid} autorestarted after {count} requests, under --max-requests 30:\n{text}"
+        );
+    }
+    // Each worker draws its limit from 30..=50. All four equal by chance
+    // has probability 21^-3 (about 1 in 9000): a false failure that rare
+    // is accepted, to catch workers that all draw the same limit.
+    assert!(
+        drawn.iter().any(|count| *count != drawn[0]),
+        "every first worker autorestarted after {} requests: no jitter",
+        drawn[0]
+    );
+}
