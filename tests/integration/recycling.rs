@@ -38,6 +38,12 @@ const BOOTING: &str = "Booting worker with pid: ";
 const REACHED: &str = " reached --max-requests; starting its replacement";
 const STOPPING: &str = "has booted; stopping worker (pid:";
 
+fn pid_of(conn: &mut Conn) -> u32 {
+    let response = conn.request(&get("/pid"));
+    response.assert_status(200);
+    response.text().parse().expect("a decimal pid")
+}
+
 /// Whether a process exists (a zombie counts as existing).
 fn process_exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
@@ -434,6 +440,65 @@ fn max_requests_recycles_one_worker_at_a_time_and_loses_nothing() {
             .map(|t| (t.requests, t.connections))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+#[ignore = "server bug: a worker being stopped for --max-requests can take a \
+            handed-off connection back from the channel and then close it \
+            (Connection: close) at its next request"]
+fn max_requests_hands_idle_connections_to_the_workers_that_stay() {
+    const IDLE: usize = 8;
+    let server = recycling_pair();
+    let first: HashSet<u32> = server.wait_for_workers(2).into_iter().collect();
+    // Idle keep-alive connections, one request each before the load; they
+    // must outlive the workers that answered them.
+    let mut idle: Vec<(Conn, u32)> = (0..IDLE)
+        .map(|_| {
+            let mut conn = server.connect();
+            let pid = pid_of(&mut conn);
+            assert!(first.contains(&pid), "{pid} not among {first:?}");
+            (conn, pid)
+        })
+        .collect();
+    let mut clients = Clients::start(server.addr(), CLIENTS, BUDGET);
+    clients.run_until(
+        &format!("{RECYCLES} recycles were done, the first workers {first:?} among them"),
+        LOAD_TIME,
+        || {
+            let text = server.stderr.text();
+            text.matches(STOPPING).count() >= RECYCLES
+                && first
+                    .iter()
+                    .all(|pid| text.contains(&format!("stopping worker (pid:{pid})")))
+        },
+    );
+    clients.finish();
+    // Each idle connection was handed to a worker that stays (maybe more
+    // than once), never closed: its next request is answered, and the
+    // connection kept open. Only a worker that is stopping answers with
+    // Connection: close, and a stopping worker holds no idle connection.
+    let mut closed = Vec::new();
+    for (i, (conn, pid)) in idle.iter_mut().enumerate() {
+        conn.send(&get("/pid"));
+        let response = conn.read_response();
+        response.assert_status(200);
+        let now: u32 = response.text().parse().expect("a decimal pid");
+        if response.connection_has("close") {
+            closed.push(format!(
+                "idle connection {i} (first answered by {pid}) answered by {now} with \
+                 Connection: close"
+            ));
+        }
+    }
+    assert!(
+        closed.is_empty(),
+        "idle connections were closed instead of handed over:\n{}",
+        closed.join("\n")
+    );
+    // And the workers stopped with them handed over have all exited.
+    for pid in check_recycles(&server.stderr.lines(), 2, &first) {
+        wait_retired(&server, pid);
+    }
 }
 
 /// Poll the file at `path` until `count` of its lines contain `pattern`;
