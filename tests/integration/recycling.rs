@@ -16,6 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::harness::{Conn, Server, TempDir, WAIT, get, request, testapp, wait_for_file_line};
+use crate::wsgi_harness::python_dir;
 
 /// How often the polling waits below look again (a log line there, an
 /// answer arrived, a title set). They poll a condition; none stands in for
@@ -245,6 +246,16 @@ impl Clients {
             );
             thread::sleep(POLL);
         }
+    }
+
+    /// Wait until `n` more requests than now were answered.
+    #[track_caller]
+    fn wait_for_more(&mut self, n: usize) {
+        let target = self.answered() + n;
+        let answered = Arc::clone(&self.answered);
+        self.run_until(&format!("{target} requests answered"), WAIT, || {
+            answered.load(Ordering::SeqCst) >= target
+        });
     }
 
     /// Stop the clients; fail with every client's error, if any.
@@ -681,4 +692,94 @@ fn max_requests_jitter_gives_each_worker_its_own_limit() {
         "every first worker autorestarted after {} requests: no jitter",
         drawn[0]
     );
+}
+
+// ---------------------------------------------------------------------------
+// --max-worker-memory
+// ---------------------------------------------------------------------------
+
+/// A process's proportional set size in KiB, as the master measures it.
+fn pss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/smaps_rollup: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no Pss in /proc/{pid}/smaps_rollup:\n{text}"))
+}
+
+#[test]
+fn max_worker_memory_recycles_a_worker_that_grew() {
+    const LIMIT_MIB: u64 = 150;
+    let server = Server::builder("grow_app:app")
+        .arg("--chdir")
+        .arg(python_dir().to_str().unwrap())
+        .args(["-w", "1", "--max-worker-memory", &LIMIT_MIB.to_string()])
+        .args(LONG_KEEP_ALIVE)
+        .wait_for_workers(1)
+        .start();
+    let old = server.wait_for_workers(1)[0];
+    let mut conn = server.connect();
+    assert_eq!(pid_of(&mut conn), old);
+    // A fresh worker is far under the limit (about 10 MiB here): only
+    // what it is made to hold can take it over.
+    let fresh = pss_kib(old);
+    assert!(
+        fresh < LIMIT_MIB * 1024 / 2,
+        "a fresh worker already uses {fresh} KiB"
+    );
+
+    let mut clients = Clients::start(server.addr(), 2, 200_000);
+    clients.wait_for_more(50);
+    let grown = conn.request(&get("/grow?mib=200"));
+    grown.assert_status(200);
+    assert_eq!(grown.json()["pid"], old, "{}", grown.text());
+    assert_eq!(grown.json()["held_mib"], 200, "{}", grown.text());
+    // Closed rather than left idle: what becomes of an idle connection
+    // when its worker is stopped is `max_requests_hands_idle_connections_
+    // to_the_workers_that_stay`'s to check (the stopped worker can keep
+    // one, and stays until its next request; that would hang this test).
+    drop(conn);
+
+    let line = server.wait_for_log(&format!("Worker (pid:{old}) uses "), WAIT);
+    assert!(line.contains("[WARNING]"), "{line}");
+    assert!(
+        line.ends_with(&format!(
+            " MiB (PSS), over --max-worker-memory {LIMIT_MIB} MiB; starting its replacement"
+        )),
+        "{line}"
+    );
+    let used: f64 = line
+        .split(" uses ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|mib| mib.parse().ok())
+        .unwrap_or_else(|| panic!("no size in {line:?}"));
+    assert!(used > LIMIT_MIB as f64, "{line}");
+    let new = server.wait_for_workers(2)[1];
+    assert_ne!(new, old);
+    server.wait_for_log(
+        &format!("Worker (pid:{new}) has booted; stopping worker (pid:{old})"),
+        WAIT,
+    );
+    wait_retired(&server, old);
+    // The load goes on, answered by the successor alone.
+    clients.wait_for_more(50);
+    let tallies = clients.finish();
+
+    let seen = pids_seen(&tallies);
+    assert!(seen.contains(&new), "{seen:?}");
+    assert!(seen.is_subset(&HashSet::from([old, new])), "{seen:?}");
+    assert_eq!(pid_of(&mut server.connect()), new);
+    // The successor is small: one recycle, no other warning.
+    let text = server.stderr.text();
+    assert_eq!(
+        text.matches("over --max-worker-memory").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("[WARNING]").count(), 1, "{text}");
+    assert!(!text.contains("[ERROR]"), "{text}");
+    let requests: usize = tallies.iter().map(|t| t.requests).sum();
+    eprintln!("{requests} requests answered across the recycle; old worker at {used} MiB");
 }
