@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Conn, Server, TempDir, WAIT, get, request, testapp, wait_for_file_line};
+use crate::harness::{
+    Conn, Response, Server, TempDir, WAIT, get, request, testapp, wait_for_file_line,
+};
 use crate::wsgi_harness::python_dir;
 
 /// How often the polling waits below look again (a log line there, an
@@ -84,6 +86,34 @@ fn number_after(line: &str, prefix: &str) -> Option<u32> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// Whether the server has sent anything on `conn` yet, without waiting.
+/// A connection the server closed or reset, with nothing sent, fails the
+/// test: every connection here is to be answered.
+#[track_caller]
+fn has_answer(conn: &Conn) -> bool {
+    let stream = conn.tcp_stream();
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let peeked = stream.peek(&mut byte);
+    stream.set_nonblocking(false).unwrap();
+    match peeked {
+        Ok(0) => panic!("the server closed a connection without answering it"),
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("a connection waiting for its answer: {e}"),
+    }
+}
+
+/// Read the answer to `GET /pid` that `conn` holds: a whole `200` that
+/// keeps the connection open; returns the pid.
+#[track_caller]
+fn read_pid_answer(conn: &mut Conn) -> u32 {
+    let response: Response = conn.read_response();
+    response.assert_status(200);
+    assert!(!response.connection_has("close"), "{response:#?}");
+    response.text().parse().expect("a decimal pid")
 }
 
 // ---------------------------------------------------------------------------
@@ -782,4 +812,121 @@ fn max_worker_memory_recycles_a_worker_that_grew() {
     assert!(!text.contains("[ERROR]"), "{text}");
     let requests: usize = tallies.iter().map(|t| t.requests).sum();
     eprintln!("{requests} requests answered across the recycle; old worker at {used} MiB");
+}
+
+// ---------------------------------------------------------------------------
+// --worker-connections
+// ---------------------------------------------------------------------------
+
+/// The connections of a test of `--worker-connections CAP`: each answered
+/// one the test still holds takes one of the worker's places, and each it
+/// closed gave one back. A worker that keeps to its cap has answered no
+/// more of the waiting connections than places were given back; checked at
+/// every look. The check can only fail for a worker over its cap, never for
+/// a slow one (the server closes no connection itself here: the keep-alive
+/// time is long), though a slow one may hide a breach from it.
+struct Waiting {
+    /// Connections that sent `GET /pid` and were not answered yet.
+    pending: Vec<Conn>,
+    /// Answered and still open, oldest first.
+    answered: Vec<Conn>,
+    answered_total: usize,
+    given_back: usize,
+    worker: u32,
+}
+
+impl Waiting {
+    /// How many pending connections have an answer arriving.
+    #[track_caller]
+    fn look(&self) -> usize {
+        let arriving = self.pending.iter().filter(|c| has_answer(c)).count();
+        assert!(
+            self.answered_total + arriving <= self.given_back,
+            "{} connections answered beyond the cap ({} places given back)",
+            self.answered_total + arriving,
+            self.given_back
+        );
+        arriving
+    }
+
+    /// Close `conn` and wait until the place it gave back is taken by a
+    /// waiting connection, if any is left; read that answer.
+    #[track_caller]
+    fn give_back(&mut self, conn: Conn) {
+        drop(conn);
+        self.given_back += 1;
+        if self.pending.is_empty() {
+            return;
+        }
+        wait_until(
+            &format!(
+                "a waiting connection is answered ({} so far)",
+                self.answered_total
+            ),
+            WAIT,
+            || self.look() > 0,
+        );
+        let i = self.pending.iter().position(has_answer).unwrap();
+        let mut conn = self.pending.swap_remove(i);
+        assert_eq!(read_pid_answer(&mut conn), self.worker);
+        self.answered_total += 1;
+        self.answered.push(conn);
+        self.look();
+    }
+}
+
+#[test]
+fn worker_connections_holds_connections_back_without_refusing_them() {
+    const CAP: usize = 4;
+    const MORE: usize = 10;
+    let server = Server::builder(testapp())
+        .args(["-w", "1", "--worker-connections", &CAP.to_string()])
+        .args(LONG_KEEP_ALIVE)
+        .wait_for_workers(1)
+        .start();
+    let worker = server.wait_for_workers(1)[0];
+    let held: Vec<Conn> = (0..CAP)
+        .map(|_| {
+            let mut conn = server.connect();
+            assert_eq!(pid_of(&mut conn), worker);
+            conn
+        })
+        .collect();
+    // More connections than the worker takes: each is accepted by the
+    // kernel, and its request is sent, without error.
+    let pending: Vec<Conn> = (0..MORE)
+        .map(|i| {
+            let mut conn = Conn::try_tcp(server.addr())
+                .unwrap_or_else(|e| panic!("connection {} of {MORE} refused: {e}", i + 1));
+            conn.try_send(&get("/pid"))
+                .unwrap_or_else(|e| panic!("request on connection {} failed: {e}", i + 1));
+            conn
+        })
+        .collect();
+    let mut waiting = Waiting {
+        pending,
+        answered: Vec::new(),
+        answered_total: 0,
+        given_back: 0,
+        worker,
+    };
+    // None answered while the worker holds its four.
+    waiting.look();
+    // Each place given back lets one more in: first the four held, then
+    // those answered since.
+    for conn in held {
+        waiting.give_back(conn);
+    }
+    while !waiting.pending.is_empty() {
+        let conn = waiting.answered.remove(0);
+        waiting.give_back(conn);
+    }
+    assert_eq!(waiting.answered_total, MORE);
+    // The ones still open go on being served.
+    for conn in &mut waiting.answered {
+        assert_eq!(pid_of(conn), worker);
+    }
+    let text = server.stderr.text();
+    assert!(!text.contains("[ERROR]"), "{text}");
+    assert_eq!(text.matches(BOOTING).count(), 1, "{text}");
 }
