@@ -16,7 +16,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Conn, Response, Server, TempDir, WAIT, get, request, testapp, wait_for_file_line,
+    App, Conn, Response, Server, TempDir, WAIT, get, request, rgun_bin, test_each_app, testapp,
+    wait_for_file_line,
 };
 use crate::wsgi_harness::python_dir;
 
@@ -929,4 +930,222 @@ fn worker_connections_holds_connections_back_without_refusing_them() {
     let text = server.stderr.text();
     assert!(!text.contains("[ERROR]"), "{text}");
     assert_eq!(text.matches(BOOTING).count(), 1, "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Process titles
+// ---------------------------------------------------------------------------
+
+/// `/proc/PID/cmdline` split at its NUL bytes, empty pieces left out.
+fn cmdline(pid: u32) -> Vec<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/cmdline: {e}"));
+    bytes
+        .split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect()
+}
+
+/// Wait until `ps` shows `title` for `pid`, and nothing more (a process
+/// sets its title a moment after it says it started).
+#[track_caller]
+fn wait_for_title(pid: u32, title: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = cmdline(pid);
+        if last == [title] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} shows {last:?}, not {title:?}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/comm: {e}"))
+        .trim_end_matches('\n')
+        .to_string()
+}
+
+/// `/proc/PID/environ`: whole, every entry `NAME=VALUE`, with the mark the
+/// test set.
+#[track_caller]
+fn assert_environ_intact(pid: u32) {
+    let bytes = std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/environ: {e}"));
+    let entries: Vec<String> = bytes
+        .split(|b| *b == 0)
+        .filter(|part| !part.is_empty())
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect();
+    assert!(
+        entries.iter().any(|e| e == "RGUN_TEST_MARK=x"),
+        "process {pid}: no RGUN_TEST_MARK=x in {entries:?}"
+    );
+    assert!(
+        entries.iter().any(|e| e.starts_with("PATH=")),
+        "process {pid}: no PATH in {entries:?}"
+    );
+    assert!(
+        entries.iter().all(|e| e.find('=').is_some_and(|i| i > 0)),
+        "process {pid}: an entry that is not NAME=VALUE in {entries:?}"
+    );
+}
+
+/// The `APP` argument a server of `app` is started with.
+fn app_argument(app: App) -> String {
+    match app {
+        App::Native => testapp(),
+        App::Wsgi => "testapp_wsgi:app".to_string(),
+    }
+}
+
+fn titles_name_the_master_and_the_workers(app: App) {
+    let server = app
+        .builder()
+        .args(["-w", "2"])
+        .env("RGUN_TEST_MARK", "x")
+        .wait_for_workers(2)
+        .start();
+    let name = app_argument(app);
+    let master = server.pid();
+    wait_for_title(master, &format!("rgun: master [{name}]"));
+    assert_eq!(comm(master), "rgun: master");
+    assert_environ_intact(master);
+    for worker in server.wait_for_workers(2) {
+        wait_for_title(worker, &format!("rgun: worker [{name}]"));
+        assert_eq!(comm(worker), "rgun: worker");
+        assert_environ_intact(worker);
+    }
+    server.get("/").assert_status(200);
+}
+
+fn proc_name_replaces_the_app_in_titles(app: App) {
+    let server = app
+        .builder()
+        .args(["--proc-name", "myapp"])
+        .env("RGUN_TEST_MARK", "x")
+        .wait_for_workers(1)
+        .start();
+    wait_for_title(server.pid(), "rgun: master [myapp]");
+    let worker = server.wait_for_workers(1)[0];
+    wait_for_title(worker, "rgun: worker [myapp]");
+    assert_eq!(comm(worker), "rgun: worker");
+    assert_environ_intact(worker);
+    server.get("/").assert_status(200);
+}
+
+test_each_app!(
+    titles_name_the_master_and_the_workers,
+    proc_name_replaces_the_app_in_titles,
+);
+
+#[test]
+fn a_python_worker_keeps_its_command_line_in_sys_argv() {
+    let dir = python_dir().to_str().unwrap().to_string();
+    for extra in [&[][..], &["--preload"][..]] {
+        let server = Server::builder("probe_app")
+            .arg("--chdir")
+            .arg(dir.clone())
+            .args(extra.iter().copied())
+            .wait_for_workers(1)
+            .start();
+        let worker = server.wait_for_workers(1)[0];
+        let info = server.get("/interpreter").json();
+        assert_eq!(info["pid"], worker, "{extra:?}");
+        // Titled, and still the original arguments in Python.
+        wait_for_title(worker, "rgun: worker [probe_app]");
+        wait_for_title(server.pid(), "rgun: master [probe_app]");
+        let argv: Vec<&str> = info["argv"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no argv in {info}"))
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let mut expected = vec![
+            rgun_bin().display().to_string(),
+            "probe_app".to_string(),
+            "--bind".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--chdir".to_string(),
+            dir.clone(),
+        ];
+        expected.extend(extra.iter().map(|a| a.to_string()));
+        assert_eq!(argv, expected, "{extra:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Gunicorn's spellings
+// ---------------------------------------------------------------------------
+
+#[test]
+fn max_requests_flag_recycles_after_that_many_requests() {
+    let server = Server::builder(testapp())
+        .args(["--max-requests", "1"])
+        .wait_for_workers(1)
+        .start();
+    let worker = server.wait_for_workers(1)[0];
+    assert_eq!(pid_of(&mut server.connect()), worker);
+    let line = server.wait_for_log(AUTORESTART, WAIT);
+    assert_eq!(line_pid(&line), Some(worker), "{line}");
+    server.wait_for_log(&format!("Worker (pid:{worker}){REACHED}"), WAIT);
+    let successor = server.wait_for_workers(2)[1];
+    wait_retired(&server, worker);
+    assert_eq!(pid_of(&mut server.connect()), successor);
+}
+
+#[test]
+fn max_requests_jitter_flag_adds_at_most_its_count() {
+    let server = Server::builder(testapp())
+        .args(["--max-requests", "1", "--max-requests-jitter", "2"])
+        .args(LONG_KEEP_ALIVE)
+        .wait_for_workers(1)
+        .start();
+    let worker = server.wait_for_workers(1)[0];
+    // The worker's limit is 1 to 3; it serves on past it until replaced,
+    // so three requests in a row reach it whatever it drew.
+    let mut conn = server.connect();
+    for _ in 0..3 {
+        assert_eq!(pid_of(&mut conn), worker);
+    }
+    let line = server.wait_for_log(AUTORESTART, WAIT);
+    assert_eq!(line_pid(&line), Some(worker), "{line}");
+}
+
+#[test]
+fn worker_connections_flag_caps_a_worker() {
+    let server = Server::builder(testapp())
+        .args(["-w", "1", "--worker-connections", "1"])
+        .args(LONG_KEEP_ALIVE)
+        .wait_for_workers(1)
+        .start();
+    let worker = server.wait_for_workers(1)[0];
+    let mut first = server.connect();
+    assert_eq!(pid_of(&mut first), worker);
+    let mut second = server.connect();
+    second.send(&get("/pid"));
+    // Sound only one way: an answer now would breach the cap.
+    assert!(!has_answer(&second), "answered while the worker held one");
+    drop(first);
+    assert_eq!(read_pid_answer(&mut second), worker);
+}
+
+#[test]
+fn every_spelling_of_the_process_name() {
+    for flag in ["-n", "--name", "--proc-name"] {
+        let server = Server::builder(testapp())
+            .args([flag, "spelled"])
+            .wait_for_workers(1)
+            .start();
+        wait_for_title(server.pid(), "rgun: master [spelled]");
+        let worker = server.wait_for_workers(1)[0];
+        wait_for_title(worker, "rgun: worker [spelled]");
+        server.get("/").assert_status(200);
+    }
 }
