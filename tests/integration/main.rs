@@ -19,6 +19,7 @@ mod lifecycle;
 mod load_errors;
 mod malformed;
 mod operations;
+mod recycling;
 mod routes;
 mod spec_copy;
 mod split;
