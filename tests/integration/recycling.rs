@@ -485,9 +485,6 @@ fn max_requests_recycles_one_worker_at_a_time_and_loses_nothing() {
 }
 
 #[test]
-#[ignore = "server bug: a worker being stopped for --max-requests can take a \
-            handed-off connection back from the channel and then close it \
-            (Connection: close) at its next request"]
 fn max_requests_hands_idle_connections_to_the_workers_that_stay() {
     const IDLE: usize = 8;
     let server = recycling_pair();
@@ -936,23 +933,15 @@ fn holds_connections_back_without_refusing_them(extra: &[&str]) {
 }
 
 #[test]
-#[ignore = "server bug: the affinity watcher moves a capped worker's idle \
-            connections to the hand-off channel (even with -w 1), where they \
-            no longer count toward --worker-connections, and the worker accepts \
-            more; fails when a call runs past two affinity ticks (load)"]
 fn worker_connections_holds_connections_back_without_refusing_them() {
     holds_connections_back_without_refusing_them(&[]);
 }
 
-/// The same bug made certain: a call long enough for the affinity watcher
-/// (`/sleep`) while another connection is idle. A worker capped at two
+/// A call long enough for the affinity watcher (`/sleep`) while another
+/// connection is idle, with no other worker to take it. A worker capped at two
 /// that holds A (idle) and B must not answer a third connection C before
 /// A or B closes; A's next request is its to answer.
 #[test]
-#[ignore = "server bug: the affinity watcher parks the idle connection in the \
-            hand-off channel during a long call; the worker then takes a new \
-            connection past --worker-connections and leaves the parked one \
-            unanswered"]
 fn worker_connections_counts_a_connection_idle_during_a_long_call() {
     let server = Server::builder(testapp())
         .args(["-w", "1", "--worker-connections", "2"])
