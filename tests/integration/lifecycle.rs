@@ -3,7 +3,7 @@
 //! signals (TERM graceful, INT and QUIT quick), each ending with no process
 //! of the server's group left behind.
 
-use crate::harness::{App, Conn, Server, WAIT, get};
+use crate::harness::{App, Conn, Server, WAIT, fresh_pid, get, pid_of, process_exists};
 use std::collections::HashSet;
 
 // Each test below runs against both forms of the test application.
@@ -28,12 +28,6 @@ crate::harness::test_each_app!(
     term_at_once_after_listening_is_a_graceful_stop,
 );
 
-fn pid_of(conn: &mut Conn) -> u32 {
-    let response = conn.request(&get("/pid"));
-    response.assert_status(200);
-    response.text().parse().expect("a decimal pid")
-}
-
 /// Read what is left of a request the server must not finish: it ends with
 /// the connection (closed or reset), never with "slept", and never by the
 /// client giving up.
@@ -55,16 +49,6 @@ fn assert_cut_off(conn: &mut Conn) {
         "the request was finished: {answer:?}"
     );
     assert!(!answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-}
-
-fn fresh_pid(server: &Server) -> u32 {
-    pid_of(&mut server.connect())
-}
-
-/// Whether a process exists (a zombie counts as existing).
-fn process_exists(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
 }
 
 fn panic_is_a_500_and_the_same_worker_serves_on(app: App) {

@@ -6,8 +6,9 @@
 //! (a log line, a pid, a file appearing), never on the clock.
 
 use crate::harness::{
-    Conn, Framing, Prng, Server, TempDir, WAIT, app_lib, chunked, compile_c_app, get, manifest_dir,
-    request, rgun_bin, testapp, unique_socket_path, wait_for_file_line,
+    Conn, Framing, Prng, Server, TempDir, WAIT, app_lib, boots, chunked, compile_c_app, fresh_pid,
+    get, manifest_dir, pid_of, process_exists, request, rgun_bin, testapp, unique_socket_path,
+    wait_for_file_line, wait_retired, wait_until,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -28,48 +29,6 @@ const POLL: Duration = Duration::from_millis(5);
 /// Short drains: a retiring worker closes an idle keep-alive connection
 /// after 1 s and never waits more than 5 s for a request.
 const QUICK_DRAIN: [&str; 4] = ["--graceful-timeout", "5", "--keep-alive", "1"];
-
-fn pid_of(conn: &mut Conn) -> u32 {
-    let response = conn.request(&get("/pid"));
-    response.assert_status(200);
-    response.text().parse().expect("a decimal pid")
-}
-
-fn fresh_pid(server: &Server) -> u32 {
-    pid_of(&mut server.connect())
-}
-
-/// Whether a process exists (a zombie counts as existing).
-fn process_exists(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
-}
-
-/// Poll `done` until it holds; panic with `what` after `WAIT`.
-#[track_caller]
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(POLL);
-    }
-}
-
-/// Wait until the master reports the retired worker `pid` gone (it logs
-/// this after reaping it), and check that it is.
-#[track_caller]
-fn wait_retired(server: &Server, pid: u32) {
-    server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
-    assert!(!process_exists(pid), "worker {pid} was not reaped");
-}
-
-fn boots(server: &Server) -> usize {
-    server
-        .stderr
-        .text()
-        .matches("Booting worker with pid: ")
-        .count()
-}
 
 fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)

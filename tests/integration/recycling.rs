@@ -16,8 +16,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    App, Conn, Response, Server, TempDir, WAIT, get, request, rgun_bin, test_each_app, testapp,
-    wait_for_file_line,
+    App, Conn, Response, Server, TempDir, WAIT, get, log_line_pid, pid_of, request, rgun_bin,
+    test_each_app, testapp, wait_for_file_line, wait_retired, wait_until_within,
 };
 use crate::wsgi_harness::python_dir;
 
@@ -41,44 +41,6 @@ const AUTORESTART: &str = "Autorestarting worker after current request.";
 const BOOTING: &str = "Booting worker with pid: ";
 const REACHED: &str = " reached --max-requests; starting its replacement";
 const STOPPING: &str = "has booted; stopping worker (pid:";
-
-fn pid_of(conn: &mut Conn) -> u32 {
-    let response = conn.request(&get("/pid"));
-    response.assert_status(200);
-    response.text().parse().expect("a decimal pid")
-}
-
-/// Whether a process exists (a zombie counts as existing).
-fn process_exists(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
-}
-
-/// Poll `done` until it holds; panic with `what` after `timeout`.
-#[track_caller]
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        thread::sleep(POLL);
-    }
-}
-
-/// Wait until the master reports the stopped worker `pid` gone (it logs
-/// this after reaping it), and check that it is.
-#[track_caller]
-fn wait_retired(server: &Server, pid: u32) {
-    server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
-    assert!(!process_exists(pid), "worker {pid} was not reaped");
-}
-
-/// The pid a log line was written by: `[DATE] [PID] [LEVEL] message`.
-fn line_pid(line: &str) -> Option<u32> {
-    line.split("] [").nth(1)?.parse().ok()
-}
 
 /// The decimal number right after the first `prefix` in `line`.
 fn number_after(line: &str, prefix: &str) -> Option<u32> {
@@ -343,7 +305,7 @@ fn check_recycles(lines: &[String], workers: usize, first: &HashSet<u32>) -> Vec
     let mut stopped = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if line.ends_with(AUTORESTART) {
-            let pid = line_pid(line).unwrap_or_else(|| panic!("no pid in {line:?}"));
+            let pid = log_line_pid(line).unwrap_or_else(|| panic!("no pid in {line:?}"));
             autorestarted.insert(pid);
         } else if line.contains(REACHED) {
             let old = number_after(line, "Worker (pid:").unwrap();
@@ -544,7 +506,7 @@ fn max_requests_hands_idle_connections_to_the_workers_that_stay() {
 /// return them.
 fn wait_for_file_lines(path: &Path, pattern: &str, count: usize) -> Vec<String> {
     let mut found = Vec::new();
-    wait_until(
+    wait_until_within(
         &format!("{count} lines with {pattern:?} in {}", path.display()),
         WAIT,
         || {
@@ -658,7 +620,7 @@ fn max_requests_jitter_gives_each_worker_its_own_limit() {
         let said: HashSet<u32> = text
             .lines()
             .filter(|l| l.ends_with(AUTORESTART))
-            .filter_map(line_pid)
+            .filter_map(log_line_pid)
             .collect();
         first.iter().all(|pid| said.contains(pid))
     };
@@ -694,7 +656,7 @@ fn max_requests_jitter_gives_each_worker_its_own_limit() {
                 .unwrap_or_else(|| panic!("an access line for a request never answered: {line}"));
             *served.entry(*pid).or_default() += 1;
         } else if line.ends_with(AUTORESTART) {
-            let pid = line_pid(line).unwrap_or_else(|| panic!("no pid in {line:?}"));
+            let pid = log_line_pid(line).unwrap_or_else(|| panic!("no pid in {line:?}"));
             limits
                 .entry(pid)
                 .or_insert_with(|| served.get(&pid).copied().unwrap_or(0));
@@ -856,7 +818,7 @@ impl Waiting {
         if self.pending.is_empty() {
             return;
         }
-        wait_until(
+        wait_until_within(
             &format!(
                 "a waiting connection is answered ({} so far)",
                 self.answered_total
@@ -959,7 +921,7 @@ fn worker_connections_counts_a_connection_idle_during_a_long_call() {
     // The worker holds A and B: A is answered, C waits. An answer on C
     // while both are open (the check is sound that way only) is over the
     // cap.
-    wait_until("A or C is answered", WAIT, || {
+    wait_until_within("A or C is answered", WAIT, || {
         has_answer(&a) || has_answer(&c)
     });
     assert!(
@@ -1140,7 +1102,7 @@ fn max_requests_flag_recycles_after_that_many_requests() {
     let worker = server.wait_for_workers(1)[0];
     assert_eq!(pid_of(&mut server.connect()), worker);
     let line = server.wait_for_log(AUTORESTART, WAIT);
-    assert_eq!(line_pid(&line), Some(worker), "{line}");
+    assert_eq!(log_line_pid(&line), Some(worker), "{line}");
     server.wait_for_log(&format!("Worker (pid:{worker}){REACHED}"), WAIT);
     let successor = server.wait_for_workers(2)[1];
     wait_retired(&server, worker);
@@ -1162,7 +1124,7 @@ fn max_requests_jitter_flag_adds_at_most_its_count() {
         assert_eq!(pid_of(&mut conn), worker);
     }
     let line = server.wait_for_log(AUTORESTART, WAIT);
-    assert_eq!(line_pid(&line), Some(worker), "{line}");
+    assert_eq!(log_line_pid(&line), Some(worker), "{line}");
 }
 
 #[test]

@@ -24,8 +24,8 @@ use nix::sys::socket::{
 };
 
 use crate::harness::{
-    Conn, Server, TempDir, WAIT, compile_c_app, get, manifest_dir, rgun_bin, testapp,
-    unique_socket_path,
+    Conn, Server, TempDir, WAIT, boots, compile_c_app, fresh_pid, get, log_line_pid, manifest_dir,
+    pid_of, rgun_bin, testapp, unique_socket_path, wait_until,
 };
 
 /// How often the polling waits below look again (a process gone, a file
@@ -41,16 +41,6 @@ const SERVE_ARGS: [&str; 6] = ["-w", "2", "--keep-alive", "60", "--graceful-time
 // ---------------------------------------------------------------------------
 // Processes, pid files, log lines
 // ---------------------------------------------------------------------------
-
-fn pid_of(conn: &mut Conn) -> u32 {
-    let response = conn.request(&get("/pid"));
-    response.assert_status(200);
-    response.text().parse().expect("a decimal pid")
-}
-
-fn fresh_pid(server: &Server) -> u32 {
-    pid_of(&mut server.connect())
-}
 
 /// The state letter of `/proc/PID/stat` (`R`, `S`, `Z`...), if the process
 /// is there.
@@ -78,16 +68,6 @@ fn send_signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) on a process this test started (through rgun).
     let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(rc, 0, "kill {pid}: {}", std::io::Error::last_os_error());
-}
-
-/// Poll `done` until it holds; panic with `what` after `WAIT`.
-#[track_caller]
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        thread::sleep(POLL);
-    }
 }
 
 /// Wait until the master reports the retired worker `pid` gone (it logs
@@ -119,19 +99,7 @@ fn oldbin(path: &Path) -> PathBuf {
 
 /// The pid that wrote a log line: `[time] [PID] [LEVEL] message`.
 fn pid_of_line(line: &str) -> u32 {
-    line.split("] [")
-        .nth(1)
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in the log line {line:?}"))
-}
-
-/// Count the "Booting worker" lines so far.
-fn boots(server: &Server) -> usize {
-    server
-        .stderr
-        .text()
-        .matches("Booting worker with pid: ")
-        .count()
+    log_line_pid(line).unwrap_or_else(|| panic!("no pid in the log line {line:?}"))
 }
 
 /// After `USR2`: the new master's pid, from its first line; its workers,

@@ -15,6 +15,7 @@ mod requests;
 mod server;
 mod sock_diag;
 mod temp;
+mod workers;
 
 use std::time::Duration;
 
@@ -31,6 +32,10 @@ pub use prng::Prng;
 pub use requests::{chunked, get, request};
 pub use server::{Listen, Server};
 pub use temp::{TempDir, unique_socket_path};
+pub use workers::{
+    boots, fresh_pid, log_line_pid, pid_of, process_exists, wait_retired, wait_until,
+    wait_until_within,
+};
 
 /// Read and write timeout on every client socket: a server that stops
 /// answering fails the test after this long instead of hanging it.
