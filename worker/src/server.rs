@@ -23,7 +23,7 @@ use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
 mod handing;
-pub use handing::hand_off;
+pub use handing::hand_off_movable;
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The pool's threads hand connections back through this waker.

@@ -128,30 +128,13 @@ fn park(clock: &CallClock, slot: &Slot) {
 /// slab).
 fn move_connections(watched: &Watched) {
     let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
-    let keys: Vec<usize> = conns
-        .iter()
-        .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
-        .map(|(key, _)| key)
-        .take(MAX_MOVED_PER_CALL)
-        .collect();
-    let mut moved = 0;
-    for key in keys {
-        let Place::Here(conn) = &mut conns[key] else {
-            continue;
-        };
-        match crate::server::hand_off(conn, &watched.registry, watched.channel) {
-            Ok(()) => {
-                // Its descriptor closes with it; the socket lives on in the
-                // channel.
-                conns.remove(key);
-                moved += 1;
-            }
-            Err(e) => {
-                log::debug!("a connection stays in this worker: {e}");
-                break;
-            }
-        }
-    }
+    let moved = crate::server::hand_off_movable(
+        &mut conns,
+        &watched.registry,
+        watched.channel,
+        MAX_MOVED_PER_CALL,
+    );
+    drop(conns);
     if moved > 0 {
         log::debug!("a call runs long: {moved} connections handed to other workers");
     }

@@ -6,6 +6,7 @@
 use std::io;
 
 use mio::{Interest, Token};
+use slab::Slab;
 
 use super::{CHANNEL_TOKEN, EventLoop, LISTENER_TOKEN_BASE, Place, lock};
 use crate::conn::Conn;
@@ -53,19 +54,7 @@ impl EventLoop {
     /// Send the connection under `key` to the channel: `false` if it stays.
     pub(super) fn hand_off_key(&mut self, key: usize) -> bool {
         let mut conns = lock(&self.conns);
-        let Some(Place::Here(conn)) = conns.get_mut(key) else {
-            return false;
-        };
-        match hand_off(conn, self.poll.registry(), self.channel) {
-            Ok(()) => {
-                conns.remove(key);
-                true
-            }
-            Err(e) => {
-                log::debug!("a connection stays in this worker: {e}");
-                false
-            }
-        }
+        hand_off_at(&mut conns, key, self.poll.registry(), self.channel).is_ok()
     }
 
     /// Connections even out over time: one that was just accepted or just
@@ -190,15 +179,9 @@ impl EventLoop {
     /// closing them at their next request: a client, or a proxy's pool,
     /// never sees them go.
     pub(super) fn hand_off_idle(&mut self) {
-        let keys: Vec<usize> = lock(&self.conns)
-            .iter()
-            .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
-            .map(|(key, _)| key)
-            .collect();
-        let moved = keys
-            .into_iter()
-            .filter(|&key| self.hand_off_key(key))
-            .count();
+        let mut conns = lock(&self.conns);
+        let moved = hand_off_movable(&mut conns, self.poll.registry(), self.channel, usize::MAX);
+        drop(conns);
         if moved > 0 {
             log::debug!("{moved} connections handed to the workers that stay");
         }
@@ -209,15 +192,57 @@ impl EventLoop {
 /// drops it, which closes this worker's descriptor; the socket lives on in
 /// the channel. Taken out of this loop's poller only once sent, so that a
 /// failure leaves it as it was.
-pub fn hand_off(
-    conn: &mut Conn,
-    registry: &mio::Registry,
-    channel: &Channel,
-) -> Result<(), SendError> {
+fn hand_off(conn: &mut Conn, registry: &mio::Registry, channel: &Channel) -> Result<(), SendError> {
     let passage = conn.passage().ok_or(SendError::NotMovable)?;
     channel.send(&passage)?;
     // The message holds the socket open: without this the poller would
     // keep reporting it under a key that may be reused.
     let _ = registry.deregister(conn.stream.source());
     Ok(())
+}
+
+/// Send the connection under `key`, and drop it here if it went.
+fn hand_off_at(
+    conns: &mut Slab<Place>,
+    key: usize,
+    registry: &mio::Registry,
+    channel: &Channel,
+) -> Result<(), SendError> {
+    let Some(Place::Here(conn)) = conns.get_mut(key) else {
+        return Err(SendError::NotMovable);
+    };
+    let sent = hand_off(conn, registry, channel);
+    match &sent {
+        // Its descriptor closes with it; the socket lives on in the channel.
+        Ok(()) => drop(conns.remove(key)),
+        Err(e) => log::debug!("a connection stays in this worker: {e}"),
+    }
+    sent
+}
+
+/// Send up to `most` of the connections that can move now; stop when the
+/// channel takes no more. Returns how many went. (The loop's thread when a
+/// worker is replaced; the affinity watcher while that thread is in a call.)
+pub fn hand_off_movable(
+    conns: &mut Slab<Place>,
+    registry: &mio::Registry,
+    channel: &Channel,
+    most: usize,
+) -> usize {
+    let keys: Vec<usize> = conns
+        .iter()
+        .filter(|(_, place)| matches!(place, Place::Here(conn) if conn.passage().is_some()))
+        .map(|(key, _)| key)
+        .take(most)
+        .collect();
+    let mut moved = 0;
+    for key in keys {
+        match hand_off_at(conns, key, registry, channel) {
+            Ok(()) => moved += 1,
+            // Too much carried: this one stays, others may go.
+            Err(SendError::TooLarge(_) | SendError::NotMovable) => {}
+            Err(SendError::Full | SendError::Io(_)) => break,
+        }
+    }
+    moved
 }
