@@ -413,10 +413,13 @@ impl Conn {
         let settings = cx.settings;
         let scratch = &mut *cx.scratch;
         let buf = &mut self.rbuf[self.rstart..self.rend];
-        let head = match parse::next_head(buf, &settings.limits, &mut scratch.fields) {
+        // Matched by reference: the head is used where the parser built it,
+        // not moved out of the result (it is some twenty words).
+        let parsed = parse::next_head(buf, &settings.limits, &mut scratch.fields);
+        let head = match &parsed {
             Ok(Some(head)) => head,
             Ok(None) => return Served::Incomplete,
-            Err(e) => {
+            &Err(e) => {
                 let method_is_head = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
                 log::debug!(
                     "refusing a request from {}: {e}",
@@ -429,7 +432,7 @@ impl Conn {
         };
         let path = parse::decoded_path(head.path, &mut scratch.path);
         let request = request_view(
-            &head,
+            head,
             path,
             &self.peer,
             &settings.listeners[self.listener],
@@ -454,7 +457,7 @@ impl Conn {
             version: head.version,
             keep_alive: head.keep_alive && !cx.draining,
         };
-        let outcome = call_app(settings, setup, &head, &request, cx.now_ms);
+        let outcome = call_app(settings, setup, head, &request, cx.now_ms);
         // The call may have taken long: deadlines from here on count from
         // now, not from when the request came in.
         cx.now_ms = monotonic_ms();
@@ -463,7 +466,7 @@ impl Conn {
         settings.slot.beat(cx.now_ms);
         settings.slot.request_finished();
         if let Some(log) = cx.access_log {
-            log_access(log, &self.peer, &head, &outcome, &scratch.fields);
+            log_access(log, &self.peer, head, &outcome, &scratch.fields);
         }
         let used = head.len + outcome.input_used;
         self.carry_over(used, &mut scratch.spill);
