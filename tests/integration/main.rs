@@ -13,6 +13,7 @@ mod c_app;
 mod cli;
 mod corpus;
 mod deploy;
+mod edge;
 mod harness;
 mod http1;
 mod lifecycle;
