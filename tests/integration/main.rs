@@ -14,6 +14,7 @@ mod cli;
 mod corpus;
 mod deploy;
 mod edge;
+mod fleet;
 mod harness;
 mod http1;
 mod lifecycle;
