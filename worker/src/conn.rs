@@ -123,16 +123,7 @@ impl Conn {
     pub fn adopt(arrival: Arrival, now_ms: u64, shared: &mut Shared) -> Conn {
         let settings = shared.settings;
         let stream = Stream::from_fd(arrival.fd, arrival.kind);
-        // The address travelled as text: the PROXY header's source, if the
-        // connection had one (it moves only once past the header), else the
-        // socket's peer. Trust is this worker's rule over both, as
-        // `Peer::set_source` decided it.
-        let text_ip = std::str::from_utf8(&arrival.peer_addr)
-            .ok()
-            .and_then(|t| t.parse().ok());
-        let trusted = stream.peer_trusted_by(&settings.forwarded_allow)
-            && settings.forwarded_allow.trusts(text_ip);
-        let peer = Peer::from_text(&arrival.peer_addr, arrival.peer_port, trusted);
+        let peer = edge::adopted_peer(&stream, &arrival.peer_addr, arrival.peer_port, settings);
         let mut conn = Conn::new(stream, arrival.listener as usize, peer, now_ms, shared);
         conn.phase = Phase::Idle;
         if !arrival.input.is_empty() {

@@ -14,7 +14,7 @@ use super::{Conn, Phase};
 use crate::context::Settings;
 use crate::parse::{ForwardedScheme, Head};
 use crate::proxy::{self, Decoded, ProxyError, Versions};
-use crate::stream::Peer;
+use crate::stream::{Peer, Stream};
 
 /// How long a new connection has to deliver its PROXY protocol header. A
 /// proxy sends it with the connection's first bytes, so a few seconds is
@@ -130,6 +130,17 @@ fn describe(peer: &Peer) -> String {
     } else {
         String::from_utf8_lossy(peer.addr()).into_owned()
     }
+}
+
+/// The peer of a connection another worker handed over. Its address
+/// travelled as text: the PROXY header's source, if the connection had one
+/// (it moves only once past the header), else the socket's peer. Trust is
+/// this worker's rule over both, as `Peer::set_source` decides it.
+pub(super) fn adopted_peer(stream: &Stream, text: &[u8], port: u16, settings: &Settings) -> Peer {
+    let text_ip = std::str::from_utf8(text).ok().and_then(|t| t.parse().ok());
+    let trusted = stream.peer_trusted_by(&settings.forwarded_allow)
+        && settings.forwarded_allow.trusts(text_ip);
+    Peer::from_text(text, port, trusted)
 }
 
 /// Whether a trusted proxy's scheme headers disagree (Gunicorn answers
