@@ -432,3 +432,27 @@ fn the_forwarded_client_through_nginx(app: App) {
     assert_eq!(echo["headers"]["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
     assert_addresses(&echo, "", "127.0.0.1");
 }
+
+/// A bad entry in either list, or a bad mode, stops rgun with one line
+/// naming the flag and the entry.
+#[test]
+fn bad_allow_lists_and_modes_are_refused_with_one_line() {
+    for (args, says) in [
+        (
+            ["--forwarded-allow-ips", "127.0.0.1,10.0.0.0/33"],
+            "invalid --forwarded-allow-ips entry: \"10.0.0.0/33\" is not an IP address",
+        ),
+        (
+            ["--proxy-allow-from", "localhost"],
+            "invalid --proxy-allow-from entry: \"localhost\" is not an IP address",
+        ),
+        (["--proxy-protocol", "v3"], "expected off, v1, v2 or auto"),
+    ] {
+        let mut server = App::Native.builder().args(args).spawn();
+        let status = server.wait_exit(WAIT);
+        assert!(!status.success(), "{args:?}");
+        let log = server.stderr.text();
+        assert!(log.contains(says), "{args:?}: {log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
