@@ -13,6 +13,12 @@ pub const DEFAULT_THREADS: usize = 1;
 pub const MAX_THREADS: usize = 256;
 /// Gunicorn's `forwarded_allow_ips`.
 pub const DEFAULT_FORWARDED_ALLOW_IPS: &str = "127.0.0.1,::1";
+/// Gunicorn's `proxy_protocol`: off.
+pub const DEFAULT_PROXY_PROTOCOL: &str = "off";
+/// Gunicorn's bare `--proxy-protocol` (no value) means `auto`.
+pub const BARE_PROXY_PROTOCOL: &str = "auto";
+/// Gunicorn's `proxy_allow_ips` (`--proxy-allow-from`).
+pub const DEFAULT_PROXY_ALLOW_FROM: &str = "127.0.0.1,::1";
 /// Gunicorn's default `bind`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Gunicorn's `backlog`.
@@ -155,9 +161,10 @@ pub struct Cli {
     #[arg(long, value_name = "MASK", default_value = "0", value_parser = parse_umask)]
     pub umask: u32,
 
-    /// Proxies whose X-Forwarded-Proto sets the URL scheme (https), as
-    /// comma-separated IP addresses, or `*` for any (Gunicorn's default:
-    /// 127.0.0.1; a peer on a Unix socket is always trusted).
+    /// Proxies whose X-Forwarded-Proto sets the URL scheme (https) and
+    /// whose X-Forwarded-For names the client, as comma-separated IP
+    /// addresses and CIDR ranges, or `*` for any (a peer on a Unix socket
+    /// is always trusted).
     #[arg(
         long = "forwarded-allow-ips",
         env = "FORWARDED_ALLOW_IPS",
@@ -165,6 +172,29 @@ pub struct Cli {
         default_value = DEFAULT_FORWARDED_ALLOW_IPS
     )]
     pub forwarded_allow_ips: String,
+
+    /// Connections start with a PROXY protocol header (HAProxy, a cloud
+    /// load balancer): `off`, `v1`, `v2` or `auto` (either); without a
+    /// value: `auto`. Its source becomes the client's address.
+    #[arg(
+        long = "proxy-protocol",
+        value_name = "MODE",
+        num_args = 0..=1,
+        default_value = DEFAULT_PROXY_PROTOCOL,
+        default_missing_value = BARE_PROXY_PROTOCOL,
+        value_parser = parse_proxy_protocol
+    )]
+    pub proxy_protocol: rgun_worker::proxy::Versions,
+
+    /// Peers whose PROXY protocol header is taken, as comma-separated IP
+    /// addresses and CIDR ranges, or `*` (a peer on a Unix socket always
+    /// is); they must send one, the others must not.
+    #[arg(
+        long = "proxy-allow-from",
+        value_name = "IPS",
+        default_value = DEFAULT_PROXY_ALLOW_FROM
+    )]
+    pub proxy_allow_from: String,
 
     /// Run the workers as this user (a name or a number).
     #[arg(short = 'u', long, value_name = "USER")]
@@ -221,6 +251,18 @@ fn parse_umask(text: &str) -> Result<u32, String> {
         .ok()
         .filter(|m| *m <= 0o777)
         .ok_or_else(|| format!("{text:?} is not a file mode mask (0 to 0777)"))
+}
+
+/// `--proxy-protocol`, with the spellings Gunicorn's validator takes
+/// (`true` and `1` for `auto`, `false`, `0` and `none` for `off`).
+fn parse_proxy_protocol(text: &str) -> Result<rgun_worker::proxy::Versions, String> {
+    let text = text.trim().to_ascii_lowercase();
+    let canonical = match text.as_str() {
+        "true" | "1" => "auto",
+        "false" | "0" | "none" => "off",
+        other => other,
+    };
+    canonical.parse().map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,5 +359,26 @@ mod tests {
         let cli =
             Cli::try_parse_from(["rgun", "x.so", "--limit-request-field_size", "10"]).unwrap();
         assert_eq!(cli.limit_request_field_size, 10);
+    }
+
+    #[test]
+    fn proxy_protocol_as_gunicorn_24_takes_it() {
+        use rgun_worker::proxy::Versions;
+        let mode = |args: &[&str]| {
+            let mut argv = vec!["rgun", "x.so"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|cli| cli.proxy_protocol)
+        };
+        assert_eq!(mode(&[]).unwrap(), Versions::Off);
+        assert_eq!(mode(&["--proxy-protocol"]).unwrap(), Versions::Auto);
+        assert_eq!(mode(&["--proxy-protocol", "v1"]).unwrap(), Versions::V1);
+        assert_eq!(mode(&["--proxy-protocol=v2"]).unwrap(), Versions::V2);
+        assert_eq!(mode(&["--proxy-protocol", "AUTO"]).unwrap(), Versions::Auto);
+        assert_eq!(mode(&["--proxy-protocol", "true"]).unwrap(), Versions::Auto);
+        assert_eq!(mode(&["--proxy-protocol", "off"]).unwrap(), Versions::Off);
+        assert_eq!(mode(&["--proxy-protocol", "false"]).unwrap(), Versions::Off);
+        assert!(mode(&["--proxy-protocol", "v3"]).is_err());
+        let cli = Cli::try_parse_from(["rgun", "x.so"]).unwrap();
+        assert_eq!(cli.proxy_allow_from, "127.0.0.1,::1");
     }
 }

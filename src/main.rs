@@ -315,21 +315,10 @@ fn bridge_symbol<T: Copy>(library: &std::path::Path, name: &str) -> Result<T> {
     }
 }
 
-/// `--forwarded-allow-ips`: `*`, or IP addresses separated by commas.
-fn forwarded_allow(list: &str) -> Result<rgun_worker::ForwardedAllow> {
-    let mut allow = rgun_worker::ForwardedAllow::default();
-    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if entry == "*" {
-            allow.any = true;
-        } else {
-            allow.ips.push(
-                entry
-                    .parse()
-                    .with_context(|| format!("invalid --forwarded-allow-ips entry {entry:?}"))?,
-            );
-        }
-    }
-    Ok(allow)
+/// `--forwarded-allow-ips` or `--proxy-allow-from` (`flag`): `*`, or IP
+/// addresses and CIDR ranges separated by commas.
+fn allow_list(flag: &str, list: &str) -> Result<rgun_worker::AllowList> {
+    rgun_worker::AllowList::parse(list).map_err(|e| anyhow::anyhow!("invalid {flag} entry: {e}"))
 }
 
 fn settings(
@@ -372,7 +361,9 @@ fn settings(
         identity: None,
         fork_hooks,
         worker: Some(rgun_worker::WorkerConfig {
-            forwarded_allow: forwarded_allow(&cli.forwarded_allow_ips)?,
+            forwarded_allow: allow_list("--forwarded-allow-ips", &cli.forwarded_allow_ips)?,
+            proxy_protocol: cli.proxy_protocol,
+            proxy_allow: allow_list("--proxy-allow-from", &cli.proxy_allow_from)?,
             app,
             threads: cli.threads,
             timeout_ms: cli.timeout.saturating_mul(1000),

@@ -1,5 +1,5 @@
 /*
- * rgun.h: the rgun gateway interface, version 1.
+ * rgun.h: the rgun gateway interface, version 2.
  *
  * The contract between the rgun server and an application loaded from a
  * shared library: what WSGI (PEP 3333) is for Python, as a C ABI. This file
@@ -22,7 +22,12 @@
 extern "C" {
 #endif
 
-#define RGUN_ABI_VERSION 1u
+/* The version an application built with this header speaks. A server
+ * loads applications of versions RGUN_MIN_ABI_VERSION to its own: version 2
+ * appended client_addr to rgun_request, which a version-1 application
+ * never reads. */
+#define RGUN_ABI_VERSION 2u
+#define RGUN_MIN_ABI_VERSION 1u
 /* "RGUN" read as a little-endian uint32_t. */
 #define RGUN_APP_MAGIC 0x4e554752u
 
@@ -70,6 +75,10 @@ typedef struct rgun_request {
     uint16_t server_port;   /* 0 on a Unix socket */
     uint16_t remote_port;   /* 0 on a Unix socket */
     uint8_t body_chunked;   /* 1 when the body comes chunked (decoded for you) */
+    /* Since version 2: the client's address as the server decided it (the
+     * PROXY protocol source, or the hop a trusted proxy's X-Forwarded-For
+     * names); remote_addr otherwise. */
+    rgun_str client_addr;
 } rgun_request;
 
 /* The server's side of one request: opaque. */

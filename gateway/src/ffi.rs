@@ -1,4 +1,4 @@
-//! The gateway interface v1 as a C ABI: the types an rgun server and an
+//! The gateway interface (version 2) as a C ABI: the types an rgun server and an
 //! application exchange. `include/rgun.h` is the same contract for C; the
 //! test `tests/header.rs` fails when the two drift apart.
 //!
@@ -8,8 +8,19 @@
 use core::ffi::c_void;
 
 /// The ABI version this crate speaks. The server refuses an application that
-/// exports another.
-pub const ABI_VERSION: u32 = 1;
+/// exports a version outside [`MIN_ABI_VERSION`]`..=ABI_VERSION`.
+///
+/// The rule for versions: a change that an application built against the
+/// previous version could misread makes a new version the server refuses
+/// in old applications (or new ones in an old server); a field appended to
+/// the end of [`Request`], which the server allocates and an older
+/// application never reads past, makes a new version that the server still
+/// serves the older one beside. Version 2 appended [`Request::client_addr`].
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest ABI version a server of this crate still loads: a version-1
+/// application reads the same [`Request`] up to `body_chunked`.
+pub const MIN_ABI_VERSION: u32 = 1;
 
 /// `"RGUN"` read as a little-endian `u32`: the first field of [`App`], so that
 /// a symbol that is not an rgun application is recognised as such.
@@ -110,6 +121,11 @@ pub struct Request {
     pub remote_port: u16,
     /// 1 when the body is sent chunked (the server decodes it).
     pub body_chunked: u8,
+    /// Since ABI version 2: the client's address as the server decided
+    /// it: the source a PROXY protocol header gave, or the hop that a
+    /// trusted proxy's `X-Forwarded-For` names; `remote_addr` otherwise
+    /// (empty on a Unix socket without either).
+    pub client_addr: Str,
 }
 
 /// The server's side of one request: opaque to the application.

@@ -434,6 +434,7 @@ mod tests {
             server_port: 80,
             remote_port: 0,
             body_chunked: 0,
+            client_addr: ffi::Str::EMPTY,
         };
         // SAFETY: `lines` and the statics they point at outlive the view.
         let view = unsafe { HeaderLines::of_request(&request) };

@@ -134,6 +134,13 @@ impl<'a> Request<'a> {
     pub fn remote_port(&self) -> u16 {
         self.raw.remote_port
     }
+    /// The client's address as the server decided it: the source a PROXY
+    /// protocol header gave (then also [`remote_addr`](Self::remote_addr),
+    /// as in Gunicorn), or the hop that a trusted proxy's `X-Forwarded-For`
+    /// names (`--forwarded-allow-ips`); the peer's address otherwise.
+    pub fn client_addr(&self) -> &'a str {
+        self.text(self.raw.client_addr)
+    }
     pub fn content_type(&self) -> Option<&'a [u8]> {
         Some(self.bytes(self.raw.content_type)).filter(|v| !v.is_empty())
     }

@@ -95,7 +95,7 @@ fn facts() -> Vec<Fact> {
     layout!(facts, ffi::Request => "rgun_request" {
         method, raw_uri, path, query, script_name, protocol, scheme, server_name,
         remote_addr, content_type, headers, header_count, content_length,
-        server_port, remote_port, body_chunked,
+        server_port, remote_port, body_chunked, client_addr,
     });
     layout!(facts, ffi::Server => "rgun_server" {
         abi_version, worker_id, app_arg, read_body, start_response, write_body,
@@ -105,6 +105,7 @@ fn facts() -> Vec<Fact> {
         magic, abi_version, flags, init, handle, shutdown, reserved,
     });
     constant(&mut facts, "RGUN_ABI_VERSION", ffi::ABI_VERSION);
+    constant(&mut facts, "RGUN_MIN_ABI_VERSION", ffi::MIN_ABI_VERSION);
     constant(&mut facts, "RGUN_APP_MAGIC", ffi::APP_MAGIC);
     constant(&mut facts, "RGUN_OK", ffi::OK);
     constant(&mut facts, "RGUN_ERR", ffi::ERR);

@@ -168,6 +168,7 @@ fn run(app: &ffi::App, path: &str, body: &[u8], setup: impl FnOnce(&mut Call)) -
         server_port: 443,
         remote_port: 5555,
         body_chunked: 1,
+        client_addr: ffi::Str::new(b"2001:db8::7"),
     };
     let mut call = Call {
         body: body.to_vec(),
@@ -226,6 +227,7 @@ fn handler(request: &mut Request<'_>) -> Result<Response<'static>, Error> {
                 request.server_name().to_string(),
                 request.server_port().to_string(),
                 format!("{}:{}", request.remote_addr(), request.remote_port()),
+                request.client_addr().to_string(),
                 format!("{:?}", request.script_name()),
                 format!("{:?}", request.content_type()),
                 format!("{:?}", request.content_length()),
@@ -386,7 +388,7 @@ fn request_accessors() {
     let text = String::from_utf8(c.whole.unwrap()).unwrap();
     assert_eq!(
         text,
-        "POST /request \"/a%20b?q=1\" \"q=1\" HTTP/1.1 https example.com 443 ::1:5555 \
+        "POST /request \"/a%20b?q=1\" \"q=1\" HTTP/1.1 https example.com 443 ::1:5555 2001:db8::7 \
          [] None None true Some(\"example.com\") one+two body=hello"
     );
 }

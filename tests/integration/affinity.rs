@@ -65,7 +65,7 @@ const KEEP_ALIVE: [&str; 2] = ["--keep-alive", "60"];
 
 /// The thread a single-threaded worker starts last before its event loop
 /// runs: by then it takes connections from the hand-off channel.
-const WATCHER_THREAD: &str = "rgun-affinity";
+pub(crate) const WATCHER_THREAD: &str = "rgun-affinity";
 /// The application threads of a worker with `--threads`.
 const APP_THREAD: &str = "rgun-app-";
 
@@ -120,7 +120,7 @@ fn pin<const N: usize>(server: &Server, w1: u32) -> [Conn; N] {
 /// request, and a request cannot be aimed at it; its threads are, and
 /// `thread` is started just before its loop. A request to W1 meanwhile
 /// could make the watcher move the connections the test pinned there.)
-fn add_second_worker(server: &Server, thread: &str) -> u32 {
+pub(crate) fn add_second_worker(server: &Server, thread: &str) -> u32 {
     server.signal(libc::SIGTTIN);
     server.wait_for_log("Handling signal: ttin; 2 workers wanted", WAIT);
     let w2 = server.wait_for_workers(2)[1];

@@ -19,7 +19,7 @@ fn c_hello_example_is_served() {
     assert_eq!(response.text(), "Hello from C\n");
 
     // Its init hook logs through the server, into the error log.
-    server.wait_for_log("hello_c: worker 0 ready (ABI 1)", WAIT);
+    server.wait_for_log("hello_c: worker 0 ready (ABI 2)", WAIT);
 
     // `/echo-body` streams the body back with no length: chunked.
     let body = Prng::new(7).bytes(100_000);

@@ -109,3 +109,68 @@ fn x_forwarded_proto_sets_the_scheme_only_from_a_trusted_proxy() {
     let any = Server::testapp_with(["--forwarded-allow-ips", "*"]);
     assert_eq!(any.connect().request(&forwarded).json()["scheme"], "https");
 }
+
+/// config/kubernetes.yaml is only written, never applied here (no
+/// cluster): this parses it with a real YAML parser (Python's) and checks
+/// what the README says of it, so that an edit cannot quietly break it.
+#[test]
+fn the_kubernetes_example_parses_and_holds_what_the_readme_says() {
+    let path = crate::harness::manifest_dir().join("config/kubernetes.yaml");
+    let script = r#"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+print(json.dumps(docs))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .expect("python3 (.ci/run installs python3-yaml)");
+    assert!(
+        out.status.success(),
+        "{} does not parse: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(command[0], "rgun");
+    assert!(
+        command.contains(&"--metrics-bind=0.0.0.0:9090"),
+        "{command:?}"
+    );
+    let graceful: u64 = command
+        .iter()
+        .find_map(|a| a.strip_prefix("--graceful-timeout="))
+        .expect("--graceful-timeout")
+        .parse()
+        .unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let pre_stop = &container["lifecycle"]["preStop"]["exec"]["command"];
+    assert_eq!(pre_stop[0], "sleep", "{pre_stop}");
+    let pre_stop_secs: u64 = pre_stop[1].as_str().unwrap().parse().unwrap();
+    assert!(
+        grace > graceful + pre_stop_secs,
+        "terminationGracePeriodSeconds {grace} must cover preStop {pre_stop_secs} s and \
+         --graceful-timeout {graceful} s"
+    );
+    let ports = container["ports"].as_array().unwrap();
+    let metrics = ports.iter().find(|p| p["name"] == "metrics").unwrap();
+    assert_eq!(metrics["containerPort"], 9090);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(container[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    assert!(docs.iter().any(|d| d["kind"] == "Service"));
+}

@@ -125,3 +125,18 @@ fn the_same_c_app_with_the_right_abi_is_served() {
     response.assert_status(200);
     assert_eq!(response.text(), "must not be served\n");
 }
+
+#[test]
+fn an_application_of_the_previous_abi_version_is_still_served() {
+    // Version 2 only appended `client_addr` to the request, which a
+    // version-1 application never reads: it loads and serves.
+    let dir = TempDir::new("abi-v1");
+    let path = build(&dir, "older", c_app_with("RGUN_APP_MAGIC", "1u"));
+    let server = Server::builder(format!("{path}:app")).start();
+    server.get("/").assert_status(200);
+    // Version 0 was never one, and one past this server's is refused.
+    for (name, version) in [("zero", "0u"), ("next", "(RGUN_ABI_VERSION + 1u)")] {
+        let path = build(&dir, name, c_app_with("RGUN_APP_MAGIC", version));
+        assert_load_error(&format!("{path}:app"), &[&path, "versions 1 to 2"]);
+    }
+}

@@ -13,6 +13,8 @@ mod c_app;
 mod cli;
 mod corpus;
 mod deploy;
+mod edge;
+mod fleet;
 mod harness;
 mod http1;
 mod lifecycle;

@@ -56,7 +56,7 @@ fn proc_stat(pid: u32) -> Option<(char, u32)> {
 /// Whether a process has exited. A zombie has: the new master of an
 /// upgrade outlives the old one, and once it exits it waits for init, not
 /// for this test, to reap it.
-fn process_gone(pid: u32) -> bool {
+pub(crate) fn process_gone(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
         return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
@@ -105,7 +105,11 @@ fn pid_of_line(line: &str) -> u32 {
 /// After `USR2`: the new master's pid, from its first line; its workers,
 /// once booted (the lines after the `old` ones). Checks that they are its
 /// children.
-fn wait_for_new_master(server: &Server, old_master: u32, old: &HashSet<u32>) -> (u32, Vec<u32>) {
+pub(crate) fn wait_for_new_master(
+    server: &Server,
+    old_master: u32,
+    old: &HashSet<u32>,
+) -> (u32, Vec<u32>) {
     let line = server.wait_for_log(&format!("Upgrading the master of pid {old_master}: "), WAIT);
     let new_master = pid_of_line(&line);
     assert_ne!(new_master, old_master, "{line}");
@@ -129,7 +133,7 @@ fn wait_for_new_master(server: &Server, old_master: u32, old: &HashSet<u32>) -> 
 
 /// TERM the new master of an upgrade (not this test's child) and wait for
 /// it, its workers, and so every writer of the server's pipes, to go.
-fn stop_new_master(server: &Server, new_master: u32, workers: &[u32]) {
+pub(crate) fn stop_new_master(server: &Server, new_master: u32, workers: &[u32]) {
     send_signal(new_master, libc::SIGTERM);
     wait_until(&format!("the new master {new_master} is gone"), || {
         process_gone(new_master)
@@ -151,9 +155,9 @@ const REQUESTS_PER_CONNECTION: usize = 20;
 const MAX_REQUESTS_PER_CLIENT: usize = 200_000;
 
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Every pid that answered.
-    all: HashSet<u32>,
+    pub(crate) all: HashSet<u32>,
     /// Those that answered a request sent after the fence was raised.
     after_fence: HashSet<u32>,
 }
@@ -168,7 +172,7 @@ struct LoadState {
 /// Keep-alive clients sending `GET /pid` one after another until stopped,
 /// noting which pid answered. Any request not answered whole, or answered
 /// other than 200, ends its client with an error that fails the test.
-struct Load {
+pub(crate) struct Load {
     state: Arc<LoadState>,
     threads: Vec<JoinHandle<Result<usize, String>>>,
 }
@@ -228,7 +232,7 @@ fn keep_sending(addr: SocketAddr, state: &LoadState) -> Result<usize, String> {
 }
 
 impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
+    pub(crate) fn start(addr: SocketAddr, clients: usize) -> Load {
         let state = Arc::new(LoadState {
             stop: AtomicBool::new(false),
             fence: AtomicBool::new(false),
@@ -256,7 +260,7 @@ impl Load {
     /// Poll `done` on what the clients saw until it holds, failing the test
     /// with the clients' errors if one stopped, or after `WAIT`.
     #[track_caller]
-    fn wait_for(&mut self, what: &str, mut done: impl FnMut(usize, &Seen) -> bool) {
+    pub(crate) fn wait_for(&mut self, what: &str, mut done: impl FnMut(usize, &Seen) -> bool) {
         let deadline = Instant::now() + WAIT;
         loop {
             if done(self.answered(), &self.state.seen.lock().unwrap()) {
@@ -276,7 +280,7 @@ impl Load {
     }
 
     #[track_caller]
-    fn wait_for_more(&mut self, n: usize) {
+    pub(crate) fn wait_for_more(&mut self, n: usize) {
         let target = self.answered() + n;
         self.wait_for(&format!("{target} answers"), |answered, _| {
             answered >= target
@@ -286,7 +290,7 @@ impl Load {
     /// Stop the clients; fail with every client's error, if any. Returns
     /// the number of requests sent (each answered whole).
     #[track_caller]
-    fn finish(&mut self) -> usize {
+    pub(crate) fn finish(&mut self) -> usize {
         self.state.stop.store(true, Ordering::SeqCst);
         let mut sent = 0;
         let mut errors = Vec::new();

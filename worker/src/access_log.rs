@@ -19,7 +19,14 @@ pub struct AccessLog {
 
 /// What one line says of a request and its answer.
 pub struct Entry<'a> {
+    /// The peer (`%h`, as Gunicorn writes it): a PROXY header's source if
+    /// one was given.
     pub remote_addr: &'a [u8],
+    /// The client as the server decided it (a trusted proxy's
+    /// X-Forwarded-For), for formats that show it (the default, Apache's
+    /// combined format, shows `remote_addr` as Gunicorn does).
+    #[allow(dead_code)]
+    pub client_addr: &'a [u8],
     pub method: &'a [u8],
     pub target: &'a [u8],
     pub version: Version,

@@ -22,12 +22,13 @@ pub enum LoadError {
     )]
     NotAnApp { path: PathBuf, symbol: String },
     #[error(
-        "cannot load application {symbol:?} from {path}: it speaks gateway ABI version {found}, this rgun speaks version {expected}"
+        "cannot load application {symbol:?} from {path}: it speaks gateway ABI version {found}, this rgun speaks versions {oldest} to {expected}"
     )]
     AbiVersion {
         path: PathBuf,
         symbol: String,
         found: u32,
+        oldest: u32,
         expected: u32,
     },
     #[error("cannot load application {symbol:?} from {path}: it has no handle function")]
@@ -160,16 +161,19 @@ pub fn load_library(
             symbol: symbol.into(),
         });
     }
-    if version != ffi::ABI_VERSION {
+    // Every version in the range reads the same `ffi::App` (see the
+    // version rule at `ffi::ABI_VERSION`).
+    if !(ffi::MIN_ABI_VERSION..=ffi::ABI_VERSION).contains(&version) {
         return Err(LoadError::AbiVersion {
             path: path.into(),
             symbol: symbol.into(),
             found: version,
+            oldest: ffi::MIN_ABI_VERSION,
             expected: ffi::ABI_VERSION,
         });
     }
-    // SAFETY: magic and version match, so the symbol is an `ffi::App` of
-    // this ABI, in a library that is never unloaded.
+    // SAFETY: magic and version are ones this server speaks, so the symbol
+    // is an `ffi::App` of this ABI, in a library that is never unloaded.
     let table: &'static ffi::App = unsafe { &*table };
     if table.handle.is_none() {
         return Err(LoadError::NoHandler {

@@ -12,6 +12,7 @@ use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared}
 use crate::exchange::{call_app, log_access, request_view};
 use crate::handoff::{Arrival, Passage};
 use crate::parse;
+use crate::proxy::Versions;
 use crate::response;
 use crate::scoreboard::monotonic_ms;
 use crate::stream::{Peer, Stream};
@@ -19,6 +20,10 @@ use crate::stream::{Peer, Stream};
 /// Where a connection is between requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// `--proxy-protocol`: before the first request, waiting for the PROXY
+    /// header, if the peer is `allowed` to send one (and must), or for
+    /// enough bytes to tell that it sent none (it may not send one).
+    Proxy { allowed: bool },
     /// Between requests, waiting up to `--keep-alive`.
     Idle,
     /// Part of a request head is in; waiting up to `--header-timeout`.
@@ -61,6 +66,8 @@ enum Output {
 /// sending is not waited for that long here).
 const LINGER_MS: u64 = 2000;
 const LINGER_MAX_BYTES: usize = 1 << 20;
+
+pub(crate) mod edge;
 
 /// A client connection and its buffers.
 pub struct Conn {
@@ -105,6 +112,9 @@ impl Conn {
         conn.listener = listener;
         conn.rbuf = Vec::new();
         conn.deadline_ms = now_ms + shared.settings.header_timeout_ms;
+        if shared.settings.proxy_protocol != Versions::Off {
+            conn.expect_proxy_header(now_ms, shared.settings);
+        }
         conn
     }
 
@@ -112,13 +122,10 @@ impl Conn {
     /// first, its unparsed bytes are parsed as if just read.
     pub fn adopt(arrival: Arrival, now_ms: u64, shared: &mut Shared) -> Conn {
         let settings = shared.settings;
-        let peer = Peer::from_text(
-            &arrival.peer_addr,
-            arrival.peer_port,
-            &settings.forwarded_allow,
-        );
         let stream = Stream::from_fd(arrival.fd, arrival.kind);
+        let peer = edge::adopted_peer(&stream, &arrival.peer_addr, arrival.peer_port, settings);
         let mut conn = Conn::new(stream, arrival.listener as usize, peer, now_ms, shared);
+        conn.phase = Phase::Idle;
         if !arrival.input.is_empty() {
             conn.rbuf = shared.take_read_buffer();
             if conn.rbuf.len() < arrival.input.len() {
@@ -215,6 +222,13 @@ impl Conn {
                 // nothing more) until it does.
                 return Next::Keep;
             }
+            if let Phase::Proxy { allowed } = self.phase
+                && self
+                    .take_proxy_header(allowed, shared.now_ms, shared.settings)
+                    .is_err()
+            {
+                return Next::Close;
+            }
             // Requests already buffered are answered before more is read.
             if self.has_request_bytes() {
                 if !inline {
@@ -254,7 +268,7 @@ impl Conn {
     fn has_request_bytes(&self) -> bool {
         self.rstart < self.rend
             && self.input != Input::Incomplete
-            && !matches!(self.phase, Phase::Closing { .. })
+            && !matches!(self.phase, Phase::Closing { .. } | Phase::Proxy { .. })
     }
 
     /// On an application thread: answer the buffered requests and send what
@@ -430,11 +444,27 @@ impl Conn {
                 return Served::Close { unread_input: true };
             }
         };
+        if edge::scheme_conflict(&self.peer, head) {
+            log::debug!(
+                "refusing a request from {}: its X-Forwarded-Proto, X-Forwarded-Protocol and X-Forwarded-Ssl disagree",
+                String::from_utf8_lossy(self.peer.addr())
+            );
+            response::error(&mut self.wbuf, 400, cx.date, head.is_head_method());
+            return Served::Close { unread_input: true };
+        }
         let path = parse::decoded_path(head.path, &mut scratch.path);
+        let mut room = edge::ClientText::new();
+        let client_addr = edge::client_addr(
+            &self.peer,
+            head,
+            &scratch.fields,
+            &settings.forwarded_allow,
+            &mut room,
+        );
         let request = request_view(
             head,
             path,
-            &self.peer,
+            (&self.peer, client_addr),
             &settings.listeners[self.listener],
             &scratch.fields,
         );
@@ -466,7 +496,13 @@ impl Conn {
         settings.slot.beat(cx.now_ms);
         settings.slot.request_finished();
         if let Some(log) = cx.access_log {
-            log_access(log, &self.peer, head, &outcome, &scratch.fields);
+            log_access(
+                log,
+                (&self.peer, client_addr),
+                head,
+                &outcome,
+                &scratch.fields,
+            );
         }
         let used = head.len + outcome.input_used;
         self.carry_over(used, &mut scratch.spill);
@@ -542,6 +578,10 @@ impl Conn {
     /// The connection's deadline passed: a partial head gets a 408 (RFC 9110
     /// §15.5.9), an idle connection is closed silently.
     pub fn on_timeout(&mut self, shared: &mut Shared) {
+        if let Phase::Proxy { .. } = self.phase {
+            self.log_missing_proxy_header();
+            return;
+        }
         if self.phase == Phase::Head && self.rstart < self.rend && self.wpos == self.wbuf.len() {
             let mut out = Vec::new();
             let method_is_head = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);

@@ -35,7 +35,10 @@ pub struct Settings {
     pub slot: &'static Slot,
     pub listeners: Vec<ListenerInfo>,
     /// `--forwarded-allow-ips`.
-    pub forwarded_allow: crate::ForwardedAllow,
+    pub forwarded_allow: crate::AllowList,
+    /// `--proxy-protocol` and `--proxy-allow-from`.
+    pub proxy_protocol: crate::proxy::Versions,
+    pub proxy_allow: crate::AllowList,
     /// One thread runs the application: the abort handler may answer the
     /// request in hand (with several there is no one request in hand).
     pub answer_on_abort: bool,

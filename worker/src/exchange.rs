@@ -14,15 +14,15 @@ use crate::stream::{ListenerInfo, Peer};
 
 /// The request as the application sees it: slices into the read buffer and
 /// the scratch space, valid for the call.
+/// `client`: the peer, and the client's address as decided for this
+/// request (see `conn::edge::client_addr`).
 pub fn request_view(
     head: &Head<'_>,
     path: &[u8],
-    peer: &Peer,
+    (peer, client_addr): (&Peer, &[u8]),
     listener: &ListenerInfo,
     fields: &[ffi::Header],
 ) -> ffi::Request {
-    // Gunicorn's secure scheme header, from a trusted proxy.
-    let https = peer.trusted && head.forwarded_proto.eq_ignore_ascii_case(b"https");
     ffi::Request {
         method: ffi::Str::new(head.method),
         raw_uri: ffi::Str::new(head.target),
@@ -30,7 +30,8 @@ pub fn request_view(
         query: ffi::Str::new(head.query),
         script_name: ffi::Str::EMPTY,
         protocol: ffi::Str::new(head.version.as_bytes()),
-        scheme: ffi::Str::new(if https { b"https" } else { b"http" }),
+        // Gunicorn's secure scheme headers, from a trusted proxy.
+        scheme: ffi::Str::new(crate::conn::edge::scheme(peer, head)),
         server_name: ffi::Str::new(&listener.server_name),
         remote_addr: ffi::Str::new(peer.addr()),
         content_type: ffi::Str::new(head.content_type),
@@ -41,6 +42,7 @@ pub fn request_view(
         server_port: listener.server_port,
         remote_port: peer.port,
         body_chunked: u8::from(head.framing == parse::Framing::Chunked),
+        client_addr: ffi::Str::new(client_addr),
     }
 }
 
@@ -71,13 +73,14 @@ pub fn call_app(
 
 pub fn log_access(
     log: &std::sync::Mutex<AccessLog>,
-    peer: &Peer,
+    (peer, client_addr): (&Peer, &[u8]),
     head: &Head<'_>,
     outcome: &Outcome,
     fields: &[ffi::Header],
 ) {
     log.lock().unwrap_or_else(|e| e.into_inner()).write(&Entry {
         remote_addr: peer.addr(),
+        client_addr,
         method: head.method,
         target: head.target,
         version: head.version,

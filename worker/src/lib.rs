@@ -9,6 +9,7 @@
 
 mod abort;
 mod access_log;
+pub mod allow;
 mod app;
 #[doc(hidden)]
 pub mod bench;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 
 use nix::sys::signal::{SigHandler, Signal};
 
+pub use allow::{AllowList, BadEntry};
 pub use app::{LoadError, load_library};
 /// The gateway's log callback, writing to this process's error log (for a
 /// library the master calls directly, such as the bridge's preload).
@@ -71,27 +73,14 @@ pub enum AppSource {
     },
 }
 
-/// Which peers' `X-Forwarded-Proto` is believed (Gunicorn's
-/// `forwarded_allow_ips`): listed addresses, or every one (`*`). A peer on
-/// a Unix socket is always a local proxy, and trusted, as in Gunicorn.
-#[derive(Clone, Debug, Default)]
-pub struct ForwardedAllow {
-    pub any: bool,
-    pub ips: Vec<std::net::IpAddr>,
-}
-
-impl ForwardedAllow {
-    pub fn trusts(&self, peer: Option<std::net::IpAddr>) -> bool {
-        match peer {
-            None => true,
-            Some(ip) => self.any || self.ips.contains(&ip),
-        }
-    }
-}
-
 /// What a worker needs to run, from the master.
 pub struct WorkerConfig {
-    pub forwarded_allow: ForwardedAllow,
+    /// `--forwarded-allow-ips`: whose `X-Forwarded-*` headers count.
+    pub forwarded_allow: AllowList,
+    /// `--proxy-protocol`: which PROXY protocol headers connections carry.
+    pub proxy_protocol: proxy::Versions,
+    /// `--proxy-allow-from`: whose PROXY protocol header counts.
+    pub proxy_allow: AllowList,
     pub app: AppSource,
     /// Threads that run application calls; 1: the event loop's own.
     pub threads: usize,
@@ -237,6 +226,8 @@ fn boot(
         slot,
         listeners,
         forwarded_allow: config.forwarded_allow,
+        proxy_protocol: config.proxy_protocol,
+        proxy_allow: config.proxy_allow,
         answer_on_abort: threads <= 1,
         call_clock: Box::leak(Box::default()),
         peers,

@@ -38,7 +38,7 @@ impl Listener {
         }
     }
 
-    pub fn accept(&self, allow: &crate::ForwardedAllow) -> io::Result<(Stream, Peer)> {
+    pub fn accept(&self, allow: &crate::AllowList) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 // No TCP_NODELAY here: answers are written whole, so Nagle

@@ -96,8 +96,11 @@ pub struct Head<'b> {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub content_type: &'b [u8],
-    /// `X-Forwarded-Proto`, for a proxy the operator trusts.
-    pub forwarded_proto: &'b [u8],
+    /// What `X-Forwarded-Proto`, `X-Forwarded-Protocol` and
+    /// `X-Forwarded-Ssl` say of the scheme, for a proxy the operator trusts.
+    pub forwarded_scheme: ForwardedScheme,
+    /// An `X-Forwarded-For` line is among the fields.
+    pub forwarded_for: bool,
     /// What the buffer holds after the head: the start of the body, or of
     /// the next request.
     pub rest: &'b [u8],
@@ -108,6 +111,38 @@ pub struct Head<'b> {
 impl<'b> Head<'b> {
     pub fn is_head_method(&self) -> bool {
         self.method == b"HEAD"
+    }
+}
+
+/// The scheme a proxy's headers claim (Gunicorn's `secure_scheme_headers`
+/// with its defaults: `X-Forwarded-Proto: https`, `X-Forwarded-Protocol:
+/// ssl`, `X-Forwarded-Ssl: on` each mean https, any other value http).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedScheme {
+    /// None of the headers was sent.
+    #[default]
+    Absent,
+    Http,
+    Https,
+    /// They disagree: Gunicorn refuses the request with 400 (when the peer
+    /// is trusted), since the proxy and the application would see
+    /// different schemes.
+    Conflict,
+}
+
+impl ForwardedScheme {
+    /// One more header line's say.
+    fn add(self, https: bool) -> ForwardedScheme {
+        let said = if https {
+            ForwardedScheme::Https
+        } else {
+            ForwardedScheme::Http
+        };
+        match self {
+            ForwardedScheme::Absent => said,
+            same if same == said => same,
+            _ => ForwardedScheme::Conflict,
+        }
     }
 }
 
@@ -238,7 +273,8 @@ pub fn parse_head<'b>(
     let FieldScan {
         framing,
         content_type,
-        forwarded_proto,
+        forwarded_scheme,
+        forwarded_for,
         close,
         keep_alive_token,
         expect_continue,
@@ -270,7 +306,8 @@ pub fn parse_head<'b>(
         keep_alive: !close && (version == Version::Http11 || keep_alive_token),
         expect_continue: expect_continue && version == Version::Http11,
         content_type,
-        forwarded_proto,
+        forwarded_scheme,
+        forwarded_for,
         rest: &buf[len..],
         request_line: {
             let offset = |s: &[u8]| s.as_ptr() as usize - buf.as_ptr() as usize;
@@ -314,7 +351,8 @@ struct FieldScan<'b> {
     framing: FramingFields,
     content_type: &'b [u8],
     content_types: u32,
-    forwarded_proto: &'b [u8],
+    forwarded_scheme: ForwardedScheme,
+    forwarded_for: bool,
     close: bool,
     keep_alive_token: bool,
     expect_continue: bool,
@@ -356,7 +394,20 @@ impl<'b> FieldScan<'b> {
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 self.framing.add_encoding(value)
             }
-            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => self.forwarded_proto = value,
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => self.forwarded_for = true,
+            15 if name.eq_ignore_ascii_case(b"x-forwarded-ssl") => {
+                self.forwarded_scheme = self.forwarded_scheme.add(value.eq_ignore_ascii_case(b"on"))
+            }
+            17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => {
+                self.forwarded_scheme = self
+                    .forwarded_scheme
+                    .add(value.eq_ignore_ascii_case(b"https"))
+            }
+            20 if name.eq_ignore_ascii_case(b"x-forwarded-protocol") => {
+                self.forwarded_scheme = self
+                    .forwarded_scheme
+                    .add(value.eq_ignore_ascii_case(b"ssl"))
+            }
             _ => {}
         }
         Ok(())

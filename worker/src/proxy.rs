@@ -140,6 +140,20 @@ pub fn decode(buf: &[u8], accept: Versions) -> Result<Decoded, ProxyError> {
     }
 }
 
+/// Whether `buf` starts with the signature of a header of either version:
+/// `None` while its bytes could still be the start of one. For a peer that
+/// may not send a header, to tell one from its own data.
+pub fn signature_present(buf: &[u8]) -> Option<bool> {
+    for expected in [V1_SIGNATURE, V2_SIGNATURE] {
+        match signature(buf, expected) {
+            Signature::Whole => return Some(true),
+            Signature::Partial => return None,
+            Signature::Differs => {}
+        }
+    }
+    Some(false)
+}
+
 /// How the start of `buf` compares with a signature.
 enum Signature {
     Differs,

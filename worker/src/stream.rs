@@ -56,6 +56,15 @@ impl Stream {
         }
     }
 
+    /// Whether the socket's own peer is in `allow`: a Unix socket's always
+    /// is, a TCP socket whose peer is unknown (gone) is not.
+    pub fn peer_trusted_by(&self, allow: &crate::AllowList) -> bool {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().is_ok_and(|a| allow.trusts(Some(a.ip()))),
+            Stream::Unix(_) => true,
+        }
+    }
+
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
@@ -102,11 +111,23 @@ impl Peer {
     }
 
     /// The peer of a connection another worker handed over, from the text
-    /// that worker rendered; trusted by this worker's own rule.
-    pub fn from_text(text: &[u8], port: u16, allow: &crate::ForwardedAllow) -> Peer {
+    /// that worker rendered (the PROXY protocol's source, if one was
+    /// given); `trusted` is this worker's rule applied to the socket's own
+    /// peer (see [`Stream::peer_trusted_by`]).
+    pub fn from_text(text: &[u8], port: u16, trusted: bool) -> Peer {
         let ip = std::str::from_utf8(text)
             .ok()
             .and_then(|t| t.parse::<std::net::IpAddr>().ok());
-        Peer::new(ip.map(|ip| (ip, port).into()), allow.trusts(ip))
+        Peer::new(ip.map(|ip| (ip, port).into()), trusted)
+    }
+
+    /// The client a PROXY protocol header names becomes the peer the
+    /// application sees (as Gunicorn's REMOTE_ADDR). Forwarded headers are
+    /// then believed only if both the proxy (the socket's peer) and that
+    /// source are in `forwarded_allow`: every hop to their right must be,
+    /// or a client behind a TCP proxy could write its own.
+    pub fn set_source(&mut self, source: std::net::SocketAddr, forwarded_allow: &crate::AllowList) {
+        let trusted = self.trusted && forwarded_allow.trusts(Some(source.ip()));
+        *self = Peer::new(Some(source), trusted);
     }
 }

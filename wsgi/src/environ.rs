@@ -51,6 +51,9 @@ struct Keys {
     server_protocol: Py<PyString>,
     remote_addr: Py<PyString>,
     remote_port: Py<PyString>,
+    /// The client as the server decided it (a trusted proxy's
+    /// X-Forwarded-For), beside REMOTE_ADDR, which keeps Gunicorn's meaning.
+    client_addr: Py<PyString>,
     raw_uri: Py<PyString>,
     url_scheme: Py<PyString>,
     input: Py<PyString>,
@@ -101,6 +104,7 @@ impl Template {
             server_protocol: key("SERVER_PROTOCOL"),
             remote_addr: key("REMOTE_ADDR"),
             remote_port: key("REMOTE_PORT"),
+            client_addr: key("rgun.client_addr"),
             raw_uri: key("RAW_URI"),
             url_scheme: key("wsgi.url_scheme"),
             input: key("wsgi.input"),
@@ -117,6 +121,7 @@ impl Template {
             &keys.server_protocol,
             &keys.remote_addr,
             &keys.remote_port,
+            &keys.client_addr,
             &keys.raw_uri,
             &keys.url_scheme,
             &keys.input,
@@ -222,6 +227,19 @@ impl Template {
                 &k.remote_addr,
                 cache.remote_addr.get(py, remote_addr).as_any(),
             )?;
+            // SAFETY: as above.
+            let client_addr = unsafe { request.client_addr.as_bytes() };
+            if client_addr == remote_addr {
+                set(
+                    &k.client_addr,
+                    cache.remote_addr.get(py, remote_addr).as_any(),
+                )?;
+            } else {
+                set(
+                    &k.client_addr,
+                    cache.client_addr.get(py, client_addr).as_any(),
+                )?;
+            }
             if request.remote_port == 0 && remote_addr.is_empty() {
                 // A Unix socket has no peer port (Gunicorn says '').
                 set(&k.remote_port, self.empty.bind(py).as_any())?;
@@ -430,6 +448,7 @@ struct Cache {
     server_name: Last,
     server_port: LastPort,
     remote_addr: Last,
+    client_addr: Last,
     remote_port: LastPort,
     content_type: Last,
     names: HashMap<Box<[u8]>, HeaderKey, BuildHasherDefault<Fnv>>,

@@ -90,11 +90,10 @@ fn echo(request: &mut Request<'_>) -> Result<Response<'static>, Error> {
             json::latin1(request.remote_addr().as_bytes()),
         )
         // The client as the server decided it (a PROXY header or a trusted
-        // X-Forwarded-For could name another). The gateway has no field for
-        // that yet, and without those features it is the peer.
+        // X-Forwarded-For can name another than the peer).
         .string(
             "client_addr",
-            json::latin1(request.remote_addr().as_bytes()),
+            json::latin1(request.client_addr().as_bytes()),
         )
         .string("scheme", json::latin1(request.scheme().as_bytes()))
         .string("protocol", json::latin1(request.protocol().as_bytes()));

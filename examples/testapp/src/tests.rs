@@ -173,6 +173,7 @@ fn run(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> (i3
         server_port: 8000,
         remote_port: 40000,
         body_chunked: 0,
+        client_addr: ffi::Str::new(b"127.0.0.1"),
     };
     let mut call = Call {
         body: body.to_vec(),

@@ -24,7 +24,7 @@ pub(crate) use app::test_each_app;
 pub use c_compile::compile_c_app;
 pub use client::{Conn, Framing, Response};
 pub use logs::wait_for_file_line;
-pub use nginx::start_nginx;
+pub use nginx::{start_balancer, start_nginx};
 pub use paths::{
     app_lib, manifest_dir, rgun_bin, shared_spec_dir, target_dir, testapp, wsgi_testapp_dir,
 };

@@ -1,5 +1,6 @@
-//! A real Nginx in front of rgun, as config/nginx-site.conf deploys it:
-//! the site file as shipped, pointed at a test's Unix socket and a free
+//! A real Nginx in front of rgun, as config/nginx-site.conf (one host, a
+//! Unix socket) and config/nginx-balancer.conf (several hosts) deploy it:
+//! the file as shipped, pointed at a test's socket or hosts and a free
 //! port, run in the foreground and stopped on drop.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -50,14 +51,35 @@ fn free_port() -> u16 {
 pub fn start_nginx(dir: &TempDir, socket: &Path) -> Nginx {
     let site = std::fs::read_to_string(manifest_dir().join("config/nginx-site.conf"))
         .expect("config/nginx-site.conf");
-    assert!(site.contains("unix:/run/rgun/rgun.sock") && site.contains("listen 80;"));
+    assert!(site.contains("unix:/run/rgun/rgun.sock"));
+    let site = site.replace(
+        "unix:/run/rgun/rgun.sock",
+        &format!("unix:{}", socket.display()),
+    );
+    run_nginx(dir, site)
+}
+
+/// The hosts' addresses in config/nginx-balancer.conf, replaced in order.
+const BALANCER_EXAMPLE_HOSTS: [&str; 3] = ["10.0.1.10:8000", "10.0.2.10:8000", "10.0.3.10:8000"];
+
+/// Start nginx with config/nginx-balancer.conf as shipped, its three
+/// example hosts replaced by `hosts`, listening on a free port.
+pub fn start_balancer(dir: &TempDir, hosts: &[SocketAddr; 3]) -> Nginx {
+    let mut site = std::fs::read_to_string(manifest_dir().join("config/nginx-balancer.conf"))
+        .expect("config/nginx-balancer.conf");
+    for (example, host) in BALANCER_EXAMPLE_HOSTS.iter().zip(hosts) {
+        assert!(site.contains(&format!("server {example} ")), "{example}");
+        site = site.replace(example, &host.to_string());
+    }
+    run_nginx(dir, site)
+}
+
+/// Run nginx in the foreground with `site` (a server block that says
+/// `listen 80;`), moved to a free port on 127.0.0.1.
+fn run_nginx(dir: &TempDir, site: String) -> Nginx {
+    assert!(site.contains("listen 80;"));
     let port = free_port();
-    let site = site
-        .replace(
-            "unix:/run/rgun/rgun.sock",
-            &format!("unix:{}", socket.display()),
-        )
-        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let site = site.replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
     let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     std::fs::write(prefix.join("site.conf"), site).unwrap();

@@ -36,6 +36,8 @@ pub struct ServerBuilder {
     booted_workers: usize,
     program: Option<PathBuf>,
     session: Session,
+    /// A command that runs the binary (`ip netns exec NAME`), if any.
+    within: Vec<String>,
 }
 
 /// Where the master runs: in its own process group of the test's session
@@ -81,6 +83,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Run the binary through this command, which must exec it in its
+    /// place (`ip netns exec NAME`: rgun then runs in that network
+    /// namespace, and its pid is the master's).
+    pub fn within<I: IntoIterator<Item = S>, S: Into<String>>(mut self, command: I) -> Self {
+        self.within = command.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Start the master as the leader of a new session, without a
     /// controlling terminal, as a daemon or a systemd service runs (its
     /// process group is still its own pid).
@@ -106,7 +116,15 @@ impl ServerBuilder {
         } else {
             self.binds.clone()
         };
-        let mut command = Command::new(self.program.clone().unwrap_or_else(rgun_bin));
+        let program = self.program.clone().unwrap_or_else(rgun_bin);
+        let mut command = match self.within.split_first() {
+            None => Command::new(program),
+            Some((wrapper, args)) => {
+                let mut command = Command::new(wrapper);
+                command.args(args).arg(program);
+                command
+            }
+        };
         command.arg(&self.app);
         for bind in &binds {
             command.arg("--bind").arg(bind);
@@ -213,6 +231,7 @@ impl Server {
             booted_workers: 0,
             program: None,
             session: Session::Group,
+            within: Vec::new(),
         }
     }
 

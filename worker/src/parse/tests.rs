@@ -260,3 +260,49 @@ fn percent_decoding_keeps_stray_percents() {
     percent_decode(b"/a%20b%zz%4", &mut out);
     assert_eq!(out, b"/a b%zz%4");
 }
+
+#[test]
+fn forwarded_scheme_headers_agree_or_conflict() {
+    let scheme = |lines: &str| {
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\n{lines}\r\n");
+        let mut fields = Vec::new();
+        let head = parse_head(raw.as_bytes(), &limits(), &mut fields)
+            .unwrap()
+            .unwrap();
+        (head.forwarded_scheme, head.forwarded_for)
+    };
+    use ForwardedScheme::*;
+    assert_eq!(scheme(""), (Absent, false));
+    assert_eq!(scheme("X-Forwarded-Proto: https\r\n"), (Https, false));
+    assert_eq!(scheme("x-forwarded-proto: HTTPS\r\n"), (Https, false));
+    assert_eq!(scheme("X-Forwarded-Proto: http\r\n"), (Http, false));
+    assert_eq!(scheme("X-Forwarded-Ssl: on\r\n"), (Https, false));
+    assert_eq!(scheme("X-Forwarded-Protocol: ssl\r\n"), (Https, false));
+    assert_eq!(
+        scheme("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Protocol: ssl\r\n"),
+        (Https, false)
+    );
+    assert_eq!(
+        scheme("X-Forwarded-Proto: http\r\nX-Forwarded-Ssl: off\r\n"),
+        (Http, false)
+    );
+    assert_eq!(
+        scheme("X-Forwarded-Proto: https\r\nX-Forwarded-Ssl: off\r\n"),
+        (Conflict, false)
+    );
+    assert_eq!(
+        scheme("X-Forwarded-Proto: http\r\nX-Forwarded-Protocol: ssl\r\n"),
+        (Conflict, false)
+    );
+    // The same header twice, saying two things.
+    assert_eq!(
+        scheme("X-Forwarded-Proto: https\r\nX-Forwarded-Proto: http\r\n"),
+        (Conflict, false)
+    );
+    // Underscores are another name: not a forwarded header at all.
+    assert_eq!(
+        scheme("X_Forwarded_Proto: https\r\nX_Forwarded_For: 1.2.3.4\r\n"),
+        (Absent, false)
+    );
+    assert_eq!(scheme("X-Forwarded-For: 1.2.3.4\r\n"), (Absent, true));
+}

@@ -387,3 +387,21 @@ fn versions_from_the_command_line() {
     assert_eq!("".parse::<Versions>(), Err(UnknownVersions));
     assert_eq!(Versions::default(), Versions::Off);
 }
+
+#[test]
+fn a_signature_is_told_from_a_request_as_soon_as_the_bytes_allow() {
+    assert_eq!(signature_present(b""), None);
+    assert_eq!(signature_present(b"P"), None);
+    assert_eq!(signature_present(b"PRO"), None);
+    assert_eq!(signature_present(b"PROXY "), Some(true));
+    assert_eq!(signature_present(b"PROXY TCP4 1.2.3.4"), Some(true));
+    assert_eq!(signature_present(b"POST / HTTP/1.1\r\n"), Some(false));
+    assert_eq!(signature_present(b"PUT"), Some(false));
+    assert_eq!(signature_present(b"PROXYX"), Some(false));
+    assert_eq!(signature_present(b"GET / HTTP/1.1\r\n"), Some(false));
+    assert_eq!(signature_present(b"\r\n"), None);
+    // Empty lines before a request line (RFC 9112 §2.2) are no signature.
+    assert_eq!(signature_present(b"\r\nGET"), Some(false));
+    assert_eq!(signature_present(V2_SIGNATURE), Some(true));
+    assert_eq!(signature_present(&V2_SIGNATURE[..11]), None);
+}

@@ -8,7 +8,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 use rgun_gateway::ffi;
-use rgun_worker::parse::{self, Framing, Head, HeadError, Limits, Version};
+use rgun_worker::parse::{self, ForwardedScheme, Framing, Head, HeadError, Limits, Version};
 
 use crate::keep::{self, Raw, Saved, seeds_file};
 
@@ -52,7 +52,8 @@ struct Request {
     keep_alive: bool,
     expect_continue: bool,
     content_type: Raw,
-    forwarded_proto: Raw,
+    forwarded_scheme: ForwardedScheme,
+    forwarded_for: bool,
     fields: Vec<(Raw, Raw)>,
 }
 
@@ -71,7 +72,8 @@ impl Request {
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
             content_type: raw(head.content_type),
-            forwarded_proto: raw(head.forwarded_proto),
+            forwarded_scheme: head.forwarded_scheme,
+            forwarded_for: head.forwarded_for,
             fields: fields
                 .iter()
                 // SAFETY: the fields point into the buffer just parsed,
