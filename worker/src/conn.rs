@@ -9,7 +9,7 @@ use std::io;
 use crate::blocking::CallIo;
 use crate::call::CallSetup;
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
-use crate::exchange::{call_app, log_access, request_view};
+use crate::exchange::{Logged, call_app, capture, log_access, log_clock, request_view};
 use crate::handoff::{Arrival, Passage};
 use crate::parse;
 use crate::response;
@@ -430,6 +430,7 @@ impl Conn {
                 return Served::Close { unread_input: true };
             }
         };
+        let started = log_clock(cx.access_log);
         let path = parse::decoded_path(head.path, &mut scratch.path);
         let request = request_view(
             head,
@@ -456,6 +457,7 @@ impl Conn {
             method_is_head: head.is_head_method(),
             version: head.version,
             keep_alive: head.keep_alive && !cx.draining,
+            capture: capture(cx.access_log, &mut scratch.log.response),
         };
         let outcome = call_app(settings, setup, head, &request, cx.now_ms);
         // The call may have taken long: deadlines from here on count from
@@ -466,7 +468,15 @@ impl Conn {
         settings.slot.beat(cx.now_ms);
         settings.slot.request_finished();
         if let Some(log) = cx.access_log {
-            log_access(log, &self.peer, head, &outcome, &scratch.fields);
+            let logged = Logged {
+                peer: &self.peer,
+                listener: &settings.listeners[self.listener],
+                head,
+                path,
+                fields: &scratch.fields,
+                started,
+            };
+            log_access(log, &mut scratch.log, logged, &outcome);
         }
         let used = head.len + outcome.input_used;
         self.carry_over(used, &mut scratch.spill);

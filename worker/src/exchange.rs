@@ -6,7 +6,9 @@
 use rgun_gateway::ffi;
 use rgun_gateway::grammar::HeaderLines;
 
-use crate::access_log::{AccessLog, Entry};
+use std::time::Instant;
+
+use crate::access_log::{AccessLog, Capture, Entry, LogScratch, ResponseFields};
 use crate::call::{CallCtx, CallSetup, Outcome};
 use crate::context::Settings;
 use crate::parse::{self, Head};
@@ -21,8 +23,6 @@ pub fn request_view(
     listener: &ListenerInfo,
     fields: &[ffi::Header],
 ) -> ffi::Request {
-    // Gunicorn's secure scheme header, from a trusted proxy.
-    let https = peer.trusted && head.forwarded_proto.eq_ignore_ascii_case(b"https");
     ffi::Request {
         method: ffi::Str::new(head.method),
         raw_uri: ffi::Str::new(head.target),
@@ -30,7 +30,7 @@ pub fn request_view(
         query: ffi::Str::new(head.query),
         script_name: ffi::Str::EMPTY,
         protocol: ffi::Str::new(head.version.as_bytes()),
-        scheme: ffi::Str::new(if https { b"https" } else { b"http" }),
+        scheme: ffi::Str::new(scheme(head, peer)),
         server_name: ffi::Str::new(&listener.server_name),
         remote_addr: ffi::Str::new(peer.addr()),
         content_type: ffi::Str::new(head.content_type),
@@ -69,28 +69,65 @@ pub fn call_app(
     outcome
 }
 
-pub fn log_access(
-    log: &std::sync::Mutex<AccessLog>,
-    peer: &Peer,
-    head: &Head<'_>,
-    outcome: &Outcome,
-    fields: &[ffi::Header],
-) {
-    log.lock().unwrap_or_else(|e| e.into_inner()).write(&Entry {
-        remote_addr: peer.addr(),
-        method: head.method,
-        target: head.target,
-        version: head.version,
-        status: outcome.status,
-        body_bytes: outcome.body_bytes,
-        referer: field(fields, b"referer"),
-        user_agent: field(fields, b"user-agent"),
-    });
+/// The response headers the access log shows, kept while the application
+/// answers: only when its format asks for some.
+pub fn capture<'a>(
+    log: Option<&'static AccessLog>,
+    fields: &'a mut ResponseFields,
+) -> Option<Capture<'a>> {
+    let names = log?.response_headers();
+    (!names.is_empty()).then_some(Capture { names, fields })
 }
 
-fn field<'f>(fields: &'f [ffi::Header], name: &[u8]) -> &'f [u8] {
+/// When the request started, if the access log shows its duration.
+pub fn log_clock(log: Option<&'static AccessLog>) -> Option<Instant> {
+    log.filter(|log| log.timed()).map(|_| Instant::now())
+}
+
+/// What the access log line of a request is made from, besides the answer.
+pub struct Logged<'a> {
+    pub peer: &'a Peer,
+    pub listener: &'a ListenerInfo,
+    pub head: &'a Head<'a>,
+    /// The decoded path.
+    pub path: &'a [u8],
+    pub fields: &'a [ffi::Header],
+    pub started: Option<Instant>,
+}
+
+pub fn log_access(log: &AccessLog, scratch: &mut LogScratch, req: Logged<'_>, outcome: &Outcome) {
+    let head = req.head;
+    let LogScratch { lines, response } = scratch;
     // SAFETY: the fields point into the read buffer, which is not touched
     // between parsing and this use.
-    let lines = unsafe { HeaderLines::from_raw(fields.as_ptr(), fields.len()) };
-    lines.get(name).unwrap_or_default()
+    let headers = unsafe { HeaderLines::from_raw(req.fields.as_ptr(), req.fields.len()) };
+    let entry = Entry {
+        remote_addr: req.peer.addr(),
+        remote_port: req.peer.port,
+        method: head.method,
+        target: head.target,
+        path: req.path,
+        query: head.query,
+        version: head.version,
+        scheme: scheme(head, req.peer),
+        server_name: &req.listener.server_name,
+        server_port: req.listener.server_port,
+        content_type: head.content_type,
+        content_length: head.content_length,
+        headers,
+        response,
+        status: outcome.status,
+        body_bytes: outcome.body_bytes,
+        duration: req.started.map(|t| t.elapsed()),
+    };
+    log.write(&entry, lines);
+}
+
+/// Gunicorn's secure scheme header, from a trusted proxy.
+fn scheme(head: &Head<'_>, peer: &Peer) -> &'static [u8] {
+    if peer.trusted && head.forwarded_proto.eq_ignore_ascii_case(b"https") {
+        b"https"
+    } else {
+        b"http"
+    }
 }
