@@ -10,7 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use serde_json::Value;
 
-use crate::harness::{App, Server, TempDir, WAIT, get, test_each_app, testapp};
+use crate::harness::{
+    App, Conn, Server, TempDir, WAIT, get, test_each_app, testapp, unique_socket_path,
+};
 
 test_each_app!(every_atom, json_line_survives_hostile_headers);
 
@@ -73,6 +75,24 @@ fn every_atom(app: App) {
     );
     assert_eq!(&f[23..27], ["-", "-", "-", "-"], "absent and unknown atoms");
     assert_eq!(f[27], "100%", "%% is a percent sign");
+}
+
+/// On a Unix socket: no remote address, and the server's name and port
+/// from the Host header, as the WSGI bridge puts them in the environ.
+#[test]
+fn unix_socket_atoms() {
+    let socket = unique_socket_path("alog");
+    let format =
+        "%(h)s|%({SERVER_NAME}e)s|%({SERVER_PORT}e)s|%({REMOTE_PORT}e)s|%({REMOTE_ADDR}e)s|%(r)s";
+    let server = Server::builder(testapp())
+        .bind(format!("unix:{}", socket.display()))
+        .args(["--access-logfile", "-", "--access-logformat", format])
+        .start();
+    let mut conn = Conn::unix(&socket);
+    conn.request(b"GET /bytes?n=1 HTTP/1.1\r\nHost: example.org:8443\r\n\r\n")
+        .assert_status(200);
+    let line = server.stdout.wait_for("/bytes?n=1", WAIT);
+    assert_eq!(line, "-|example.org|8443|||GET /bytes?n=1 HTTP/1.1");
 }
 
 /// `[21/Nov/2026:03:37:36 +0000]`

@@ -142,6 +142,10 @@ impl<'a> Entry<'a> {
             b"query_string" => EnvValue::Bytes(self.query),
             b"raw_uri" => EnvValue::Bytes(self.target),
             b"server_protocol" => EnvValue::Bytes(self.version.as_bytes()),
+            b"server_name" | b"server_port" if self.server_port == 0 => {
+                let (host, port) = self.unix_socket_server();
+                EnvValue::Bytes(if name == b"server_name" { host } else { port })
+            }
             b"server_name" => EnvValue::Bytes(self.server_name),
             b"server_port" => EnvValue::Number(self.server_port.into()),
             b"remote_addr" => EnvValue::Bytes(self.remote_addr),
@@ -153,6 +157,24 @@ impl<'a> Entry<'a> {
             _ => return None,
         };
         Some(value)
+    }
+
+    /// On a Unix socket there is no server address: SERVER_NAME and
+    /// SERVER_PORT come from the Host header, or the scheme's port, as the
+    /// WSGI bridge (and Gunicorn) set them.
+    fn unix_socket_server(&self) -> (&'a [u8], &'a [u8]) {
+        let default_port: &'static [u8] = if self.scheme == b"https" {
+            b"443"
+        } else {
+            b"80"
+        };
+        match self.headers.get(b"host") {
+            Some(host) => match host.iter().rposition(|&b| b == b':') {
+                Some(i) if !host.ends_with(b"]") => (&host[..i], &host[i + 1..]),
+                _ => (host, default_port),
+            },
+            None => (self.server_name, default_port),
+        }
     }
 
     /// Write an `HTTP_*` variable's value: the header's lines joined with
