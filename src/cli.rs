@@ -231,10 +231,19 @@ pub struct Cli {
     )]
     pub error_logfile: PathBuf,
 
-    /// The access log (Apache combined format): a file, or `-` for standard
-    /// output. Off by default.
+    /// The access log: a file, or `-` for standard output. Off by default.
     #[arg(long = "access-logfile", value_name = "FILE")]
     pub access_logfile: Option<PathBuf>,
+
+    /// The access log's line, with Gunicorn's atoms (`%(h)s`, `%(r)s`,
+    /// `%({header}i)s`...); default: Apache's combined format.
+    #[arg(long = "access-logformat", value_name = "FORMAT")]
+    pub access_logformat: Option<String>,
+
+    /// Write the access log as one JSON object per line, its fields the
+    /// atoms of `--access-logformat`.
+    #[arg(long = "access-log-json")]
+    pub access_log_json: bool,
 }
 
 /// Gunicorn takes a umask in any base Python's int() reads; an operator

@@ -315,6 +315,16 @@ fn bridge_symbol<T: Copy>(library: &std::path::Path, name: &str) -> Result<T> {
     }
 }
 
+/// `--access-logfile` with `--access-logformat` and `--access-log-json`; a
+/// bad format is refused even when no access log is written.
+fn access_log(cli: &Cli) -> Result<Option<rgun_worker::AccessLogConfig>> {
+    let path = cli.access_logfile.clone().unwrap_or_default();
+    let format = cli.access_logformat.as_deref();
+    let config = rgun_worker::AccessLogConfig::new(path, format, cli.access_log_json)
+        .with_context(|| format!("invalid --access-logformat {:?}", format.unwrap_or("")))?;
+    Ok(cli.access_logfile.is_some().then_some(config))
+}
+
 /// `--forwarded-allow-ips` or `--proxy-allow-from` (`flag`): `*`, or IP
 /// addresses and CIDR ranges separated by commas.
 fn allow_list(flag: &str, list: &str) -> Result<rgun_worker::AllowList> {
@@ -376,7 +386,7 @@ fn settings(
             keep_alive_ms: cli.keep_alive.saturating_mul(1000),
             header_timeout_ms: cli.header_timeout.saturating_mul(1000),
             io_timeout_ms: io_timeout_secs.saturating_mul(1000),
-            access_log: cli.access_logfile.clone(),
+            access_log: access_log(cli)?,
             channel: hand_off_channel()?,
             max_connections: cli.worker_connections,
             max_requests: cli.max_requests,

@@ -8,6 +8,7 @@
 //! `testapp_wsgi.py` through the Python bridge: each of its tests is there
 //! twice, as `FILE::native::NAME` and `FILE::wsgi::NAME`.
 
+mod access_log;
 mod affinity;
 mod c_app;
 mod cli;

@@ -3,8 +3,6 @@
 //! (the connection's socket is one end of a socketpair that is never read
 //! or written). Not part of the server; hidden from the docs.
 
-use std::sync::Mutex;
-
 use rgun_gateway::ffi;
 
 use crate::app::LoadedApp;
@@ -71,7 +69,7 @@ impl Harness {
 
     /// Answer the requests in `input`; returns the bytes that would be sent.
     pub fn answer(&mut self, input: &[u8]) -> &[u8] {
-        let access_log: Option<&Mutex<crate::access_log::AccessLog>> = None;
+        let access_log: Option<&'static crate::access_log::AccessLog> = None;
         self.conn.load_input(input);
         self.conn.process_for_bench(&mut Cx {
             settings: self.settings,

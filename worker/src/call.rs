@@ -12,6 +12,7 @@ use rgun_gateway::ffi;
 use rgun_gateway::grammar::HeaderLines;
 
 use crate::abort;
+use crate::access_log::Capture;
 use crate::blocking::CallIo;
 use crate::body::{BodyReader, Spill};
 use crate::encode::{Encoder, EncoderSetup, Refusal};
@@ -36,6 +37,8 @@ pub struct CallCtx<'a> {
     body: BodyReader<'a>,
     enc: Encoder<'a>,
     method_is_head: bool,
+    /// The response headers the access log shows, if it shows any.
+    capture: Option<Capture<'a>>,
 }
 
 /// What a call starts from.
@@ -53,10 +56,14 @@ pub struct CallSetup<'a> {
     pub method_is_head: bool,
     pub version: Version,
     pub keep_alive: bool,
+    pub capture: Option<Capture<'a>>,
 }
 
 impl<'a> CallCtx<'a> {
-    pub fn new(setup: CallSetup<'a>) -> Self {
+    pub fn new(mut setup: CallSetup<'a>) -> Self {
+        if let Some(capture) = &mut setup.capture {
+            capture.clear();
+        }
         CallCtx {
             io: setup.io,
             body: BodyReader::new(
@@ -76,6 +83,7 @@ impl<'a> CallCtx<'a> {
                 keep_alive: setup.keep_alive,
             }),
             method_is_head: setup.method_is_head,
+            capture: setup.capture,
         }
     }
 
@@ -111,7 +119,11 @@ impl<'a> CallCtx<'a> {
     ) -> Result<(), Refusal> {
         let unread_ok = self.body.is_done() || self.body.fits_drain();
         self.enc
-            .start_response(status, reason, headers, whole_body, unread_ok)
+            .start_response(status, reason, headers, whole_body, unread_ok)?;
+        if let Some(capture) = &mut self.capture {
+            capture.record(headers);
+        }
+        Ok(())
     }
 
     /// The server's own answer to `OPTIONS *`, a question about the server
@@ -139,6 +151,11 @@ impl<'a> CallCtx<'a> {
             // A client gone mid-body gets no answer; any other failure gets
             // the server's.
             let status = self.body.error().map_or(Some(500), |e| e.status());
+            if let Some(capture) = &mut self.capture
+                && !self.enc.is_committed()
+            {
+                capture.clear();
+            }
             self.enc.replace_with_error(status);
         }
         if self.enc.keep_alive() && !self.body.is_done() {

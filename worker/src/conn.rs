@@ -9,7 +9,7 @@ use std::io;
 use crate::blocking::CallIo;
 use crate::call::CallSetup;
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
-use crate::exchange::{call_app, log_access, request_view};
+use crate::exchange::{Logged, call_app, capture, log_access, log_clock, request_view};
 use crate::handoff::{Arrival, Passage};
 use crate::parse;
 use crate::proxy::Versions;
@@ -452,6 +452,7 @@ impl Conn {
             response::error(&mut self.wbuf, 400, cx.date, head.is_head_method());
             return Served::Close { unread_input: true };
         }
+        let started = log_clock(cx.access_log);
         let path = parse::decoded_path(head.path, &mut scratch.path);
         let mut room = edge::ClientText::new();
         let client_addr = edge::client_addr(
@@ -486,6 +487,7 @@ impl Conn {
             method_is_head: head.is_head_method(),
             version: head.version,
             keep_alive: head.keep_alive && !cx.draining,
+            capture: capture(cx.access_log, &mut scratch.log.response),
         };
         let outcome = call_app(settings, setup, head, &request, cx.now_ms);
         // The call may have taken long: deadlines from here on count from
@@ -496,13 +498,16 @@ impl Conn {
         settings.slot.beat(cx.now_ms);
         settings.slot.request_finished();
         if let Some(log) = cx.access_log {
-            log_access(
-                log,
-                (&self.peer, client_addr),
+            let logged = Logged {
+                peer: &self.peer,
+                client_addr,
+                listener: &settings.listeners[self.listener],
                 head,
-                &outcome,
-                &scratch.fields,
-            );
+                path,
+                fields: &scratch.fields,
+                started,
+            };
+            log_access(log, &mut scratch.log, logged, &outcome);
         }
         let used = head.len + outcome.input_used;
         self.carry_over(used, &mut scratch.spill);

@@ -4,11 +4,9 @@
 //! [`Cx`] is the view of these that answering a request needs, on
 //! whichever thread does it.
 
-use std::sync::{Arc, Mutex};
-
 use rgun_gateway::ffi;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, LogScratch};
 use crate::app::LoadedApp;
 use crate::body::Spill;
 use crate::parse::{self, Limits};
@@ -54,6 +52,7 @@ pub struct Scratch {
     pub fields: Vec<ffi::Header>,
     pub path: Vec<u8>,
     pub spill: Spill,
+    pub log: LogScratch,
 }
 
 impl Scratch {
@@ -62,6 +61,7 @@ impl Scratch {
             fields: Vec::with_capacity(limits.request_fields.min(parse::MAX_REQUEST_FIELDS_CAP)),
             path: Vec::new(),
             spill: Spill::new(READ_BUFFER_SIZE * SPILL_BUFFERS),
+            log: LogScratch::default(),
         }
     }
 }
@@ -73,7 +73,7 @@ pub struct Cx<'a> {
     pub date: &'a [u8],
     pub now_ms: u64,
     pub draining: bool,
-    pub access_log: Option<&'a Mutex<AccessLog>>,
+    pub access_log: Option<&'static AccessLog>,
 }
 
 /// Whether the worker takes new connections.
@@ -101,13 +101,13 @@ pub struct Shared {
     pub date: DateCache,
     pub now_ms: u64,
     pub accept: AcceptMode,
-    pub access_log: Option<Arc<Mutex<AccessLog>>>,
+    pub access_log: Option<&'static AccessLog>,
     read_pool: Vec<Vec<u8>>,
     write_pool: Vec<Vec<u8>>,
 }
 
 impl Shared {
-    pub fn new(settings: &'static Settings, access_log: Option<Arc<Mutex<AccessLog>>>) -> Shared {
+    pub fn new(settings: &'static Settings, access_log: Option<&'static AccessLog>) -> Shared {
         Shared {
             settings,
             scratch: Scratch::new(&settings.limits),
@@ -127,7 +127,15 @@ impl Shared {
             date: self.date.get(),
             now_ms: self.now_ms,
             draining: self.accept == AcceptMode::Draining,
-            access_log: self.access_log.as_deref(),
+            access_log: self.access_log,
+        }
+    }
+
+    /// The end of a loop turn: the lines of the turn's requests go to the
+    /// access log's writer.
+    pub fn submit_access_log(&mut self) {
+        if let Some(log) = self.access_log {
+            log.submit(&mut self.scratch.log.lines);
         }
     }
 

@@ -6,7 +6,9 @@
 use rgun_gateway::ffi;
 use rgun_gateway::grammar::HeaderLines;
 
-use crate::access_log::{AccessLog, Entry};
+use std::time::Instant;
+
+use crate::access_log::{AccessLog, Capture, Entry, LogScratch, ResponseFields};
 use crate::call::{CallCtx, CallSetup, Outcome};
 use crate::context::Settings;
 use crate::parse::{self, Head};
@@ -71,29 +73,59 @@ pub fn call_app(
     outcome
 }
 
-pub fn log_access(
-    log: &std::sync::Mutex<AccessLog>,
-    (peer, client_addr): (&Peer, &[u8]),
-    head: &Head<'_>,
-    outcome: &Outcome,
-    fields: &[ffi::Header],
-) {
-    log.lock().unwrap_or_else(|e| e.into_inner()).write(&Entry {
-        remote_addr: peer.addr(),
-        client_addr,
-        method: head.method,
-        target: head.target,
-        version: head.version,
-        status: outcome.status,
-        body_bytes: outcome.body_bytes,
-        referer: field(fields, b"referer"),
-        user_agent: field(fields, b"user-agent"),
-    });
+/// The response headers the access log shows, kept while the application
+/// answers: only when its format asks for some.
+pub fn capture<'a>(
+    log: Option<&'static AccessLog>,
+    fields: &'a mut ResponseFields,
+) -> Option<Capture<'a>> {
+    let names = log?.response_headers();
+    (!names.is_empty()).then_some(Capture { names, fields })
 }
 
-fn field<'f>(fields: &'f [ffi::Header], name: &[u8]) -> &'f [u8] {
+/// When the request started, if the access log shows its duration.
+pub fn log_clock(log: Option<&'static AccessLog>) -> Option<Instant> {
+    log.filter(|log| log.timed()).map(|_| Instant::now())
+}
+
+/// What the access log line of a request is made from, besides the answer.
+pub struct Logged<'a> {
+    pub peer: &'a Peer,
+    /// The client a trusted proxy forwarded for (`rgun.client_addr`).
+    pub client_addr: &'a [u8],
+    pub listener: &'a ListenerInfo,
+    pub head: &'a Head<'a>,
+    /// The decoded path.
+    pub path: &'a [u8],
+    pub fields: &'a [ffi::Header],
+    pub started: Option<Instant>,
+}
+
+pub fn log_access(log: &AccessLog, scratch: &mut LogScratch, req: Logged<'_>, outcome: &Outcome) {
+    let head = req.head;
+    let LogScratch { lines, response } = scratch;
     // SAFETY: the fields point into the read buffer, which is not touched
     // between parsing and this use.
-    let lines = unsafe { HeaderLines::from_raw(fields.as_ptr(), fields.len()) };
-    lines.get(name).unwrap_or_default()
+    let headers = unsafe { HeaderLines::from_raw(req.fields.as_ptr(), req.fields.len()) };
+    let entry = Entry {
+        remote_addr: req.peer.addr(),
+        remote_port: req.peer.port,
+        method: head.method,
+        target: head.target,
+        path: req.path,
+        query: head.query,
+        version: head.version,
+        scheme: crate::conn::edge::scheme(req.peer, head),
+        client_addr: req.client_addr,
+        server_name: &req.listener.server_name,
+        server_port: req.listener.server_port,
+        content_type: head.content_type,
+        content_length: head.content_length,
+        headers,
+        response,
+        status: outcome.status,
+        body_bytes: outcome.body_bytes,
+        duration: req.started.map(|t| t.elapsed()),
+    };
+    log.write(&entry, lines);
 }

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 
 use nix::sys::signal::{SigHandler, Signal};
 
+pub use access_log::{AccessLogConfig, FormatError as AccessLogFormatError};
 pub use allow::{AllowList, BadEntry};
 pub use app::{LoadError, load_library};
 /// The gateway's log callback, writing to this process's error log (for a
@@ -91,7 +92,8 @@ pub struct WorkerConfig {
     pub header_timeout_ms: u64,
     /// The longest wait on one client read or write inside a request.
     pub io_timeout_ms: u64,
-    pub access_log: Option<PathBuf>,
+    /// `--access-logfile`, with its format.
+    pub access_log: Option<AccessLogConfig>,
     /// Where connections pass between workers (made by the master).
     pub channel: handoff::Channel,
     /// `--worker-connections`: the most connections the worker holds.
@@ -200,8 +202,7 @@ fn boot(
         .access_log
         .map(access_log::AccessLog::open)
         .transpose()
-        .map_err(BootError::AccessLog)?
-        .map(|log| std::sync::Arc::new(std::sync::Mutex::new(log)));
+        .map_err(BootError::AccessLog)?;
     let threads = thread_count(config.threads, &app);
     // Told to the application (the WSGI bridge's wsgi.multithread).
     // SAFETY: no other thread of this process exists yet to read the

@@ -28,7 +28,7 @@ impl Pool {
     pub fn start(
         threads: usize,
         settings: &'static Settings,
-        access_log: Option<Arc<Mutex<AccessLog>>>,
+        access_log: Option<&'static AccessLog>,
         waker: Arc<mio::Waker>,
     ) -> std::io::Result<Pool> {
         let (jobs, job_rx) = channel::<Job>();
@@ -38,7 +38,6 @@ impl Pool {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
             let waker = Arc::clone(&waker);
-            let access_log = access_log.clone();
             std::thread::Builder::new()
                 .name(format!("rgun-app-{i}"))
                 .spawn(move || {
@@ -63,8 +62,11 @@ impl Pool {
                             date: date.get(),
                             now_ms: monotonic_ms(),
                             draining,
-                            access_log: access_log.as_deref(),
+                            access_log,
                         });
+                        if let Some(log) = access_log {
+                            log.submit(&mut scratch.log.lines);
+                        }
                         if done_tx.send((key, conn)).is_err() {
                             return;
                         }

@@ -124,7 +124,7 @@ impl EventLoop {
             Some(Pool::start(
                 setup.threads,
                 shared.settings,
-                shared.access_log.clone(),
+                shared.access_log,
                 waker,
             )?)
         } else {
@@ -211,10 +211,12 @@ impl EventLoop {
                 self.next_tick_ms = self.shared.now_ms + TICK_MS;
                 self.tick();
             }
+            self.shared.submit_access_log();
             self.check_max_requests();
             if self.shared.is_draining() {
                 let idle = lock(&self.conns).is_empty();
                 if idle && !(self.serves_handoffs_while_draining() && self.take_one_handed_off()) {
+                    self.flush_access_log();
                     return Ok(());
                 }
             }
@@ -230,9 +232,19 @@ impl EventLoop {
             && slot.requests() >= limit
         {
             self.max_requests = None;
+            // The requests' lines come before the worker says it leaves.
+            self.flush_access_log();
             log::info!("Autorestarting worker after current request.");
             slot.set_wish(Wish::MaxRequests);
             self.wake_master();
+        }
+    }
+
+    /// Wait until the access log's writer has written what this worker's
+    /// threads handed over.
+    fn flush_access_log(&self) {
+        if let Some(log) = self.shared.access_log {
+            log.flush();
         }
     }
 
@@ -477,10 +489,8 @@ impl EventLoop {
         }
         if self.signals.take(Signal::SIGUSR1) > 0 {
             (self.reopen_error_log)();
-            if let Some(log) = &self.shared.access_log
-                && let Err(e) = log.lock().unwrap_or_else(|e| e.into_inner()).reopen()
-            {
-                log::error!("reopening the access log failed: {e}");
+            if let Some(log) = self.shared.access_log {
+                log.reopen();
             }
         }
     }

@@ -43,6 +43,12 @@ pub fn access_log_time(unix_secs: u64) -> String {
     format!("{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000")
 }
 
+/// `2026-11-21T03:37:36Z`: the JSON access log's time, ISO 8601.
+pub fn iso_time(unix_secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = civil(unix_secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -59,5 +65,6 @@ mod tests {
         // 2024-02-29 12:34:56 UTC, a leap day.
         assert_eq!(error_log_time(1_709_210_096), "2024-02-29 12:34:56 +0000");
         assert_eq!(access_log_time(1_709_210_096), "29/Feb/2024:12:34:56 +0000");
+        assert_eq!(iso_time(1_709_210_096), "2024-02-29T12:34:56Z");
     }
 }
