@@ -95,6 +95,28 @@ fn unix_socket_atoms() {
     assert_eq!(line, "-|example.org|8443|||GET /bytes?n=1 HTTP/1.1");
 }
 
+/// The forwarded client (issue 13) as `%({rgun.client_addr}e)s`: from the
+/// trusted loopback peer its X-Forwarded-For names the client; `%(h)s`
+/// stays the peer, as in Gunicorn.
+#[test]
+fn the_forwarded_client_is_an_environ_atom() {
+    let format = "%(h)s|%({rgun.client_addr}e)s|%(r)s";
+    let server = Server::builder(testapp())
+        .args(["--access-logfile", "-", "--access-logformat", format])
+        .start();
+    let mut conn = server.connect();
+    conn.request(
+        b"GET /bytes?n=2 HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n\r\n",
+    )
+    .assert_status(200);
+    conn.request(b"GET /bytes?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .assert_status(200);
+    let forwarded = server.stdout.wait_for("/bytes?n=2", WAIT);
+    assert_eq!(forwarded, "127.0.0.1|203.0.113.7|GET /bytes?n=2 HTTP/1.1");
+    let direct = server.stdout.wait_for("/bytes?n=3", WAIT);
+    assert_eq!(direct, "127.0.0.1|127.0.0.1|GET /bytes?n=3 HTTP/1.1");
+}
+
 /// `[21/Nov/2026:03:37:36 +0000]`
 fn is_clf_time(text: &str) -> bool {
     let b = text.as_bytes();
