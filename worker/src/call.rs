@@ -138,8 +138,10 @@ impl<'a> CallCtx<'a> {
 
     /// After the application returned `rc`: finish the answer, or replace it
     /// with the server's error if nothing of it was sent; skip the unread
-    /// body so that the connection can serve the next request.
-    pub fn finish(mut self, rc: i32) -> Outcome {
+    /// body so that the connection can serve the next request. By
+    /// reference: moving the call's state out costs a copy of it on every
+    /// request.
+    pub fn finish(&mut self, rc: i32) -> Outcome {
         abort::leave();
         let complete = rc == ffi::OK && self.enc.is_started() && !self.enc.is_failed();
         if complete && self.take_body_before_answer() {

@@ -423,6 +423,10 @@ impl Conn {
 
     /// Parse the next head, hand the request to the application, log it,
     /// and keep what follows it for the next one.
+    // Inlined into the loop over buffered requests: out of line it costs a
+    // call and the spills around it on every request (callgrind, see
+    // worker/benches/dispatch.rs).
+    #[inline(always)]
     fn answer_next(&mut self, cx: &mut Cx<'_>) -> Served {
         let settings = cx.settings;
         let scratch = &mut *cx.scratch;
