@@ -6,6 +6,7 @@
 mod arbiter;
 mod cli;
 mod logging;
+mod metrics;
 mod pidfile;
 mod privileges;
 mod proctitle;
@@ -147,6 +148,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             sockets::describe(&listener.addr)
         );
     }
+    settings.metrics = metrics::setup(&cli, &binds, settings.identity.as_ref())?;
     proctitle::set("master");
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
     Ok(arbiter.run())
@@ -371,6 +373,7 @@ fn settings(
         start_dir: None,
         identity: None,
         fork_hooks,
+        metrics: None,
         worker: Some(rgun_worker::WorkerConfig {
             forwarded_allow: forwarded_allow(&cli.forwarded_allow_ips)?,
             app,
@@ -393,6 +396,7 @@ fn settings(
             set_title: proctitle::set,
             reload: cli.reload,
             reopen_error_log: logging::reopen,
+            metrics: cli.metrics_bind.is_some(),
         }),
     })
 }

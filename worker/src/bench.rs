@@ -26,6 +26,12 @@ pub struct Harness {
 impl Harness {
     /// Serve `app` with Gunicorn's default limits.
     pub fn new(app: &'static ffi::App) -> Harness {
+        Harness::with_metrics(app, false)
+    }
+
+    /// As `new`, counting every request in the scoreboard when `metrics`
+    /// (as with `--metrics-bind`).
+    pub fn with_metrics(app: &'static ffi::App, metrics: bool) -> Harness {
         let limits = Limits {
             request_line: 4094,
             request_fields: 100,
@@ -51,6 +57,7 @@ impl Harness {
             answer_on_abort: false,
             call_clock: Box::leak(Box::default()),
             peers,
+            metrics,
         }));
         let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
         ours.set_nonblocking(true).expect("non-blocking");

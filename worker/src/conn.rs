@@ -9,7 +9,7 @@ use std::io;
 use crate::blocking::CallIo;
 use crate::call::CallSetup;
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
-use crate::exchange::{call_app, log_access, request_view};
+use crate::exchange::{call_app, count_refused, log_access, request_view};
 use crate::handoff::{Arrival, Passage};
 use crate::parse;
 use crate::response;
@@ -422,7 +422,14 @@ impl Conn {
                     "refusing a request from {}: {e}",
                     String::from_utf8_lossy(self.peer.addr())
                 );
+                let before = self.wbuf.len();
                 response::error(&mut self.wbuf, e.status(), cx.date, method_is_head);
+                count_refused(
+                    settings,
+                    &self.rbuf[self.rstart..self.rend],
+                    e.status(),
+                    self.wbuf.len() - before,
+                );
                 // The rest of a refused request may still be coming.
                 return Served::Close { unread_input: true };
             }

@@ -10,6 +10,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::call::{CallCtx, CallSetup, Outcome};
 use crate::context::Settings;
 use crate::parse::{self, Head};
+use crate::scoreboard::metrics::{self, Finished};
 use crate::stream::{ListenerInfo, Peer};
 
 /// The request as the application sees it: slices into the read buffer and
@@ -54,6 +55,14 @@ pub fn call_app(
 ) -> Outcome {
     let mut call = CallCtx::new(setup);
     settings.slot.request_started(now_ms);
+    // With metrics on: the request line for the status page, and the
+    // precise clock (the vDSO's, no system call) around the call.
+    let started_ns = if settings.metrics {
+        settings.slot.set_request_line(head.request_line);
+        metrics::monotonic_ns()
+    } else {
+        0
+    };
     settings.slot.call_started();
     if settings.answer_on_abort {
         call.enter(head.request_line);
@@ -66,7 +75,33 @@ pub fn call_app(
     };
     let outcome = call.finish(rc);
     settings.slot.call_finished();
+    // Status 0: the client left before any answer; nothing to count.
+    if settings.metrics && outcome.status != 0 {
+        settings.slot.counters().record(Finished {
+            method: metrics::method_index(head.method),
+            status: outcome.status,
+            duration_ns: metrics::monotonic_ns().saturating_sub(started_ns),
+            request_bytes: head.len as u64 + outcome.request_body_bytes,
+            response_bytes: outcome.head_bytes + outcome.body_bytes,
+        });
+    }
     outcome
+}
+
+/// With metrics on: a request refused before the application saw it (its
+/// head was malformed or too large), counted with the server's answer.
+pub fn count_refused(settings: &Settings, input: &[u8], status: u16, answer_bytes: usize) {
+    if !settings.metrics {
+        return;
+    }
+    let method = input.split(|b| *b == b' ').next().unwrap_or_default();
+    settings.slot.counters().record(Finished {
+        method: metrics::method_index(method),
+        status,
+        duration_ns: 0,
+        request_bytes: input.len() as u64,
+        response_bytes: answer_bytes as u64,
+    });
 }
 
 pub fn log_access(

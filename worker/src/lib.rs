@@ -119,6 +119,8 @@ pub struct WorkerConfig {
     pub set_title: fn(&str),
     /// Reopens the error log (the master's logger, inherited) on USR1.
     pub reopen_error_log: fn(),
+    /// `--metrics-bind` is set: count every request in the scoreboard.
+    pub metrics: bool,
 }
 
 /// Why a worker could not start serving; each maps to its exit code.
@@ -240,6 +242,7 @@ fn boot(
         answer_on_abort: threads <= 1,
         call_clock: Box::leak(Box::default()),
         peers,
+        metrics: config.metrics,
     }));
     let shared = context::Shared::new(settings, access_log);
     server::EventLoop::new(server::LoopSetup {
