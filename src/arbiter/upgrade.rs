@@ -145,6 +145,7 @@ impl Arbiter {
         for pid in serving {
             if let Some(worker) = self.workers.get_mut(&pid) {
                 worker.life = Life::Retiring;
+                self.scoreboard.slot(worker.slot).mark_retiring();
                 if hand_off {
                     self.scoreboard.slot(worker.slot).mark_replaced();
                 }

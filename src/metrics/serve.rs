@@ -125,10 +125,9 @@ fn answer(
         b"/readyz" => match snapshot().readiness {
             Readiness::Ready => text(200, "ready\n".into()),
             Readiness::Stopping => text(503, "not ready: the server is stopping\n".into()),
-            Readiness::NoWorkerBooted => text(
-                503,
-                "not ready: no worker has loaded the application\n".into(),
-            ),
+            Readiness::NoWorkerBooted => {
+                text(503, "not ready: no worker serves the application\n".into())
+            }
         },
         b"/status.json" => {
             let snapshot = snapshot();

@@ -49,7 +49,7 @@ pub fn json(snapshot: &Snapshot, recent: &Recent, sources: &Sources<'_>, summary
     let readiness = match snapshot.readiness {
         Readiness::Ready => "ready",
         Readiness::Stopping => "stopping",
-        Readiness::NoWorkerBooted => "no worker has loaded the application",
+        Readiness::NoWorkerBooted => "no worker serves the application",
     };
     let _ = write!(
         out,

@@ -82,7 +82,13 @@ pub fn call_app(
             status: outcome.status,
             duration_ns: metrics::monotonic_ns().saturating_sub(started_ns),
             request_bytes: head.len as u64 + outcome.request_body_bytes,
-            response_bytes: outcome.head_bytes + outcome.body_bytes,
+            // An answer to HEAD counts its body's length, but sends none.
+            response_bytes: outcome.head_bytes
+                + if head.is_head_method() {
+                    0
+                } else {
+                    outcome.body_bytes
+                },
         });
     }
     outcome
