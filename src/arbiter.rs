@@ -522,6 +522,9 @@ impl Arbiter {
             for listener in &self.listeners {
                 listener.unlink();
             }
+            if let Some(metrics) = &self.settings.metrics {
+                metrics.listener.unlink();
+            }
         }
         // Their exit is expected now, not a failure to report.
         for worker in self.workers.values_mut() {

@@ -11,6 +11,12 @@ use super::snapshot::{Snapshot, WorkerState};
 use crate::sockets::{self, BindAddr};
 use rgun_worker::scoreboard::metrics::{DURATION_BUCKETS_SECONDS, METHODS, STATUS_CLASSES};
 
+/// A `process_*` family: its name, help, and how to read it from a
+/// process's `/proc/PID/stat`.
+type StatFamily = (&'static str, &'static str, fn(&ProcStat) -> f64);
+/// The same, read from elsewhere in `/proc/PID`.
+type PidFamily = (&'static str, &'static str, fn(i32) -> Option<u64>);
+
 /// One metric family being written.
 struct Out {
     text: String,
@@ -261,7 +267,7 @@ fn processes(out: &mut Out, snapshot: &Snapshot, master_pid: i32) {
         &[("role", "workers")],
         workers_cpu,
     );
-    let gauges: [(&str, &str, fn(&ProcStat) -> f64); 3] = [
+    let gauges: [StatFamily; 3] = [
         (
             "process_resident_memory_bytes",
             "Resident memory size, in bytes (workers: summed, shared pages counted in each).",
@@ -299,7 +305,7 @@ fn processes(out: &mut Out, snapshot: &Snapshot, master_pid: i32) {
 
 /// `process_open_fds` and `process_max_fds`, where this process may look.
 fn descriptors(out: &mut Out, master_pid: i32, own_pid: i32, workers: &[i32]) {
-    let families: [(&str, &str, fn(i32) -> Option<u64>); 2] = [
+    let families: [PidFamily; 2] = [
         (
             "process_open_fds",
             "Open file descriptors (workers: summed).",

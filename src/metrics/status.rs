@@ -39,7 +39,6 @@ fn opt(value: Option<f64>) -> String {
 
 /// Everything the page shows, as one JSON object.
 pub fn json(snapshot: &Snapshot, recent: &Recent, sources: &Sources<'_>, summary: &str) -> String {
-    let totals = &snapshot.totals;
     let mut out = String::with_capacity(4096);
     let health = match snapshot.health {
         Health::Alive => "alive",
@@ -60,61 +59,12 @@ pub fn json(snapshot: &Snapshot, recent: &Recent, sources: &Sources<'_>, summary
         snapshot.readiness == Readiness::Ready,
         snapshot.wanted
     );
-    let _ = write!(out, "\"config\":{summary},\"workers\":[");
-    for (i, w) in snapshot.workers.iter().enumerate() {
-        let request = match &w.request {
-            Some(r) => format!(
-                "{{\"line\":{},\"seconds\":{}}}",
-                json_string(&r.line),
-                r.for_ms as f64 / 1000.0
-            ),
-            None => "null".into(),
-        };
-        let _ = write!(
-            out,
-            "{}{{\"slot\":{},\"pid\":{},\"state\":{},\"requests\":{},\"in_flight\":{},\"connections\":{},\"age_seconds\":{},\"request\":{request}}}",
-            if i > 0 { "," } else { "" },
-            w.slot,
-            w.pid,
-            json_string(w.state.label()),
-            w.requests,
-            w.in_flight,
-            w.connections,
-            w.age_ms / 1000,
-        );
-    }
-    let by = |f: &dyn Fn(usize, usize) -> bool| -> u64 {
-        let mut n = 0;
-        for (c, row) in totals.requests.iter().enumerate() {
-            for (m, count) in row.iter().enumerate() {
-                if f(c, m) {
-                    n += count;
-                }
-            }
-        }
-        n
-    };
-    let classes: Vec<String> = STATUS_CLASSES
-        .iter()
-        .enumerate()
-        .map(|(c, name)| format!("{}:{}", json_string(name), by(&|cc, _| cc == c)))
-        .collect();
-    let methods: Vec<String> = METHODS
-        .iter()
-        .enumerate()
-        .map(|(m, name)| format!("{}:{}", json_string(name), by(&|_, mm| mm == m)))
-        .collect();
     let _ = write!(
         out,
-        "],\"totals\":{{\"requests\":{},\"in_flight\":{},\"connections\":{},\"request_bytes\":{},\"response_bytes\":{},\"by_class\":{{{}}},\"by_method\":{{{}}}}},",
-        totals.requests_total(),
-        snapshot.in_flight(),
-        snapshot.connections(),
-        totals.request_bytes,
-        totals.response_bytes,
-        classes.join(","),
-        methods.join(",")
+        "\"config\":{summary},\"workers\":[{}],",
+        workers(snapshot)
     );
+    totals_json(&mut out, snapshot);
     let [p50, p90, p99] = recent.percentiles;
     let _ = write!(
         out,
@@ -142,6 +92,71 @@ pub fn json(snapshot: &Snapshot, recent: &Recent, sources: &Sources<'_>, summary
         listeners.join(",")
     );
     out
+}
+
+/// The workers, as JSON objects separated by commas.
+fn workers(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    for (i, w) in snapshot.workers.iter().enumerate() {
+        let request = match &w.request {
+            Some(r) => format!(
+                "{{\"line\":{},\"seconds\":{}}}",
+                json_string(&r.line),
+                r.for_ms as f64 / 1000.0
+            ),
+            None => "null".into(),
+        };
+        let _ = write!(
+            out,
+            "{}{{\"slot\":{},\"pid\":{},\"state\":{},\"requests\":{},\"in_flight\":{},\"connections\":{},\"age_seconds\":{},\"request\":{request}}}",
+            if i > 0 { "," } else { "" },
+            w.slot,
+            w.pid,
+            json_string(w.state.label()),
+            w.requests,
+            w.in_flight,
+            w.connections,
+            w.age_ms / 1000,
+        );
+    }
+    out
+}
+
+/// The `totals` member, and its comma.
+fn totals_json(out: &mut String, snapshot: &Snapshot) {
+    let totals = &snapshot.totals;
+    let by = |f: &dyn Fn(usize, usize) -> bool| -> u64 {
+        let mut n = 0;
+        for (c, row) in totals.requests.iter().enumerate() {
+            for (m, count) in row.iter().enumerate() {
+                if f(c, m) {
+                    n += count;
+                }
+            }
+        }
+        n
+    };
+    let classes: Vec<String> = STATUS_CLASSES
+        .iter()
+        .enumerate()
+        .map(|(c, name)| format!("{}:{}", json_string(name), by(&|cc, _| cc == c)))
+        .collect();
+    let methods: Vec<String> = METHODS
+        .iter()
+        .enumerate()
+        .map(|(m, name)| format!("{}:{}", json_string(name), by(&|_, mm| mm == m)))
+        .collect();
+    let _ = write!(
+        out,
+        "\"totals\":{{\"requests\":{},\"in_flight\":{},\"connections\":{},\"request_bytes\":{},\"response_bytes\":{},\"by_class\":{{{}}},\"by_method\":{{{}}}}},",
+        totals.requests_total(),
+        snapshot.in_flight(),
+        snapshot.connections(),
+        totals.request_bytes,
+        totals.response_bytes,
+        classes.join(","),
+        methods.join(",")
+    );
 }
 
 #[cfg(test)]
