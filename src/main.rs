@@ -82,6 +82,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     // Inherited sockets are claimed (close-on-exec, variables removed)
     // before any application code could start a subprocess.
     let inherited = sockets::inherited()?;
+    let inherited_metrics = metrics::inherited()?;
     // The pid file before binding: a second instance started by mistake
     // stops here, before it replaces the first one's Unix socket.
     let pidfile = cli
@@ -148,7 +149,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             sockets::describe(&listener.addr)
         );
     }
-    settings.metrics = metrics::setup(&cli, &binds, settings.identity.as_ref())?;
+    let identity = settings.identity.as_ref();
+    settings.metrics = metrics::setup(&cli, &binds, identity, inherited_metrics)?;
     proctitle::set("master");
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
     Ok(arbiter.run())

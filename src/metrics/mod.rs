@@ -51,26 +51,34 @@ enum Process {
     Running(Pid),
 }
 
-/// The metrics socket: inherited from the previous master image, or bound
-/// now; `None` without `--metrics-bind`.
+/// The metrics socket of the previous master image (an upgrade, a
+/// `--preload` reload), claimed (close-on-exec, variable removed) before
+/// any application code could start a subprocess.
+pub fn inherited() -> Result<Option<Listener>> {
+    let Ok(fd) = std::env::var(METRICS_FD_ENV) else {
+        return Ok(None);
+    };
+    // SAFETY: the master is single-threaded.
+    unsafe { std::env::remove_var(METRICS_FD_ENV) };
+    let fd = fd
+        .parse()
+        .with_context(|| format!("invalid {METRICS_FD_ENV} {fd:?}"))?;
+    Ok(Some(sockets::adopt(fd, false)?))
+}
+
+/// The metrics socket: `inherited` from the previous master image, or
+/// bound now; `None` without `--metrics-bind`.
 pub fn setup(
     cli: &Cli,
     binds: &[String],
     identity: Option<&crate::privileges::Identity>,
+    inherited: Option<Listener>,
 ) -> Result<Option<Metrics>> {
-    let inherited = std::env::var(METRICS_FD_ENV).ok();
-    // SAFETY: the master is single-threaded.
-    unsafe { std::env::remove_var(METRICS_FD_ENV) };
     let Some(spec) = &cli.metrics_bind else {
         return Ok(None);
     };
     let listener = match inherited {
-        Some(fd) => {
-            let fd = fd
-                .parse()
-                .with_context(|| format!("invalid {METRICS_FD_ENV} {fd:?}"))?;
-            sockets::adopt(fd, false)?
-        }
+        Some(listener) => listener,
         None => {
             let addr = BindAddr::parse_flag(spec, "--metrics-bind")?;
             let listener = Listener::bind(&addr, METRICS_BACKLOG, cli.umask)
@@ -170,11 +178,13 @@ impl Metrics {
         true
     }
 
-    /// The master stops (or re-executes): the metrics process goes last,
-    /// so that `/readyz` says "stopping" until the end.
+    /// The master stops (or re-executes, or hands over to a new master):
+    /// the metrics process goes, last, so that `/readyz` says "stopping"
+    /// until the end. It keeps no state, so SIGKILL: nothing it does can
+    /// make the master wait.
     pub fn stop(&mut self) {
         if let Process::Running(pid) = self.process {
-            let _ = kill(pid, Signal::SIGTERM);
+            let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
         self.process = Process::Down { at_ms: u64::MAX };

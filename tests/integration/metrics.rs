@@ -420,3 +420,63 @@ fn a_bad_metrics_address_is_one_error_line() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn a_memory_recycle_is_counted() {
+    // Every worker is over 1 MiB: each is recycled once its successor runs.
+    let (_server, metrics) = start(1, &["--max-worker-memory", "1"]);
+    wait_until("a memory recycle is counted", || {
+        value(metrics, &restarts_series("memory")) >= 1.0
+    });
+    assert_eq!(value(metrics, &restarts_series("crash")), 0.0);
+}
+
+/// The pid of the master whose metrics process answers now.
+fn answering_master(metrics: SocketAddr) -> u64 {
+    fetch(metrics, "/status.json").json()["master"]["pid"]
+        .as_u64()
+        .expect("the master's pid")
+}
+
+#[test]
+fn usr2_hands_the_metrics_socket_to_the_new_master() {
+    let server = Server::builder(testapp())
+        .new_session()
+        .args(["--metrics-bind", "127.0.0.1:0"])
+        .wait_for_workers(1)
+        .start();
+    let metrics = metrics_addr(&server);
+    let old_master = server.pid();
+    assert_eq!(answering_master(metrics), u64::from(old_master));
+    server.signal(libc::SIGUSR2);
+    let line = server.wait_for_log(&format!("Upgrading the master of pid {old_master}"), WAIT);
+    let new_master = crate::harness::log_line_pid(&line).expect("the new master's pid");
+    // The old master's metrics process left: every answer is the new one's.
+    wait_until("the new master's metrics process answers", || {
+        answering_master(metrics) == u64::from(new_master)
+    });
+    wait_until("the new master is ready", || {
+        fetch(metrics, "/readyz").status == 200
+    });
+    for _ in 0..3 {
+        assert_eq!(answering_master(metrics), u64::from(new_master));
+    }
+}
+
+#[test]
+fn a_preload_reload_serves_the_same_metrics_address() {
+    let (server, metrics) = start(1, &["--preload"]);
+    wait_until("/readyz says ready", || {
+        fetch(metrics, "/readyz").status == 200
+    });
+    server.signal(libc::SIGHUP);
+    // The new image adopts the socket and starts its own metrics process.
+    server
+        .stderr
+        .wait_for_count("Booting metrics process with pid: ", 2, WAIT);
+    wait_until("/readyz says ready again", || {
+        fetch(metrics, "/readyz").status == 200
+    });
+    assert_eq!(answering_master(metrics), u64::from(server.pid()));
+    assert_eq!(value(metrics, &restarts_series("crash")), 0.0);
+}
