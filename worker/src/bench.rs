@@ -13,6 +13,7 @@ use crate::context::{Cx, Scratch, Settings};
 use crate::parse::Limits;
 use crate::response::DateCache;
 use crate::scoreboard::Scoreboard;
+use crate::scoreboard::metrics::{Metering, Writers};
 use crate::stream::{ListenerInfo, Peer, Stream};
 
 pub struct Harness {
@@ -57,7 +58,11 @@ impl Harness {
             answer_on_abort: false,
             call_clock: Box::leak(Box::default()),
             peers,
-            metrics,
+            metrics: if metrics {
+                Metering::On(Writers::One)
+            } else {
+                Metering::Off
+            },
         }));
         let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
         ours.set_nonblocking(true).expect("non-blocking");

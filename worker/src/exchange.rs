@@ -10,7 +10,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::call::{CallCtx, CallSetup, Outcome};
 use crate::context::Settings;
 use crate::parse::{self, Head};
-use crate::scoreboard::metrics::{self, Finished};
+use crate::scoreboard::metrics::{self, Finished, Metering};
 use crate::stream::{ListenerInfo, Peer};
 
 /// The request as the application sees it: slices into the read buffer and
@@ -57,11 +57,12 @@ pub fn call_app(
     settings.slot.request_started(now_ms);
     // With metrics on: the request line for the status page, and the
     // precise clock (the vDSO's, no system call) around the call.
-    let started_ns = if settings.metrics {
-        settings.slot.set_request_line(head.request_line);
-        metrics::monotonic_ns()
-    } else {
-        0
+    let started_ns = match settings.metrics {
+        Metering::On(_) => {
+            settings.slot.set_request_line(head.request_line);
+            metrics::monotonic_ns()
+        }
+        Metering::Off => 0,
     };
     settings.slot.call_started();
     if settings.answer_on_abort {
@@ -76,8 +77,10 @@ pub fn call_app(
     let outcome = call.finish(rc);
     settings.slot.call_finished();
     // Status 0: the client left before any answer; nothing to count.
-    if settings.metrics && outcome.status != 0 {
-        settings.slot.counters().record(Finished {
+    if let Metering::On(writers) = settings.metrics
+        && outcome.status != 0
+    {
+        let done = Finished {
             method: metrics::method_index(head.method),
             status: outcome.status,
             duration_ns: metrics::monotonic_ns().saturating_sub(started_ns),
@@ -89,7 +92,8 @@ pub fn call_app(
                 } else {
                     outcome.body_bytes
                 },
-        });
+        };
+        settings.slot.counters().record(done, writers);
     }
     outcome
 }
@@ -97,17 +101,18 @@ pub fn call_app(
 /// With metrics on: a request refused before the application saw it (its
 /// head was malformed or too large), counted with the server's answer.
 pub fn count_refused(settings: &Settings, input: &[u8], status: u16, answer_bytes: usize) {
-    if !settings.metrics {
+    let Metering::On(writers) = settings.metrics else {
         return;
-    }
+    };
     let method = input.split(|b| *b == b' ').next().unwrap_or_default();
-    settings.slot.counters().record(Finished {
+    let done = Finished {
         method: metrics::method_index(method),
         status,
         duration_ns: 0,
         request_bytes: input.len() as u64,
         response_bytes: answer_bytes as u64,
-    });
+    };
+    settings.slot.counters().record(done, writers);
 }
 
 pub fn log_access(

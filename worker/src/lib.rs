@@ -46,6 +46,8 @@ pub use listener::{ListenerFd, ListenerSocket, SocketKind};
 pub use parse::Limits;
 pub use stream::ListenerInfo;
 
+use scoreboard::metrics::{Metering, Writers};
+
 /// A worker's exit code when it cannot boot (the init hook failed).
 /// Gunicorn's WORKER_BOOT_ERROR: the master stops instead of respawning.
 pub const EXIT_BOOT_ERROR: i32 = 3;
@@ -242,7 +244,15 @@ fn boot(
         answer_on_abort: threads <= 1,
         call_clock: Box::leak(Box::default()),
         peers,
-        metrics: config.metrics,
+        metrics: if config.metrics {
+            Metering::On(if threads <= 1 {
+                Writers::One
+            } else {
+                Writers::Many
+            })
+        } else {
+            Metering::Off
+        },
     }));
     let shared = context::Shared::new(settings, access_log);
     server::EventLoop::new(server::LoopSetup {

@@ -150,13 +150,14 @@ impl Slot {
 
     /// The worker, as it is aborted: the request line it held (method and
     /// target), cut to fit. Copies only: callable from a signal handler.
+    /// Also on every request with `--metrics-bind`, for the status page:
+    /// only the words the line needs are written.
     pub fn set_request_line(&self, line: &[u8]) {
-        let mut bytes = [0u8; REQUEST_LINE_BYTES];
         let len = line.len().min(REQUEST_LINE_BYTES);
-        bytes[..len].copy_from_slice(&line[..len]);
-        for (word, chunk) in self.request_line.iter().zip(bytes.chunks_exact(8)) {
-            let value = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
-            word.store(value, Ordering::Relaxed);
+        for (word, chunk) in self.request_line.iter().zip(line[..len].chunks(8)) {
+            let mut bytes = [0u8; 8];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
         }
         self.request_line_len.store(len as u32, Ordering::Relaxed);
     }

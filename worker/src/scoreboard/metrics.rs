@@ -166,6 +166,37 @@ pub struct Counters {
     response_bytes: AtomicU64,
 }
 
+/// Who adds to a slot's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writers {
+    /// One thread (a worker without `--threads`): a plain load and store,
+    /// no locked instruction.
+    One,
+    /// Several threads of the worker: atomic additions.
+    Many,
+}
+
+/// Whether a worker counts its requests (`--metrics-bind`), and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metering {
+    Off,
+    On(Writers),
+}
+
+fn add(counter: &AtomicU64, n: u64, writers: Writers) {
+    match writers {
+        // The only writer: nobody else's addition can be lost between
+        // the load and the store; readers see either value.
+        Writers::One => counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        ),
+        Writers::Many => {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// One finished request, as counted.
 #[derive(Clone, Copy, Debug)]
 pub struct Finished {
@@ -197,16 +228,14 @@ fn bucket(duration_ns: u64) -> usize {
 
 impl Counters {
     /// A request was answered: five relaxed additions, no system call.
-    pub fn record(&self, done: Finished) {
-        self.requests[status_class(done.status)][done.method.min(METHODS.len() - 1)]
-            .fetch_add(1, Ordering::Relaxed);
-        self.duration[bucket(done.duration_ns)].fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_ns
-            .fetch_add(done.duration_ns, Ordering::Relaxed);
-        self.request_bytes
-            .fetch_add(done.request_bytes, Ordering::Relaxed);
-        self.response_bytes
-            .fetch_add(done.response_bytes, Ordering::Relaxed);
+    pub fn record(&self, done: Finished, writers: Writers) {
+        let class = status_class(done.status);
+        let method = done.method.min(METHODS.len() - 1);
+        add(&self.requests[class][method], 1, writers);
+        add(&self.duration[bucket(done.duration_ns)], 1, writers);
+        add(&self.duration_sum_ns, done.duration_ns, writers);
+        add(&self.request_bytes, done.request_bytes, writers);
+        add(&self.response_bytes, done.response_bytes, writers);
     }
 
     /// Add this slot's counts to `into` (the metrics process, summing).
@@ -274,9 +303,12 @@ mod tests {
             request_bytes: 10,
             response_bytes: 20,
         };
-        counters.record(done(method_index(b"GET"), 200, 50_000));
-        counters.record(done(method_index(b"POST"), 404, 100_000));
-        counters.record(done(method_index(b"BREW"), 503, 11_000_000_000));
+        counters.record(done(method_index(b"GET"), 200, 50_000), Writers::One);
+        counters.record(done(method_index(b"POST"), 404, 100_000), Writers::Many);
+        counters.record(
+            done(method_index(b"BREW"), 503, 11_000_000_000),
+            Writers::One,
+        );
         let mut totals = Totals::default();
         counters.add_to(&mut totals);
         assert_eq!(totals.requests[1][0], 1);
