@@ -480,3 +480,24 @@ fn a_preload_reload_serves_the_same_metrics_address() {
     assert_eq!(answering_master(metrics), u64::from(server.pid()));
     assert_eq!(value(metrics, &restarts_series("crash")), 0.0);
 }
+
+#[test]
+fn requests_to_a_wsgi_application_are_counted_too() {
+    let server = crate::harness::App::Wsgi
+        .builder()
+        .args(["--metrics-bind", "127.0.0.1:0"])
+        .wait_for_workers(1)
+        .start();
+    let metrics = metrics_addr(&server);
+    server.get("/").assert_status(200);
+    server
+        .connect()
+        .request(&request("DELETE", "/status?code=500", &[], b""))
+        .assert_status(500);
+    wait_until("both requests counted", || {
+        value(metrics, "rgun_request_duration_seconds_count") == 2.0
+    });
+    let all = samples(&scrape(metrics));
+    assert_eq!(all[&requests_series("2xx", "GET")], 1.0);
+    assert_eq!(all[&requests_series("5xx", "DELETE")], 1.0);
+}
