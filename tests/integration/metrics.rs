@@ -501,3 +501,28 @@ fn requests_to_a_wsgi_application_are_counted_too() {
     assert_eq!(all[&requests_series("2xx", "GET")], 1.0);
     assert_eq!(all[&requests_series("5xx", "DELETE")], 1.0);
 }
+
+#[test]
+fn healthz_fails_while_the_master_is_stuck() {
+    let (server, metrics) = start(1, &[]);
+    fetch(metrics, "/healthz").assert_status(200);
+    // A stopped master turns its loop no more: its heartbeat in the
+    // scoreboard ages past the limit (10 s), while the metrics process and
+    // the workers run on.
+    server.signal(libc::SIGSTOP);
+    crate::harness::wait_until_within(
+        "/healthz says the master is silent",
+        std::time::Duration::from_secs(60),
+        || fetch(metrics, "/healthz").status == 503,
+    );
+    let answer = fetch(metrics, "/healthz").text();
+    assert!(
+        answer.starts_with("the master has been silent for "),
+        "{answer}"
+    );
+    server.get("/").assert_status(200);
+    server.signal(libc::SIGCONT);
+    wait_until("/healthz says ok again", || {
+        fetch(metrics, "/healthz").status == 200
+    });
+}
