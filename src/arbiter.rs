@@ -13,6 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use rgun_worker::scoreboard::metrics::{Phase, RestartReason};
 use rgun_worker::scoreboard::{Scoreboard, monotonic_ms};
 use rgun_worker::signals::SignalQueue;
 use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WorkerConfig};
@@ -142,6 +143,8 @@ pub struct Settings {
     /// Always there in the master; taken by a forked child as it becomes a
     /// worker.
     pub worker: Option<WorkerConfig>,
+    /// `--metrics-bind`: its socket and process.
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 /// The master: its workers, what it was asked for and what it told
@@ -237,7 +240,9 @@ impl Arbiter {
 
     /// Run until stopped: returns the process's exit code.
     pub fn run(&mut self) -> i32 {
+        self.scoreboard.master().set_phase(Phase::Serving);
         loop {
+            self.keep_metrics();
             self.manage_workers();
             // While the first worker loads the application the others wait
             // for it: look again soon rather than a whole tick later.
@@ -309,6 +314,7 @@ impl Arbiter {
                 .any(|(other, w)| *other != pid && w.is_serving());
         if let Some(worker) = self.workers.get_mut(&pid) {
             worker.life = Life::Retiring;
+            self.scoreboard.slot(worker.slot).mark_retiring();
             if others_serve {
                 self.scoreboard.slot(worker.slot).mark_replaced();
             }
@@ -343,6 +349,11 @@ impl Arbiter {
                 WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
                 _ => continue,
             };
+            if let Some(metrics) = &mut self.settings.metrics
+                && metrics.reaped(pid, code, signal)
+            {
+                continue;
+            }
             let Some(worker) = self.workers.remove(&pid) else {
                 if !self.reap_new_master(pid, code) {
                     self.orphans.retain(|p| *p != pid);
@@ -359,6 +370,14 @@ impl Arbiter {
             }
             // Peers no longer count it as a worker that takes work.
             self.scoreboard.slot(worker.slot).clear();
+            if !worker.is_retiring() {
+                self.scoreboard
+                    .master()
+                    .count_restart(match worker.aborted {
+                        Some(_) => RestartReason::Timeout,
+                        None => RestartReason::Crash,
+                    });
+            }
             if self.probe == Some(pid) {
                 self.probe = None;
             }
@@ -494,6 +513,8 @@ impl Arbiter {
     /// Stop every worker: TERM and up to `--graceful-timeout` for a graceful
     /// stop, QUIT for a quick one; SIGKILL for whatever is left.
     fn stop(&mut self, graceful: bool) {
+        // Unready first (`/readyz`), before any worker stops accepting.
+        self.scoreboard.master().set_phase(Phase::Stopping);
         self.notifier.notify("STOPPING=1\nSTATUS=stopping");
         // After an upgrade the new master listens on the same sockets: their
         // files stay (as Gunicorn and Nginx leave them).
@@ -501,10 +522,14 @@ impl Arbiter {
             for listener in &self.listeners {
                 listener.unlink();
             }
+            if let Some(metrics) = &self.settings.metrics {
+                metrics.listener.unlink();
+            }
         }
         // Their exit is expected now, not a failure to report.
         for worker in self.workers.values_mut() {
             worker.life = Life::Retiring;
+            self.scoreboard.slot(worker.slot).mark_retiring();
         }
         let signal = if graceful {
             Signal::SIGTERM
@@ -514,6 +539,7 @@ impl Arbiter {
         self.signal_workers(signal);
         let deadline = monotonic_ms().saturating_add(self.settings.graceful_timeout_ms);
         while !(self.workers.is_empty() && self.orphans.is_empty()) && monotonic_ms() < deadline {
+            self.scoreboard.master().beat(monotonic_ms());
             self.wait(100);
             self.signals.drain();
             if graceful
@@ -534,6 +560,26 @@ impl Arbiter {
             }
             self.workers.clear();
             self.orphans.clear();
+        }
+        if let Some(metrics) = &mut self.settings.metrics {
+            metrics.stop();
+        }
+    }
+
+    /// Each turn of the loop: the heartbeat and the workers wanted, for
+    /// the metrics process, and that process itself, started again if it
+    /// died.
+    fn keep_metrics(&mut self) {
+        let master = self.scoreboard.master();
+        master.beat(monotonic_ms());
+        master.set_wanted(self.wanted);
+        if let Some(metrics) = &mut self.settings.metrics {
+            metrics.keep_running(&crate::metrics::Sources {
+                scoreboard: &self.scoreboard,
+                listeners: &self.listeners,
+                master_pid: self.master_pid,
+                identity: self.settings.identity.as_ref(),
+            });
         }
     }
 }

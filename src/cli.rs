@@ -196,6 +196,12 @@ pub struct Cli {
     )]
     pub proxy_allow_from: String,
 
+    /// Serve Prometheus metrics, /healthz, /readyz and a status page on this
+    /// address (`HOST:PORT` or `unix:PATH`), from a process of its own.
+    /// Off by default.
+    #[arg(long = "metrics-bind", value_name = "ADDRESS")]
+    pub metrics_bind: Option<String>,
+
     /// Run the workers as this user (a name or a number).
     #[arg(short = 'u', long, value_name = "USER")]
     pub user: Option<String>,

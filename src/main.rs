@@ -6,6 +6,7 @@
 mod arbiter;
 mod cli;
 mod logging;
+mod metrics;
 mod pidfile;
 mod privileges;
 mod proctitle;
@@ -81,6 +82,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     // Inherited sockets are claimed (close-on-exec, variables removed)
     // before any application code could start a subprocess.
     let inherited = sockets::inherited()?;
+    let inherited_metrics = metrics::inherited()?;
     // The pid file before binding: a second instance started by mistake
     // stops here, before it replaces the first one's Unix socket.
     let pidfile = cli
@@ -147,6 +149,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             sockets::describe(&listener.addr)
         );
     }
+    let identity = settings.identity.as_ref();
+    settings.metrics = metrics::setup(&cli, &binds, identity, inherited_metrics)?;
     proctitle::set("master");
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
     Ok(arbiter.run())
@@ -370,6 +374,7 @@ fn settings(
         start_dir: None,
         identity: None,
         fork_hooks,
+        metrics: None,
         worker: Some(rgun_worker::WorkerConfig {
             forwarded_allow: allow_list("--forwarded-allow-ips", &cli.forwarded_allow_ips)?,
             proxy_protocol: cli.proxy_protocol,
@@ -394,6 +399,7 @@ fn settings(
             set_title: proctitle::set,
             reload: cli.reload,
             reopen_error_log: logging::reopen,
+            metrics: cli.metrics_bind.is_some(),
         }),
     })
 }

@@ -21,9 +21,14 @@ pub enum BindAddr {
 
 impl BindAddr {
     pub fn parse(spec: &str) -> Result<BindAddr> {
+        BindAddr::parse_flag(spec, "--bind")
+    }
+
+    /// As `parse`, for the flag named `flag` (in its error messages).
+    pub fn parse_flag(spec: &str, flag: &str) -> Result<BindAddr> {
         if let Some(path) = spec.strip_prefix("unix:") {
             if path.is_empty() {
-                bail!("invalid --bind {spec:?}: no socket path after unix:");
+                bail!("invalid {flag} {spec:?}: no socket path after unix:");
             }
             return Ok(BindAddr::Unix(PathBuf::from(path)));
         }
@@ -41,10 +46,10 @@ impl BindAddr {
         let addr = with_port
             .to_socket_addrs()
             .with_context(|| {
-                format!("invalid --bind {spec:?}: expected HOST:PORT, [IPV6]:PORT or unix:PATH")
+                format!("invalid {flag} {spec:?}: expected HOST:PORT, [IPV6]:PORT or unix:PATH")
             })?
             .next()
-            .with_context(|| format!("invalid --bind {spec:?}: the host resolves to no address"))?;
+            .with_context(|| format!("invalid {flag} {spec:?}: the host resolves to no address"))?;
         Ok(BindAddr::Tcp(addr))
     }
 }
@@ -112,36 +117,38 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
     };
     entries
         .into_iter()
-        .map(|(fd, from_systemd)| {
-            // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is
-            // open, before anything takes ownership of it.
-            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-                bail!("inherited descriptor {fd} is not open");
-            }
-            // SAFETY: the descriptor is open and was handed to this process
-            // to own as a listening socket (by our own previous image or by
-            // systemd).
-            let socket = unsafe { Socket::from_raw_fd(fd) };
-            let local = socket
-                .local_addr()
-                .with_context(|| format!("inherited descriptor {fd} is not a socket"))?;
-            let addr = if let Some(sa) = local.as_socket() {
-                BindAddr::Tcp(sa)
-            } else if let Some(path) = local.as_pathname() {
-                BindAddr::Unix(path.to_path_buf())
-            } else {
-                bail!("inherited descriptor {fd} is neither a TCP nor a named Unix socket");
-            };
-            socket.set_cloexec(true)?;
-            socket.set_nonblocking(true)?;
-            Ok(Listener {
-                socket,
-                addr,
-                systemd: from_systemd,
-            })
-        })
+        .map(|(fd, from_systemd)| adopt(fd, from_systemd))
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// A listening socket handed to this process as descriptor `fd`.
+pub fn adopt(fd: RawFd, from_systemd: bool) -> Result<Listener> {
+    // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open,
+    // before anything takes ownership of it.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        bail!("inherited descriptor {fd} is not open");
+    }
+    // SAFETY: the descriptor is open and was handed to this process to own
+    // as a listening socket (by our own previous image or by systemd).
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    let local = socket
+        .local_addr()
+        .with_context(|| format!("inherited descriptor {fd} is not a socket"))?;
+    let addr = if let Some(sa) = local.as_socket() {
+        BindAddr::Tcp(sa)
+    } else if let Some(path) = local.as_pathname() {
+        BindAddr::Unix(path.to_path_buf())
+    } else {
+        bail!("inherited descriptor {fd} is neither a TCP nor a named Unix socket");
+    };
+    socket.set_cloexec(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(Listener {
+        socket,
+        addr,
+        systemd: from_systemd,
+    })
 }
 
 impl Listener {

@@ -219,6 +219,15 @@ http {{
     return conf, os.path.join(d, f"proxy-error-{port}.log")
 
 
+def metrics_args(ctx, port):
+    """`--metrics-bind` on a Unix socket of its own when the run measures
+    rgun with its metrics on (`--metrics`): every request is then counted
+    in the scoreboard, as in production with Prometheus scraping."""
+    if not ctx.get("metrics"):
+        return []
+    return ["--metrics-bind", f"unix:{os.path.join(WORK, f'metrics-{port}.sock')}"]
+
+
 def server_command(sid, port, workers, scn, ctx, uds=None):
     """argv and cwd for one server, or (None, reason) when it cannot run. Every
     server keeps its defaults except for logging, and, for the idle test, the
@@ -232,6 +241,7 @@ def server_command(sid, port, workers, scn, ctx, uds=None):
         if not (os.path.exists(rgun) and os.path.exists(lib)):
             return None, "target/release/rgun or libtestapp.so missing (build failed?)"
         more = ["--keep-alive", str(KEEPALIVE_S)] if idle else []  # default 2 s
+        more += metrics_args(ctx, port)
         return [rgun, f"{lib}:app", "-w", str(workers), "-b", bind, "--log-level", "warning", *more], ROOT
     if sid == "nginx":
         nginx = which("nginx")
@@ -246,6 +256,7 @@ def server_command(sid, port, workers, scn, ctx, uds=None):
         if not os.path.exists(rgun):
             return None, "target/release/rgun missing"
         more = ["--keep-alive", str(KEEPALIVE_S)] if idle else []
+        more += metrics_args(ctx, port)
         return [rgun, "testapp_wsgi:app", "--chdir", spec, "-w", str(workers), "-b", bind,
                 "--log-level", "warning", *more], spec
     exe = {"granian": "granian", "gunicorn-sync": "gunicorn", "gunicorn-gthread": "gunicorn",
@@ -1469,6 +1480,9 @@ def main():
                                   "target/bench/results for --quick or a partial run)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build (handled by scripts/bench)")
     ap.add_argument("--no-install", action="store_true", help="skip installs (handled by scripts/bench)")
+    ap.add_argument("--metrics", action="store_true",
+                    help="run rgun with --metrics-bind (requests counted for Prometheus); "
+                         "compare with a run without it for the cost of metrics")
     a = ap.parse_args()
 
     def pick(arg, known, what):
@@ -1493,7 +1507,7 @@ def main():
     if not 1 <= a.idle_conns <= 50000:
         ap.error("--idle-conns must be between 1 and 50000")
     warmup = 1 if a.quick or duration < 5 else 2
-    full = not (a.quick or a.only or a.scenarios)
+    full = not (a.quick or a.only or a.scenarios or a.metrics)
     out_dir = os.path.abspath(a.out) if a.out else (DEFAULT_OUT if full else SCRATCH_OUT)
 
     for tool in ("wrk", "taskset", "curl"):
@@ -1517,7 +1531,8 @@ def main():
             log(f"warning: open-file limit {hard}: the idle test may hold fewer connections")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run `finally`: stop the server
 
-    ctx = {"spec_dir": find_wsgi_app(), "duration": duration, "warmup": warmup, "idle_conns": a.idle_conns}
+    ctx = {"spec_dir": find_wsgi_app(), "duration": duration, "warmup": warmup, "idle_conns": a.idle_conns,
+           "metrics": a.metrics}
     if ctx["spec_dir"] is None:
         log("testapp_wsgi.py not found in ../shared/spec, $RGUN_SHARED or examples/testapp: "
             "the WSGI servers will be n/a")

@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 
 use super::{Arbiter, Life};
 use rgun_worker::scoreboard::Wish;
+use rgun_worker::scoreboard::metrics::RestartReason;
 
 /// Why a worker is recycled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,10 @@ impl Arbiter {
         {
             worker.life = Life::Replaced { successor };
             self.restarts.record(reason);
+            self.scoreboard.master().count_restart(match reason {
+                RecycleReason::MaxRequests => RestartReason::MaxRequests,
+                RecycleReason::Memory { .. } => RestartReason::Memory,
+            });
         }
     }
 

@@ -52,6 +52,9 @@ impl Arbiter {
             self.spawn_worker();
         }
         for pid in old {
+            self.scoreboard
+                .master()
+                .count_restart(rgun_worker::scoreboard::metrics::RestartReason::Reload);
             self.retire(pid);
         }
     }
@@ -80,6 +83,10 @@ impl Arbiter {
         }
         let old_list: Vec<String> = old.iter().map(|p| p.to_string()).collect();
         self.set_inheritance_env();
+        // The new image starts its own metrics process.
+        if let Some(metrics) = &mut self.settings.metrics {
+            metrics.stop();
+        }
         // SAFETY: the master is single-threaded.
         unsafe { std::env::set_var(ORPHANS_ENV, old_list.join(",")) };
         let (exe, mut command) = self.own_command();
@@ -93,6 +100,9 @@ impl Arbiter {
         // SAFETY: as above.
         unsafe { std::env::remove_var(ORPHANS_ENV) };
         let _ = self.keep_across_exec(false);
+        if let Some(metrics) = &mut self.settings.metrics {
+            metrics.resume();
+        }
         for pid in old {
             if let Some(worker) = self.workers.get_mut(&pid) {
                 worker.life = super::Life::Retiring;
@@ -113,6 +123,12 @@ impl Arbiter {
                 anyhow::anyhow!("cannot keep the hand-off channel across exec: {e}")
             })?;
         }
+        if let Some(metrics) = &self.settings.metrics {
+            metrics
+                .listener
+                .keep_across_exec(keep)
+                .map_err(|e| e.context("cannot keep the metrics socket across exec"))?;
+        }
         Ok(())
     }
 
@@ -128,6 +144,12 @@ impl Arbiter {
             if let Some(config) = &self.settings.worker {
                 std::env::set_var(crate::CHANNEL_ENV, config.channel.inherit_entry());
             }
+            if let Some(metrics) = &self.settings.metrics {
+                std::env::set_var(
+                    crate::metrics::METRICS_FD_ENV,
+                    metrics.listener.fd().to_string(),
+                );
+            }
         }
     }
 
@@ -136,6 +158,7 @@ impl Arbiter {
         unsafe {
             std::env::remove_var(crate::sockets::INHERIT_ENV);
             std::env::remove_var(crate::CHANNEL_ENV);
+            std::env::remove_var(crate::metrics::METRICS_FD_ENV);
             std::env::remove_var("NOTIFY_SOCKET");
         }
     }

@@ -121,6 +121,8 @@ impl Arbiter {
                 info: l.info(),
             })
             .collect();
+        // The metrics socket is not the worker's to hold.
+        drop(self.settings.metrics.take());
         // This child's copy of the arbiter ends here: its configuration
         // moves into the worker.
         let Some(config) = self.settings.worker.take() else {

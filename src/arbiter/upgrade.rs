@@ -41,6 +41,11 @@ impl Arbiter {
             Some(pid) => {
                 self.upgrade = Some(pid);
                 self.notifier.set_silent(true);
+                // The new master serves the metrics socket it inherits:
+                // one answer to `/readyz`, from the master taking over.
+                if let Some(metrics) = &mut self.settings.metrics {
+                    metrics.stop();
+                }
             }
             None => self.upgrade_failed("it could not be started"),
         }
@@ -97,6 +102,9 @@ impl Arbiter {
     pub(super) fn upgrade_failed(&mut self, why: &str) {
         log::error!("The upgrade failed ({why}); this master goes on serving");
         self.upgrade = None;
+        if let Some(metrics) = &mut self.settings.metrics {
+            metrics.resume();
+        }
         if let Some(pidfile) = &mut self.pidfile {
             pidfile.move_back_from_oldbin();
         }
@@ -145,6 +153,7 @@ impl Arbiter {
         for pid in serving {
             if let Some(worker) = self.workers.get_mut(&pid) {
                 worker.life = Life::Retiring;
+                self.scoreboard.slot(worker.slot).mark_retiring();
                 if hand_off {
                     self.scoreboard.slot(worker.slot).mark_replaced();
                 }

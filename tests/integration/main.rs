@@ -21,6 +21,8 @@ mod http1;
 mod lifecycle;
 mod load_errors;
 mod malformed;
+mod metrics;
+mod metrics_tools;
 mod operations;
 mod recycling;
 mod routes;

@@ -31,6 +31,12 @@ fn dispatch(c: &mut Criterion) {
     c.bench_function("GET / (a browser's request)", |b| {
         b.iter(|| black_box(harness.answer(black_box(BROWSER_GET)).len()))
     });
+    // The same with --metrics-bind: the counters, the request line and the
+    // precise clock around the call.
+    let mut metered = Harness::with_metrics(&bench_app, true);
+    c.bench_function("GET / (wrk's request, metrics on)", |b| {
+        b.iter(|| black_box(metered.answer(black_box(WRK_GET)).len()))
+    });
 }
 
 criterion_group!(benches, dispatch);

@@ -11,6 +11,7 @@ use crate::context::{Cx, Scratch, Settings};
 use crate::parse::Limits;
 use crate::response::DateCache;
 use crate::scoreboard::Scoreboard;
+use crate::scoreboard::metrics::{Metering, Writers};
 use crate::stream::{ListenerInfo, Peer, Stream};
 
 pub struct Harness {
@@ -24,6 +25,12 @@ pub struct Harness {
 impl Harness {
     /// Serve `app` with Gunicorn's default limits.
     pub fn new(app: &'static ffi::App) -> Harness {
+        Harness::with_metrics(app, false)
+    }
+
+    /// As `new`, counting every request in the scoreboard when `metrics`
+    /// (as with `--metrics-bind`).
+    pub fn with_metrics(app: &'static ffi::App, metrics: bool) -> Harness {
         let limits = Limits {
             request_line: 4094,
             request_fields: 100,
@@ -51,6 +58,11 @@ impl Harness {
             answer_on_abort: false,
             call_clock: Box::leak(Box::default()),
             peers,
+            metrics: if metrics {
+                Metering::On(Writers::One)
+            } else {
+                Metering::Off
+            },
         }));
         let (ours, peer) = std::os::unix::net::UnixStream::pair().expect("a socketpair");
         ours.set_nonblocking(true).expect("non-blocking");

@@ -180,6 +180,11 @@ impl<'a> BodyReader<'a> {
         self.state = BodyState::Failed(error);
     }
 
+    /// Decoded body bytes handed to the application (or drained) so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
     /// How many bytes after the head the body took in the read buffer.
     pub fn buffered_used(&self) -> usize {
         self.input.pos

@@ -26,6 +26,10 @@ pub struct Outcome {
     pub input_used: usize,
     pub status: u16,
     pub body_bytes: u64,
+    /// The request body's bytes read (decoded), and the answer's head
+    /// bytes: for metrics.
+    pub request_body_bytes: u64,
+    pub head_bytes: u64,
     /// Part of the request body was never read: the client may still be
     /// sending it.
     pub body_unread: bool,
@@ -178,6 +182,8 @@ impl<'a> CallCtx<'a> {
             input_used: self.body.buffered_used(),
             status: self.enc.status(),
             body_bytes: self.enc.body_sent(),
+            request_body_bytes: self.body.bytes_read(),
+            head_bytes: self.enc.head_bytes(),
         }
     }
 

@@ -9,7 +9,9 @@ use std::io;
 use crate::blocking::CallIo;
 use crate::call::CallSetup;
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
-use crate::exchange::{Logged, call_app, capture, log_access, log_clock, request_view};
+use crate::exchange::{
+    Logged, call_app, capture, count_refused, log_access, log_clock, request_view,
+};
 use crate::handoff::{Arrival, Passage};
 use crate::parse;
 use crate::proxy::Versions;
@@ -443,7 +445,14 @@ impl Conn {
                     "refusing a request from {}: {e}",
                     String::from_utf8_lossy(self.peer.addr())
                 );
+                let before = self.wbuf.len();
                 response::error(&mut self.wbuf, e.status(), cx.date, method_is_head);
+                count_refused(
+                    settings,
+                    &self.rbuf[self.rstart..self.rend],
+                    e.status(),
+                    self.wbuf.len() - before,
+                );
                 // The rest of a refused request may still be coming.
                 return Served::Close { unread_input: true };
             }

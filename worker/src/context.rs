@@ -45,6 +45,8 @@ pub struct Settings {
     pub call_clock: &'static crate::watcher::CallClock,
     /// The other workers' load, to leave them work they can take sooner.
     pub peers: crate::scoreboard::Peers,
+    /// `--metrics-bind`: count each request in the slot.
+    pub metrics: crate::scoreboard::metrics::Metering,
 }
 
 /// A thread's scratch space, reused from request to request.

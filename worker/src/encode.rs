@@ -160,6 +160,12 @@ impl<'a> Encoder<'a> {
         self.body_sent
     }
 
+    /// The bytes of the answer's head (for a server's error answer, its
+    /// whole text).
+    pub fn head_bytes(&self) -> u64 {
+        self.head_len as u64
+    }
+
     /// The application's answer is broken: it will not be completed.
     pub fn fail(&mut self) {
         self.state = Answer::Failed {
@@ -490,6 +496,7 @@ impl<'a> Encoder<'a> {
         if let Some(status) = status {
             response::error(self.out, status, self.date, self.method_is_head);
         }
+        self.head_len = self.out.len() - self.answer_start;
         self.status = status.unwrap_or(0);
         self.body_sent = 0;
     }

@@ -12,6 +12,7 @@ use crate::access_log::{AccessLog, Capture, Entry, LogScratch, ResponseFields};
 use crate::call::{CallCtx, CallSetup, Outcome};
 use crate::context::Settings;
 use crate::parse::{self, Head};
+use crate::scoreboard::metrics::{self, Finished, Metering};
 use crate::stream::{ListenerInfo, Peer};
 
 /// The request as the application sees it: slices into the read buffer and
@@ -58,6 +59,15 @@ pub fn call_app(
 ) -> Outcome {
     let mut call = CallCtx::new(setup);
     settings.slot.request_started(now_ms);
+    // With metrics on: the request line for the status page, and the
+    // precise clock (the vDSO's, no system call) around the call.
+    let started_ns = match settings.metrics {
+        Metering::On(_) => {
+            settings.slot.set_request_line(head.request_line);
+            metrics::monotonic_ns()
+        }
+        Metering::Off => 0,
+    };
     settings.slot.call_started();
     if settings.answer_on_abort {
         call.enter(head.request_line);
@@ -70,6 +80,25 @@ pub fn call_app(
     };
     let outcome = call.finish(rc);
     settings.slot.call_finished();
+    // Status 0: the client left before any answer; nothing to count.
+    if let Metering::On(writers) = settings.metrics
+        && outcome.status != 0
+    {
+        let done = Finished {
+            method: metrics::method_index(head.method),
+            status: outcome.status,
+            duration_ns: metrics::monotonic_ns().saturating_sub(started_ns),
+            request_bytes: head.len as u64 + outcome.request_body_bytes,
+            // An answer to HEAD counts its body's length, but sends none.
+            response_bytes: outcome.head_bytes
+                + if head.is_head_method() {
+                    0
+                } else {
+                    outcome.body_bytes
+                },
+        };
+        settings.slot.counters().record(done, writers);
+    }
     outcome
 }
 
@@ -81,6 +110,23 @@ pub fn capture<'a>(
 ) -> Option<Capture<'a>> {
     let names = log?.response_headers();
     (!names.is_empty()).then_some(Capture { names, fields })
+}
+
+/// With metrics on: a request refused before the application saw it (its
+/// head was malformed or too large), counted with the server's answer.
+pub fn count_refused(settings: &Settings, input: &[u8], status: u16, answer_bytes: usize) {
+    let Metering::On(writers) = settings.metrics else {
+        return;
+    };
+    let method = input.split(|b| *b == b' ').next().unwrap_or_default();
+    let done = Finished {
+        method: metrics::method_index(method),
+        status,
+        duration_ns: 0,
+        request_bytes: input.len() as u64,
+        response_bytes: answer_bytes as u64,
+    };
+    settings.slot.counters().record(done, writers);
 }
 
 /// When the request started, if the access log shows its duration.

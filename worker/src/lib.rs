@@ -49,6 +49,8 @@ pub use listener::{ListenerFd, ListenerSocket, SocketKind};
 pub use parse::Limits;
 pub use stream::ListenerInfo;
 
+use scoreboard::metrics::{Metering, Writers};
+
 /// A worker's exit code when it cannot boot (the init hook failed).
 /// Gunicorn's WORKER_BOOT_ERROR: the master stops instead of respawning.
 pub const EXIT_BOOT_ERROR: i32 = 3;
@@ -110,6 +112,8 @@ pub struct WorkerConfig {
     pub set_title: fn(&str),
     /// Reopens the error log (the master's logger, inherited) on USR1.
     pub reopen_error_log: fn(),
+    /// `--metrics-bind` is set: count every request in the scoreboard.
+    pub metrics: bool,
 }
 
 /// Why a worker could not start serving; each maps to its exit code.
@@ -232,6 +236,15 @@ fn boot(
         answer_on_abort: threads <= 1,
         call_clock: Box::leak(Box::default()),
         peers,
+        metrics: if config.metrics {
+            Metering::On(if threads <= 1 {
+                Writers::One
+            } else {
+                Writers::Many
+            })
+        } else {
+            Metering::Off
+        },
     }));
     let shared = context::Shared::new(settings, access_log);
     server::EventLoop::new(server::LoopSetup {

@@ -11,6 +11,10 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
+pub mod metrics;
+
+use metrics::{Counters, MasterCounters};
+
 /// What the master says of all the slots.
 #[repr(C, align(64))]
 #[derive(Default)]
@@ -18,6 +22,8 @@ struct Header {
     /// One past the highest slot index ever given to a worker: workers look
     /// no further for peers.
     high_water: AtomicU32,
+    /// Restarts by reason, the master's phase and heartbeat (metrics).
+    master: MasterCounters,
 }
 
 /// The bytes of a request line kept for the log of a timeout: the method,
@@ -60,7 +66,15 @@ pub struct Slot {
     /// The request line in hand (single-threaded workers), for the log of
     /// a timeout: its length, then its bytes.
     request_line_len: AtomicU32,
+    /// Set by the master as it stops this worker (replaced, fewer
+    /// workers wanted, a reload, the server stopping).
+    retiring: AtomicU32,
     request_line: [AtomicU64; REQUEST_LINE_WORDS],
+    /// When the master forked the worker (monotonic ms).
+    started_ms: AtomicU64,
+    /// Requests answered in this slot, by every worker it ever held: never
+    /// reset (see `metrics`).
+    counters: Counters,
 }
 
 impl Slot {
@@ -78,6 +92,33 @@ impl Slot {
         self.wish.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
         self.request_line_len.store(0, Ordering::Relaxed);
+        self.retiring.store(0, Ordering::Relaxed);
+        self.started_ms.store(now_ms, Ordering::Relaxed);
+        // `counters` stay: they add up over every worker of the slot.
+    }
+
+    /// The request counters of this slot, over every worker it held.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The master: this worker is told to stop.
+    pub fn mark_retiring(&self) {
+        self.retiring.store(1, Ordering::Relaxed);
+    }
+
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed) != 0
+    }
+
+    /// When the master forked the slot's worker (monotonic ms).
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms.load(Ordering::Relaxed)
+    }
+
+    /// The slot's worker, or 0 for none.
+    pub fn pid(&self) -> i32 {
+        self.pid.load(Ordering::Relaxed)
     }
 
     /// The worker asks something of the master (which it then wakes).
@@ -109,13 +150,14 @@ impl Slot {
 
     /// The worker, as it is aborted: the request line it held (method and
     /// target), cut to fit. Copies only: callable from a signal handler.
+    /// Also on every request with `--metrics-bind`, for the status page:
+    /// only the words the line needs are written.
     pub fn set_request_line(&self, line: &[u8]) {
-        let mut bytes = [0u8; REQUEST_LINE_BYTES];
         let len = line.len().min(REQUEST_LINE_BYTES);
-        bytes[..len].copy_from_slice(&line[..len]);
-        for (word, chunk) in self.request_line.iter().zip(bytes.chunks_exact(8)) {
-            let value = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
-            word.store(value, Ordering::Relaxed);
+        for (word, chunk) in self.request_line.iter().zip(line[..len].chunks(8)) {
+            let mut bytes = [0u8; 8];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
         }
         self.request_line_len.store(len as u32, Ordering::Relaxed);
     }
@@ -170,11 +212,11 @@ impl Slot {
             .store(count.min(u32::MAX as usize) as u32, Ordering::Relaxed);
     }
 
-    fn connections(&self) -> u32 {
+    pub fn connections(&self) -> u32 {
         self.connections.load(Ordering::Relaxed)
     }
 
-    fn is_taking(&self) -> bool {
+    pub fn is_taking(&self) -> bool {
         self.taking.load(Ordering::Relaxed) != 0 && self.pid.load(Ordering::Relaxed) != 0
     }
 
@@ -294,6 +336,16 @@ impl Scoreboard {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// What the master writes for metrics: restarts, phase, heartbeat.
+    pub fn master(&self) -> &MasterCounters {
+        &self.header().master
+    }
+
+    /// One past the highest slot index ever given to a worker.
+    pub fn in_use(&self) -> usize {
+        (self.header().high_water.load(Ordering::Relaxed) as usize).min(self.len)
     }
 
     pub fn is_empty(&self) -> bool {
