@@ -9,9 +9,7 @@ use std::io;
 use crate::blocking::CallIo;
 use crate::call::CallSetup;
 use crate::context::{Cx, MAX_PENDING_OUTPUT, READ_BUFFER_SIZE, Settings, Shared};
-use crate::exchange::{
-    Logged, call_app, capture, count_refused, log_access, log_clock, request_view,
-};
+use crate::exchange::{Logged, call_app, capture, log_access, log_clock, request_view};
 use crate::handoff::{Arrival, Passage};
 use crate::parse;
 use crate::proxy::Versions;
@@ -69,6 +67,7 @@ enum Output {
 const LINGER_MS: u64 = 2000;
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
+mod closing;
 pub(crate) mod edge;
 
 /// A client connection and its buffers.
@@ -288,59 +287,6 @@ impl Conn {
         }
     }
 
-    fn closing_state(&mut self, shared: &mut Shared) -> Next {
-        if self.wpos == self.wbuf.len() {
-            // Closing with unread input makes the kernel reset the
-            // connection, and the client loses the answer it has not read
-            // yet: shut our side and drain first.
-            let unread_input = matches!(self.phase, Phase::Closing { unread_input: true });
-            if (unread_input || self.rstart < self.rend) && self.input != Input::Eof {
-                return self.start_lingering(shared);
-            }
-            return Next::Close;
-        }
-        // Output is still pending: give it until the I/O timeout.
-        if !matches!(self.phase, Phase::Closing { .. }) {
-            self.phase = Phase::Closing {
-                unread_input: false,
-            };
-        }
-        self.deadline_ms = shared.now_ms + shared.settings.io_timeout_ms;
-        Next::Keep
-    }
-
-    fn start_lingering(&mut self, shared: &mut Shared) -> Next {
-        let _ = self.stream.shutdown_write();
-        self.phase = Phase::Lingering { dropped: 0 };
-        self.deadline_ms = shared.now_ms + LINGER_MS;
-        (self.rstart, self.rend) = (0, 0);
-        self.linger(shared)
-    }
-
-    /// Read and drop what the client sends until it closes.
-    fn linger(&mut self, shared: &mut Shared) -> Next {
-        if self.rbuf.is_empty() {
-            self.rbuf = shared.take_read_buffer();
-        }
-        loop {
-            match self.stream.read(&mut self.rbuf) {
-                Ok(0) => return Next::Close,
-                Ok(n) => {
-                    let Phase::Lingering { dropped } = &mut self.phase else {
-                        return Next::Close;
-                    };
-                    *dropped += n;
-                    if *dropped > LINGER_MAX_BYTES {
-                        return Next::Close;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close,
-            }
-        }
-    }
-
     /// One read of what the socket has. `Ok(true)`: the socket is drained
     /// for now (a short read means nothing more is queued; the next arrival
     /// raises a new edge).
@@ -439,31 +385,11 @@ impl Conn {
         let head = match &parsed {
             Ok(Some(head)) => head,
             Ok(None) => return Served::Incomplete,
-            &Err(e) => {
-                let method_is_head = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
-                log::debug!(
-                    "refusing a request from {}: {e}",
-                    String::from_utf8_lossy(self.peer.addr())
-                );
-                let before = self.wbuf.len();
-                response::error(&mut self.wbuf, e.status(), cx.date, method_is_head);
-                count_refused(
-                    settings,
-                    &self.rbuf[self.rstart..self.rend],
-                    e.status(),
-                    self.wbuf.len() - before,
-                );
-                // The rest of a refused request may still be coming.
-                return Served::Close { unread_input: true };
-            }
+            &Err(e) => return self.refuse_head(cx, e),
         };
         if edge::scheme_conflict(&self.peer, head) {
-            log::debug!(
-                "refusing a request from {}: its X-Forwarded-Proto, X-Forwarded-Protocol and X-Forwarded-Ssl disagree",
-                String::from_utf8_lossy(self.peer.addr())
-            );
-            response::error(&mut self.wbuf, 400, cx.date, head.is_head_method());
-            return Served::Close { unread_input: true };
+            let method_is_head = head.is_head_method();
+            return self.refuse_scheme(cx, method_is_head);
         }
         let started = log_clock(cx.access_log);
         let path = parse::decoded_path(head.path, &mut scratch.path);

@@ -223,32 +223,7 @@ impl Template {
                 &k.server_port,
                 cache.server_port.get(py, request.server_port).as_any(),
             )?;
-            set(
-                &k.remote_addr,
-                cache.remote_addr.get(py, remote_addr).as_any(),
-            )?;
-            // SAFETY: as above.
-            let client_addr = unsafe { request.client_addr.as_bytes() };
-            if client_addr == remote_addr {
-                set(
-                    &k.client_addr,
-                    cache.remote_addr.get(py, remote_addr).as_any(),
-                )?;
-            } else {
-                set(
-                    &k.client_addr,
-                    cache.client_addr.get(py, client_addr).as_any(),
-                )?;
-            }
-            if request.remote_port == 0 && remote_addr.is_empty() {
-                // A Unix socket has no peer port (Gunicorn says '').
-                set(&k.remote_port, self.empty.bind(py).as_any())?;
-            } else {
-                set(
-                    &k.remote_port,
-                    cache.remote_port.get(py, request.remote_port).as_any(),
-                )?;
-            }
+            self.peer(py, cache, &environ, request, remote_addr)?;
             if request.script_name.len != 0 {
                 // SAFETY: as above.
                 let script = unsafe { request.script_name.as_bytes() };
@@ -269,6 +244,49 @@ impl Template {
             Ok(())
         })?;
         Ok(environ)
+    }
+
+    /// REMOTE_ADDR, REMOTE_PORT and `rgun.client_addr` (the forwarded
+    /// client, most often the peer itself: then the same string).
+    fn peer<'py>(
+        &self,
+        py: Python<'py>,
+        cache: &mut Cache,
+        environ: &Bound<'py, PyDict>,
+        request: &gw::Request,
+        remote_addr: &[u8],
+    ) -> PyResult<()> {
+        let k = &self.keys;
+        let set =
+            |key: &Py<PyString>, value: &Bound<'py, PyAny>| environ.set_item(key.bind(py), value);
+        set(
+            &k.remote_addr,
+            cache.remote_addr.get(py, remote_addr).as_any(),
+        )?;
+        // SAFETY: the server promises every `Str` of the request is valid
+        // for the call, which outlives this function.
+        let client_addr = unsafe { request.client_addr.as_bytes() };
+        if client_addr == remote_addr {
+            set(
+                &k.client_addr,
+                cache.remote_addr.get(py, remote_addr).as_any(),
+            )?;
+        } else {
+            set(
+                &k.client_addr,
+                cache.client_addr.get(py, client_addr).as_any(),
+            )?;
+        }
+        if request.remote_port == 0 && remote_addr.is_empty() {
+            // A Unix socket has no peer port (Gunicorn says '').
+            set(&k.remote_port, self.empty.bind(py).as_any())?;
+        } else {
+            set(
+                &k.remote_port,
+                cache.remote_port.get(py, request.remote_port).as_any(),
+            )?;
+        }
+        Ok(())
     }
 
     /// On a Unix socket there is no server address: SERVER_NAME and
