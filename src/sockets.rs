@@ -233,6 +233,22 @@ impl Listener {
         Ok(())
     }
 
+    /// `--reuse-port`: SO_REUSEPORT, so that another process may bind the
+    /// same TCP port (Gunicorn's `reuse_port`).
+    pub fn reuse_port(&self) -> Result<()> {
+        if let BindAddr::Tcp(sa) = &self.addr {
+            self.socket
+                .set_reuse_port(true)
+                .with_context(|| format!("cannot set SO_REUSEPORT on {sa}"))?;
+        }
+        Ok(())
+    }
+
+    /// Handed over by systemd (socket activation).
+    pub fn from_systemd(&self) -> bool {
+        self.systemd
+    }
+
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
