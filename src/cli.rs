@@ -80,7 +80,7 @@ pub struct Cli {
     pub print_config: bool,
 
     /// Where to listen: `HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`; repeatable.
-    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
 
     /// The listen queue's length.

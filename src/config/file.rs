@@ -48,18 +48,24 @@ pub(super) fn read(path: &Path, cmd: &Command) -> Result<FileSettings, LoadError
         })?;
         settings
             .values
-            .insert(name.to_string(), FileValue { values, line });
+            .insert(arg.get_id().to_string(), FileValue { values, line });
     }
     Ok(settings)
 }
 
 /// The setting a key names: an argument of the command, other than the
-/// actions.
+/// actions, by its id or by its flag's name with underscores (`pid` for
+/// `--pid`, whose id is `pidfile`; `log_file` for `--log-file`).
 fn setting<'c>(cmd: &'c Command, key: &str) -> Option<&'c Arg> {
-    if NOT_KEYS.contains(&key) {
-        return None;
-    }
-    setting_args(cmd).find(|a| a.get_id() == key)
+    setting_args(cmd)
+        .filter(|a| !NOT_KEYS.contains(&a.get_id().as_str()))
+        .find(|a| {
+            a.get_id() == key
+                || a.get_long()
+                    .into_iter()
+                    .chain(a.get_all_aliases().into_iter().flatten())
+                    .any(|long| long.replace('-', "_") == key)
+        })
 }
 
 /// `; did you mean `workers`?`, or Gunicorn's name's rgun key.
@@ -109,7 +115,11 @@ fn scalar(arg: &Arg, value: &DeValue<'_>) -> Option<String> {
         DeValue::Integer(i) => {
             let n = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()?;
             Some(if arg.get_id() == "umask" {
-                format!("0{n:o}")
+                if n == 0 {
+                    "0".into()
+                } else {
+                    format!("0{n:o}")
+                }
             } else {
                 n.to_string()
             })

@@ -147,7 +147,9 @@ pub fn one_line(error: &clap::Error) -> String {
 /// The full command: `Cli`, the Gunicorn flags rgun refuses (hidden), and
 /// Gunicorn's `-v` for the version.
 pub fn command() -> Command {
+    // A flag given twice: the last one counts, as in Gunicorn (argparse).
     let cmd = gunicorn::augment(Cli::command())
+        .args_override_self(true)
         .disable_version_flag(true)
         .arg(
             Arg::new("version")

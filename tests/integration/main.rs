@@ -11,8 +11,10 @@
 mod affinity;
 mod c_app;
 mod cli;
+mod config;
 mod corpus;
 mod deploy;
+mod gunicorn_compat;
 mod harness;
 mod http1;
 mod lifecycle;
