@@ -225,7 +225,7 @@ fn prepare_access_log(
 /// kept as they are: a `bind` changed since is said, not applied.
 fn warn_on_changed_binds(binds: &[String], listeners: &[Listener]) {
     if !config::reload::binds_match(binds, listeners)
-        && !listeners.iter().any(Listener::from_systemd)
+        && !listeners.iter().any(Listener::is_from_systemd)
     {
         config::reload::log_bind_refused(binds, listeners);
     }

@@ -86,14 +86,14 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
         // is to remove).
         list.split(',')
             .map(|entry| {
-                let (fd, from_systemd) = match entry.strip_suffix(":s") {
+                let (fd, is_from_systemd) = match entry.strip_suffix(":s") {
                     Some(fd) => (fd, true),
                     None => (entry, false),
                 };
                 let fd: RawFd = fd
                     .parse()
                     .with_context(|| format!("invalid {INHERIT_ENV} entry {entry:?}"))?;
-                Ok((fd, from_systemd))
+                Ok((fd, is_from_systemd))
             })
             .collect::<Result<_>>()?
     } else if let Some(count) = systemd {
@@ -112,7 +112,7 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
     };
     entries
         .into_iter()
-        .map(|(fd, from_systemd)| {
+        .map(|(fd, is_from_systemd)| {
             // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is
             // open, before anything takes ownership of it.
             if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
@@ -137,7 +137,7 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
             Ok(Listener {
                 socket,
                 addr,
-                systemd: from_systemd,
+                systemd: is_from_systemd,
             })
         })
         .collect::<Result<Vec<_>>>()
@@ -245,7 +245,7 @@ impl Listener {
     }
 
     /// Handed over by systemd (socket activation).
-    pub fn from_systemd(&self) -> bool {
+    pub fn is_from_systemd(&self) -> bool {
         self.systemd
     }
 

@@ -10,7 +10,6 @@
 use std::ffi::OsString;
 
 use anyhow::anyhow;
-use clap::Parser;
 use pyo3::prelude::*;
 
 use rgun_gateway::ffi;

@@ -51,7 +51,7 @@ impl Arbiter {
             && !self
                 .listeners
                 .iter()
-                .any(crate::sockets::Listener::from_systemd)
+                .any(crate::sockets::Listener::is_from_systemd)
         {
             reload::log_bind_refused(&binds, &self.listeners);
         }

@@ -148,7 +148,7 @@ pub fn one_line(error: &clap::Error) -> String {
 /// Gunicorn's `-v` for the version.
 pub fn command() -> Command {
     // A flag given twice: the last one counts, as in Gunicorn (argparse).
-    let cmd = gunicorn::augment(Cli::command())
+    gunicorn::augment(Cli::command())
         .args_override_self(true)
         .disable_version_flag(true)
         .arg(
@@ -158,8 +158,7 @@ pub fn command() -> Command {
                 .long("version")
                 .action(ArgAction::Version)
                 .help("Print the version"),
-        );
-    cmd
+        )
 }
 
 /// The command every layer is read with: APP may come from the file.

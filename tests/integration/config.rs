@@ -533,10 +533,7 @@ fn the_documented_rgun_toml_parses_and_lists_every_flag() {
         .map(str::trim_start)
         .filter(|l| l.starts_with('-'))
     {
-        let Some(long) = line
-            .split(|c: char| c == ' ' || c == ',')
-            .find_map(|w| w.strip_prefix("--"))
-        else {
+        let Some(long) = line.split([' ', ',']).find_map(|w| w.strip_prefix("--")) else {
             continue;
         };
         if ["help", "version", "config", "check-config", "print-config"].contains(&long) {
