@@ -56,7 +56,8 @@ pub const MAX_WORKERS: usize = 512;
     after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files, USR2 binary upgrade (a new master beside this one), WINCH stop the workers and keep the master (without a controlling terminal)."
 )]
 pub struct Cli {
-    /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to `app`).
+    /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to
+    /// `app`), or `module:callable`; or `app` in the configuration file.
     #[arg(value_name = "APP")]
     pub app: String,
 

@@ -52,8 +52,15 @@ fn serve_args(args: Vec<OsString>) -> u8 {
     match config::load(&args) {
         Ok(loaded) => serve(loaded),
         Err(config::LoadError::Usage(e)) if !e.use_stderr() => {
-            // --help and --version are "errors" that print to stdout.
-            let _ = e.print();
+            // --help and --version are "errors" that print to stdout; the
+            // help of the full command, where APP is required.
+            let _ = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp if args.iter().any(|a| a == "--help") => {
+                    config::command().print_long_help()
+                }
+                clap::error::ErrorKind::DisplayHelp => config::command().print_help(),
+                _ => e.print(),
+            };
             e.exit_code() as u8
         }
         Err(e) => {

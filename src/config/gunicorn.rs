@@ -279,7 +279,14 @@ pub const SETTINGS: &[Setting] = &[
     s!("post_worker_init", [], false, Hook),
     s!("worker_int", [], false, Hook),
     s!("worker_abort", [], false, Hook),
-    s!("pre_exec", [], false, Hook),
+    s!(
+        "pre_exec",
+        [],
+        false,
+        Refused(
+            "rgun's USR2 upgrade executes the new binary with the same arguments; no hook runs before it"
+        )
+    ),
     s!("pre_request", [], false, Hook),
     s!("post_request", [], false, Hook),
     s!("child_exit", [], false, Hook),
@@ -401,7 +408,7 @@ pub const SETTINGS: &[Setting] = &[
         ["--forwarder-headers"],
         false,
         Refused(
-            "rgun sets SCRIPT_NAME and PATH_INFO from the request target only, never from request headers"
+            "rgun takes PATH_INFO from the request target and no WSGI variable from request headers (SCRIPT_NAME stays empty)"
         )
     ),
     s!(

@@ -268,6 +268,26 @@ fn every_gunicorn_flag_is_understood() {
     }
 }
 
+/// The README's "Coming from Gunicorn" table names every flag.
+#[test]
+fn the_readme_lists_every_gunicorn_flag() {
+    let readme = std::fs::read_to_string(crate::harness::manifest_dir().join("README.md")).unwrap();
+    let section = readme
+        .split("## Coming from Gunicorn")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a \"Coming from Gunicorn\" section");
+    for (flag, _, _) in FLAGS {
+        if ["-v", "--version"].contains(flag) {
+            continue;
+        }
+        assert!(
+            section.contains(&format!("`{flag}`")),
+            "README lacks {flag}"
+        );
+    }
+}
+
 #[test]
 fn accepted_flags_with_nothing_to_do_say_so_once() {
     let dir = TempDir::new("noop-flags");
