@@ -12,6 +12,22 @@ use super::Arbiter;
 use crate::cli::Cli;
 use crate::config::{Loaded, reload};
 
+/// Settings of the master itself, which a reload does not change (the
+/// listening sockets have their own line): their names, where they differ.
+fn needs_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
+    [
+        ("backlog", old.backlog != new.backlog),
+        ("umask", old.umask != new.umask),
+        ("reuse_port", old.reuse_port != new.reuse_port),
+        ("preload", old.preload != new.preload),
+        ("pidfile", old.pidfile != new.pidfile),
+        ("proc_name", old.proc_name != new.proc_name),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
 impl Arbiter {
     /// The configuration the master runs with, for the next `HUP`.
     pub fn set_config(&mut self, cli: Cli) {
@@ -38,10 +54,16 @@ impl Arbiter {
 
     fn apply(&mut self, loaded: Loaded) -> anyhow::Result<()> {
         let mut cli = loaded.cli.clone();
-        if cli.preload != self.preloaded {
-            log::warn!("preload changed: a reload cannot apply it; restart rgun to apply it");
-            cli.preload = self.preloaded;
+        if let Some(old) = &self.config {
+            let kept = needs_restart(old, &cli);
+            if !kept.is_empty() {
+                log::warn!(
+                    "{} changed: a reload keeps the value the master started with; restart rgun to apply it",
+                    kept.join(", ")
+                );
+            }
         }
+        cli.preload = self.preloaded;
         let binds = if cli.bind.is_empty() {
             vec![crate::cli::DEFAULT_BIND.to_string()]
         } else {

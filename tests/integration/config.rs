@@ -549,3 +549,74 @@ fn the_documented_rgun_toml_parses_and_lists_every_flag() {
     }
     assert!(flags > 30, "{help}");
 }
+
+#[test]
+fn hup_with_preload_and_a_broken_file_does_not_reexecute() {
+    let dir = TempDir::new("hup-preload");
+    let file = dir.join("rgun.toml");
+    let body = format!(
+        "app = \"{}\"\nbind = \"127.0.0.1:0\"\npreload = true\n",
+        testapp()
+    );
+    std::fs::write(&file, &body).unwrap();
+    let server = Server::builder("")
+        .current_dir(dir.path())
+        .binds_from_config(1)
+        .wait_for_workers(1)
+        .start();
+    let worker = server.wait_for_workers(1)[0];
+    std::fs::write(&file, format!("{body}timeout = \"soon\"\n")).unwrap();
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_log("the configuration does not load", WAIT);
+    assert!(line.contains("rgun.toml:4: `timeout`"), "{line}");
+    assert!(line.contains("not reloading"), "{line}");
+    // The same master and worker serve on.
+    assert_eq!(crate::harness::fresh_pid(&server), worker);
+    assert!(
+        !server.stderr.text().contains("re-executing"),
+        "{}",
+        server.stderr.text()
+    );
+}
+
+#[test]
+fn capture_output_sends_prints_to_the_error_log() {
+    let dir = TempDir::new("capture");
+    let error_log = dir.join("error.log");
+    std::fs::write(
+        dir.join("printing.py"),
+        "import sys\nprint('printed at import', flush=True)\n\ndef app(environ, start_response):\n    print('printed by a request', file=sys.stderr, flush=True)\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    )
+    .unwrap();
+    let dir_text = dir.path().display().to_string();
+    let log_text = error_log.display().to_string();
+    let server = Server::builder("printing:app")
+        .args([
+            "--pythonpath",
+            &dir_text,
+            "--capture-output",
+            "--error-logfile",
+            &log_text,
+        ])
+        .spawn();
+    wait_for_file_line(&error_log, "printed at import", WAIT);
+    let listening = wait_for_file_line(&error_log, "Listening at: ", WAIT);
+    let crate::harness::Listen::Tcp(addr) = crate::harness::parse_listening(&listening)[0].clone()
+    else {
+        panic!("{listening}")
+    };
+    crate::harness::Conn::tcp(addr)
+        .request(&crate::harness::get("/"))
+        .assert_status(200);
+    wait_for_file_line(&error_log, "printed by a request", WAIT);
+    assert!(
+        !server.stdout.text().contains("printed"),
+        "{}",
+        server.stdout.text()
+    );
+    assert!(
+        !server.stderr.text().contains("printed"),
+        "{}",
+        server.stderr.text()
+    );
+}
