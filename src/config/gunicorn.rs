@@ -554,3 +554,59 @@ pub fn parse_worker_class(text: &str) -> Result<String, String> {
 pub fn worker_class_name(class: &str, threads: usize) -> &str {
     if threads > 1 { "gthread" } else { class }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_classes() {
+        assert_eq!(parse_worker_class("sync").unwrap(), "sync");
+        assert_eq!(
+            parse_worker_class("gunicorn.workers.gthread.ThreadWorker").unwrap(),
+            "gthread"
+        );
+        assert!(
+            parse_worker_class("uvicorn.workers.UvicornWorker")
+                .unwrap_err()
+                .contains("not a WSGI worker")
+        );
+        assert!(
+            parse_worker_class("gevent")
+                .unwrap_err()
+                .contains("--threads")
+        );
+        assert_eq!(worker_class_name("sync", 4), "gthread");
+        assert_eq!(worker_class_name("gthread", 1), "gthread");
+    }
+
+    #[test]
+    fn every_setting_is_listed_once_and_maps_to_a_known_id() {
+        let cmd = crate::config::command();
+        for (i, setting) in SETTINGS.iter().enumerate() {
+            assert!(
+                !SETTINGS[..i].iter().any(|s| s.name == setting.name),
+                "{} twice",
+                setting.name
+            );
+            // A flag of Gunicorn's is an argument here, or belongs to
+            // another part of issue 11 (merged separately).
+            for flag in setting.flags.iter().filter_map(|f| f.strip_prefix("--")) {
+                let known = cmd.get_arguments().any(|a| {
+                    a.get_long() == Some(flag)
+                        || a.get_all_aliases().into_iter().flatten().any(|l| l == flag)
+                });
+                let elsewhere = ["access-logformat", "proxy-protocol", "proxy-allow-from"];
+                assert!(known || elsewhere.contains(&flag), "--{flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(refusal("daemon", "true").unwrap().contains("systemd"));
+        assert_eq!(refusal("protocol", "http"), None);
+        assert!(refusal("protocol", "uwsgi").is_some());
+        assert_eq!(refusal("workers", "3"), None);
+    }
+}
