@@ -20,6 +20,7 @@ use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WorkerConfig};
 
 use crate::sockets::Listener;
 
+mod reconfigure;
 mod recycle;
 mod reload;
 mod spawn;
@@ -183,6 +184,8 @@ pub struct Arbiter {
     pidfile: Option<crate::pidfile::Pidfile>,
     /// The new master of a `USR2` upgrade under way (a child of this one).
     upgrade: Option<Pid>,
+    /// The configuration running, as `HUP` compares a new one with it.
+    config: Option<crate::cli::Cli>,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
@@ -235,6 +238,7 @@ impl Arbiter {
             restarts: recycle::Restarts::default(),
             pidfile,
             upgrade: None,
+            config: None,
         })
     }
 
@@ -388,7 +392,8 @@ impl Arbiter {
                 (Some(EXIT_BOOT_ERROR), _) => {
                     self.halt = Some(("Worker failed to boot.", EXIT_BOOT_ERROR))
                 }
-                (Some(0), _) if worker.is_retiring() => log::info!("Worker exiting (pid: {pid})"),
+                // The worker said "Worker exiting" itself, as Gunicorn's do.
+                (Some(0), _) if worker.is_retiring() => {}
                 (Some(code), _) => log::warn!("Worker (pid:{pid}) exited with code {code}"),
                 (None, Some(Signal::SIGKILL)) => {
                     log::error!("Worker (pid:{pid}) was sent SIGKILL! Perhaps out of memory?")

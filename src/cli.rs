@@ -62,7 +62,8 @@ pub const MAX_WORKERS: usize = 512;
     after_help = "Signals: TERM graceful stop, INT/QUIT quick stop, HUP reload (new workers load the library afresh), TTIN/TTOU one worker more/fewer, USR1 reopen log files, USR2 binary upgrade (a new master beside this one), WINCH stop the workers and keep the master (without a controlling terminal)."
 )]
 pub struct Cli {
-    /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to `app`).
+    /// The application: `path/to/libapp.so:SYMBOL` (SYMBOL defaults to
+    /// `app`), or `module:callable`; or `app` in the configuration file.
     #[arg(value_name = "APP")]
     pub app: String,
 
@@ -70,8 +71,23 @@ pub struct Cli {
     #[arg(short = 'w', long, env = "WEB_CONCURRENCY", default_value_t = DEFAULT_WORKERS)]
     pub workers: usize,
 
+    /// Read settings from this file: TOML (`rgun.toml`) or Gunicorn's Python
+    /// (`gunicorn.conf.py`); without it, ./rgun.toml, else ./gunicorn.conf.py.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Load the configuration and the application (in a child process),
+    /// then exit: 0 if both load, else 1 with the reason.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+
+    /// Print the effective configuration as TOML, each value with where it
+    /// came from, then check it as `--check-config` does.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+
     /// Where to listen: `HOST:PORT`, `[IPV6]:PORT`, `unix:PATH`; repeatable.
-    #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
 
     /// The listen queue's length.
@@ -116,6 +132,17 @@ pub struct Cli {
     #[arg(long = "limit-request-body", value_name = "BYTES", default_value_t = 0)]
     pub limit_request_body: u64,
 
+    /// Gunicorn's worker class: `sync`, or `gthread` (with `--threads`);
+    /// both name rgun's one worker model. Other classes are refused.
+    #[arg(
+        short = 'k',
+        long = "worker-class",
+        value_name = "CLASS",
+        default_value = "sync",
+        value_parser = crate::config::gunicorn::parse_worker_class
+    )]
+    pub worker_class: String,
+
     /// Threads per worker that run application calls (for applications that
     /// block on I/O); 1 runs them on the event loop's own thread.
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_THREADS)]
@@ -158,7 +185,7 @@ pub struct Cli {
 
     /// The file mode mask a Unix socket is created with (octal, e.g. 007);
     /// Gunicorn's default 0 lets a proxy running as another user connect.
-    #[arg(long, value_name = "MASK", default_value = "0", value_parser = parse_umask)]
+    #[arg(short = 'm', long, value_name = "MASK", default_value = "0", value_parser = parse_umask)]
     pub umask: u32,
 
     /// Proxies whose X-Forwarded-Proto sets the URL scheme (https) and
@@ -231,7 +258,7 @@ pub struct Cli {
     /// The error log: a file, or `-` for standard error.
     #[arg(
         long = "error-logfile",
-        alias = "log-file",
+        visible_alias = "log-file",
         value_name = "FILE",
         default_value = "-"
     )]
@@ -250,6 +277,55 @@ pub struct Cli {
     /// atoms of `--access-logformat`.
     #[arg(long = "access-log-json")]
     pub access_log_json: bool,
+
+    /// Send the workers' standard output and error (an application's
+    /// `print`) to the error log file.
+    #[arg(long = "capture-output")]
+    pub capture_output: bool,
+
+    /// An environment variable for the workers and the application:
+    /// `KEY=VALUE`; repeatable (Gunicorn's `raw_env`).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<String>,
+
+    /// Set SO_REUSEPORT on the TCP sockets, so that another process may
+    /// listen on the same port.
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
+
+    /// Gunicorn's heartbeat-file folder: rgun's workers report to the master
+    /// through shared memory, so it has nothing to do (accepted, said once).
+    #[arg(long = "worker-tmp-dir", value_name = "DIR")]
+    pub worker_tmp_dir: Option<PathBuf>,
+
+    /// Gunicorn's switch for sendfile(2): accepted; rgun sends file
+    /// responses with sendfile(2) and says so once.
+    #[arg(long = "no-sendfile")]
+    pub no_sendfile: bool,
+
+    /// Gunicorn's switch for the workers' supplementary groups: rgun always
+    /// sets them for `--user` (initgroups), as nginx does.
+    #[arg(long)]
+    pub initgroups: bool,
+
+    /// Gunicorn's switch to keep standard input and output when daemonized:
+    /// rgun never daemonizes, so they are always kept.
+    #[arg(short = 'R', long = "enable-stdio-inheritance")]
+    pub enable_stdio_inheritance: bool,
+
+    /// Gunicorn's `--reload` engine: accepted; rgun's `--reload` has its own
+    /// watcher (the library's file, Python's imported modules).
+    #[arg(long = "reload-engine", value_name = "ENGINE", default_value = "auto",
+          value_parser = ["auto", "poll", "inotify"])]
+    pub reload_engine: String,
+}
+
+/// `-e KEY=VALUE`: a name, `=`, and a value (possibly empty).
+fn parse_env(text: &str) -> Result<String, String> {
+    match text.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !key.contains('\0') => Ok(text.to_string()),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 /// Gunicorn takes a umask in any base Python's int() reads; an operator

@@ -5,6 +5,7 @@
 
 mod arbiter;
 mod cli;
+mod config;
 mod logging;
 mod metrics;
 mod pidfile;
@@ -20,10 +21,10 @@ mod systemd;
 #[path = "../python/src/hosted.rs"]
 mod hosted;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 
 use rgun_gateway::ffi;
 use rgun_worker::AppSource;
@@ -34,17 +35,60 @@ use crate::sockets::{BindAddr, Listener};
 #[cfg_attr(rgun_hosted, allow(dead_code))]
 fn main() -> ExitCode {
     proctitle::save_args();
-    ExitCode::from(serve(Cli::parse()))
+    ExitCode::from(serve_args(std::env::args_os().collect()))
 }
 
-/// The whole life of the master, to its exit code (also the entry point of
-/// the pip-installed `rgun`, after its own `proctitle::save_args`).
-fn serve(cli: Cli) -> u8 {
-    if let Err(e) = logging::init(&cli.error_logfile, cli.log_level.filter()) {
+/// The exit code of a bad flag, configuration file or variable (clap's for
+/// a bad flag).
+const EXIT_USAGE: u8 = 2;
+
+/// The whole life of the master, from its arguments (the program's name
+/// first) to its exit code; also the entry point of the pip-installed
+/// `rgun`, after its own `proctitle::save_args`.
+fn serve_args(args: Vec<OsString>) -> u8 {
+    if let Some(code) = config::extras::run(&args) {
+        return code;
+    }
+    config::reload::remember(&args);
+    match config::load(&args) {
+        Ok(loaded) => serve(loaded),
+        Err(config::LoadError::Usage(e)) if !e.use_stderr() => {
+            // --help and --version are "errors" that print to stdout; the
+            // help of the full command, where APP is required.
+            let _ = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp if args.iter().any(|a| a == "--help") => {
+                    config::command().print_long_help()
+                }
+                clap::error::ErrorKind::DisplayHelp => config::command().print_help(),
+                _ => e.print(),
+            };
+            e.exit_code() as u8
+        }
+        Err(e) => {
+            eprintln!("rgun: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn serve(loaded: config::Loaded) -> u8 {
+    let cli = &loaded.cli;
+    if cli.print_config {
+        print!("{}", config::print(&loaded));
+    }
+    if let Err(e) = logging::init(
+        &cli.error_logfile,
+        cli.log_level.filter(),
+        cli.capture_output,
+    ) {
         eprintln!("rgun: {e}");
         return 1;
     }
-    match run(cli) {
+    loaded.log_notes();
+    if cli.print_config || cli.check_config {
+        return config::check::check(cli);
+    }
+    match run(loaded) {
         Ok(code) => code as u8,
         Err(failure) => {
             log::error!("{:#}", failure.error);
@@ -68,7 +112,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     }
 }
 
-fn run(cli: Cli) -> Result<i32, Failure> {
+fn run(loaded: config::Loaded) -> Result<i32, Failure> {
+    let cli = loaded.cli;
     // First of all: a TERM sent the moment the master is visible must be
     // queued for the loop, not kill the master with its default action.
     let signals = arbiter::install_signals().context("cannot install signal handlers")?;
@@ -91,27 +136,12 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         .map(pidfile::Pidfile::create)
         .transpose()?;
     proctitle::set_name(cli.proc_name.as_deref().unwrap_or(&cli.app));
+    set_env(&cli);
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
     settings.start_dir = Some(start_dir);
     settings.identity = privileges::Identity::resolve(cli.user.as_deref(), cli.group.as_deref())?;
-    // Workers open the access log themselves (and again on USR1): as another
-    // user they could not create it where only root writes.
-    if let (Some(id), Some(path)) = (&settings.identity, &cli.access_logfile)
-        && path.as_os_str() != "-"
-    {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot create the access log {}", path.display()))?;
-        nix::unistd::chown(path.as_path(), Some(id.uid), Some(id.gid)).with_context(|| {
-            format!(
-                "cannot give the access log {} to the workers' user",
-                path.display()
-            )
-        })?;
-    }
+    prepare_access_log(settings.identity.as_ref(), cli.access_logfile.as_deref())?;
     // Told to applications (the WSGI bridge's wsgi.multiprocess, and its
     // module watcher for --reload).
     // SAFETY: the master is single-threaded.
@@ -127,11 +157,17 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         cli.bind.clone()
     };
     let listeners = match inherited {
-        Some(listeners) => listeners,
+        Some(listeners) => {
+            warn_on_changed_binds(&binds, &listeners);
+            listeners
+        }
         None => {
             let mut listeners = Vec::new();
             for spec in &binds {
                 let listener = Listener::bind(&BindAddr::parse(spec)?, cli.backlog, cli.umask)?;
+                if cli.reuse_port {
+                    listener.reuse_port()?;
+                }
                 // The workers' user owns a Unix socket, as in Gunicorn.
                 if let Some(id) = &settings.identity {
                     listener.chown(id.uid, id.gid)?;
@@ -143,17 +179,67 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     };
     let pid = std::process::id();
     log::info!("Starting rgun {}", env!("CARGO_PKG_VERSION"));
-    for listener in &listeners {
-        log::info!(
-            "Listening at: {} ({pid})",
-            sockets::describe(&listener.addr)
-        );
-    }
+    // Gunicorn's line: every address, joined by commas.
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| sockets::describe(&l.addr))
+        .collect();
+    log::info!("Listening at: {} ({pid})", addresses.join(","));
+    log::info!(
+        "Using worker: {}",
+        config::gunicorn::worker_class_name(&cli.worker_class, cli.threads)
+    );
     let identity = settings.identity.as_ref();
     settings.metrics = metrics::setup(&cli, &binds, identity, inherited_metrics)?;
     proctitle::set("master");
     let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
+    arbiter.set_config(cli);
     Ok(arbiter.run())
+}
+
+/// `-e KEY=VALUE`: set in the master, so that the workers it forks (and the
+/// application they load) inherit them, as Gunicorn does.
+fn set_env(cli: &Cli) {
+    for entry in &cli.env {
+        if let Some((key, value)) = entry.split_once('=') {
+            // SAFETY: the master is single-threaded.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+}
+
+/// Workers open the access log themselves (and again on USR1): as another
+/// user they could not create it where only root writes.
+fn prepare_access_log(
+    identity: Option<&privileges::Identity>,
+    path: Option<&std::path::Path>,
+) -> Result<()> {
+    if let (Some(id), Some(path)) = (identity, path)
+        && path.as_os_str() != "-"
+    {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot create the access log {}", path.display()))?;
+        nix::unistd::chown(path, Some(id.uid), Some(id.gid)).with_context(|| {
+            format!(
+                "cannot give the access log {} to the workers' user",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The sockets of a previous image (a HUP with --preload, an upgrade) are
+/// kept as they are: a `bind` changed since is said, not applied.
+fn warn_on_changed_binds(binds: &[String], listeners: &[Listener]) {
+    if !config::reload::binds_match(binds, listeners)
+        && !listeners.iter().any(Listener::is_from_systemd)
+    {
+        config::reload::log_bind_refused(binds, listeners);
+    }
 }
 
 /// Tells the WSGI bridge to watch the modules the application imported.

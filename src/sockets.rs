@@ -91,14 +91,14 @@ pub fn inherited() -> Result<Option<Vec<Listener>>> {
         // is to remove).
         list.split(',')
             .map(|entry| {
-                let (fd, from_systemd) = match entry.strip_suffix(":s") {
+                let (fd, is_from_systemd) = match entry.strip_suffix(":s") {
                     Some(fd) => (fd, true),
                     None => (entry, false),
                 };
                 let fd: RawFd = fd
                     .parse()
                     .with_context(|| format!("invalid {INHERIT_ENV} entry {entry:?}"))?;
-                Ok((fd, from_systemd))
+                Ok((fd, is_from_systemd))
             })
             .collect::<Result<_>>()?
     } else if let Some(count) = systemd {
@@ -238,6 +238,22 @@ impl Listener {
     pub fn keep_across_exec(&self, keep: bool) -> Result<()> {
         self.socket.set_cloexec(!keep)?;
         Ok(())
+    }
+
+    /// `--reuse-port`: SO_REUSEPORT, so that another process may bind the
+    /// same TCP port (Gunicorn's `reuse_port`).
+    pub fn reuse_port(&self) -> Result<()> {
+        if let BindAddr::Tcp(sa) = &self.addr {
+            self.socket
+                .set_reuse_port(true)
+                .with_context(|| format!("cannot set SO_REUSEPORT on {sa}"))?;
+        }
+        Ok(())
+    }
+
+    /// Handed over by systemd (socket activation).
+    pub fn is_from_systemd(&self) -> bool {
+        self.systemd
     }
 
     pub fn fd(&self) -> RawFd {

@@ -10,7 +10,6 @@
 use std::ffi::OsString;
 
 use anyhow::anyhow;
-use clap::Parser;
 use pyo3::prelude::*;
 
 use rgun_gateway::ffi;
@@ -35,15 +34,7 @@ fn serve(py: Python<'_>, argv: Vec<OsString>) -> i32 {
     // The process's own command line (`python .../rgun APP ...`): what a
     // re-executed master (HUP with --preload, USR2) runs again.
     crate::proctitle::save_args();
-    let cli = match Cli::try_parse_from(argv) {
-        Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are "errors" that print to stdout.
-            let _ = e.print();
-            return e.exit_code();
-        }
-    };
-    i32::from(py.detach(|| crate::serve(cli)))
+    i32::from(py.detach(|| crate::serve_args(argv)))
 }
 
 /// The bridge in this process: the workers use its table directly, and

@@ -13,11 +13,19 @@ impl Arbiter {
     /// refused, the listeners never close.
     pub(super) fn handle_hup(&mut self) {
         if self.preloaded {
+            // The new image reads the configuration itself: it must load.
+            if let Err(line) = crate::config::reload::reread() {
+                log::error!(
+                    "Handling signal: hup; the configuration does not load: {line}; not reloading (the master would not start again)"
+                );
+                return;
+            }
             self.notify_reloading();
             self.reexec();
             return;
         }
         log::info!("Handling signal: hup; reloading");
+        self.reconfigure();
         self.reload_workers();
     }
 

@@ -56,6 +56,10 @@ impl Arbiter {
                 // child with the master's handlers or the default action.
                 let _ =
                     signals::set_handler(&HANDLED_SIGNALS, nix::sys::signal::SigHandler::SigDfl);
+                // Gunicorn's lines, written by the worker itself so that
+                // the `[pid]` field is the worker's.
+                let pid = std::process::id();
+                log::info!("Booting worker with pid: {pid}");
                 // A panic must end this process, never unwind into the
                 // master's frames above (which own the listeners, the
                 // scoreboard and the pid file).
@@ -63,11 +67,11 @@ impl Arbiter {
                     self.run_worker(slot_index, mask)
                 }))
                 .unwrap_or(EXIT_WORKER_PANIC);
+                log::info!("Worker exiting (pid: {pid})");
                 std::process::exit(code);
             }
             Ok(ForkResult::Parent { child }) => {
                 let _ = signals::restore_mask(&mask);
-                log::info!("Booting worker with pid: {child}");
                 self.workers.insert(
                     child,
                     Worker {

@@ -70,12 +70,14 @@ fn send_signal(pid: u32, signal: libc::c_int) {
     assert_eq!(rc, 0, "kill {pid}: {}", std::io::Error::last_os_error());
 }
 
-/// Wait until the master reports the retired worker `pid` gone (it logs
-/// this after reaping it), and check that it is.
+/// Wait until the retired worker `pid` says it exits (Gunicorn's line, the
+/// worker's own), then until it is gone (reaped, or a zombie of a master
+/// that is not this test's child).
 #[track_caller]
 fn wait_retired(server: &Server, pid: u32) {
-    server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
-    assert!(process_gone(pid), "worker {pid} was not reaped");
+    let line = server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
+    assert_eq!(pid_of_line(&line), pid, "{line}");
+    wait_until(&format!("worker {pid} is gone"), || process_gone(pid));
 }
 
 /// The pid a pid file names, if it holds one whole.

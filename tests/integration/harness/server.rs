@@ -38,6 +38,11 @@ pub struct ServerBuilder {
     session: Session,
     /// A command that runs the binary (`ip netns exec NAME`), if any.
     within: Vec<String>,
+    /// The working directory (where a default `rgun.toml` is looked for).
+    dir: Option<PathBuf>,
+    /// Addresses come from a configuration file: no `--bind`, and this
+    /// many addresses to wait for.
+    config_binds: Option<usize>,
 }
 
 /// Where the master runs: in its own process group of the test's session
@@ -108,13 +113,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Run in this working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The addresses (`n` of them) come from a configuration file: no
+    /// `--bind` on the command line.
+    pub fn binds_from_config(mut self, n: usize) -> Self {
+        self.config_binds = Some(n);
+        self
+    }
+
     /// Start the process without waiting for anything (for failures to
     /// start).
     pub fn spawn(self) -> Server {
-        let binds = if self.binds.is_empty() {
-            vec!["127.0.0.1:0".to_string()]
-        } else {
-            self.binds.clone()
+        let binds = match self.config_binds {
+            Some(n) => vec![String::new(); n],
+            None if self.binds.is_empty() => vec!["127.0.0.1:0".to_string()],
+            None => self.binds.clone(),
         };
         let program = self.program.clone().unwrap_or_else(rgun_bin);
         let mut command = match self.within.split_first() {
@@ -125,14 +143,24 @@ impl ServerBuilder {
                 command
             }
         };
-        command.arg(&self.app);
-        for bind in &binds {
-            command.arg("--bind").arg(bind);
+        // An empty APP: the application comes from a configuration file.
+        if !self.app.is_empty() {
+            command.arg(&self.app);
+        }
+        if self.config_binds.is_none() {
+            for bind in &binds {
+                command.arg("--bind").arg(bind);
+            }
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
         }
         command
             .args(&self.args)
             // The suite's own environment must not change the worker count.
             .env_remove("WEB_CONCURRENCY")
+            .env_remove("RGUN_CMD_ARGS")
+            .env_remove("GUNICORN_CMD_ARGS")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -183,10 +211,14 @@ impl ServerBuilder {
     pub fn start(self) -> Server {
         let workers = self.booted_workers;
         let mut server = self.spawn();
-        let lines = server
-            .stderr
-            .wait_for_count("Listening at: ", server.binds.len(), WAIT);
-        server.listening = lines.iter().map(|l| parse_listening(l)).collect();
+        // Gunicorn's one line for every address.
+        let line = server.stderr.wait_for("Listening at: ", WAIT);
+        server.listening = parse_listening(&line);
+        assert_eq!(
+            server.listening.len(),
+            server.binds.len(),
+            "one address per --bind in {line:?}"
+        );
         if workers > 0 {
             server.wait_for_workers(workers);
         }
@@ -194,21 +226,25 @@ impl ServerBuilder {
     }
 }
 
-/// Parse `... Listening at: http://127.0.0.1:8000 (PID)` or
-/// `... Listening at: unix:/path (PID)`.
-fn parse_listening(line: &str) -> Listen {
+/// Parse Gunicorn's `... Listening at: http://127.0.0.1:8000,unix:/path
+/// (PID)`: every address, joined by commas.
+pub fn parse_listening(line: &str) -> Vec<Listen> {
     let rest = &line[line.find("Listening at: ").unwrap() + "Listening at: ".len()..];
-    let url = rest.split(" (").next().unwrap();
-    if let Some(path) = url.strip_prefix("unix:") {
-        Listen::Unix(PathBuf::from(path))
-    } else if let Some(addr) = url.strip_prefix("http://") {
-        Listen::Tcp(
-            addr.parse()
-                .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}")),
-        )
-    } else {
-        panic!("unexpected listening address in {line:?}")
-    }
+    let urls = rest.rsplit_once(" (").unwrap().0;
+    urls.split(',')
+        .map(|url| {
+            if let Some(path) = url.strip_prefix("unix:") {
+                Listen::Unix(PathBuf::from(path))
+            } else if let Some(addr) = url.strip_prefix("http://") {
+                Listen::Tcp(
+                    addr.parse()
+                        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}")),
+                )
+            } else {
+                panic!("unexpected listening address in {line:?}")
+            }
+        })
+        .collect()
 }
 
 /// A running `rgun`, killed (with its whole process group) when dropped.
@@ -232,6 +268,8 @@ impl Server {
             program: None,
             session: Session::Group,
             within: Vec::new(),
+            dir: None,
+            config_binds: None,
         }
     }
 

@@ -47,12 +47,13 @@ pub fn wait_until_within(what: &str, timeout: Duration, mut done: impl FnMut() -
     }
 }
 
-/// Wait until the master reports the retired worker `pid` gone (it logs
-/// this after reaping it), and check that it is.
+/// Wait until the retired worker `pid` says it exits (Gunicorn's line,
+/// which the worker writes itself), then until the master has reaped it.
 #[track_caller]
 pub fn wait_retired(server: &Server, pid: u32) {
-    server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
-    assert!(!process_exists(pid), "worker {pid} was not reaped");
+    let line = server.wait_for_log(&format!("Worker exiting (pid: {pid})"), WAIT);
+    assert_eq!(log_line_pid(&line), Some(pid), "{line}");
+    wait_until(&format!("worker {pid} is reaped"), || !process_exists(pid));
 }
 
 /// How many "Booting worker" lines the master has written so far.

@@ -1,0 +1,118 @@
+//! `HUP` reads the configuration again (the file, `RGUN_CMD_ARGS`,
+//! `GUNICORN_CMD_ARGS`, with the same command line) before the new workers
+//! start: the worker count, timeouts, limits, log files and the rest apply
+//! to them. The listening sockets stay as they are (no connection is
+//! refused during a reload): a changed `bind` is logged as needing a
+//! restart. A configuration that no longer loads changes nothing and says
+//! why; the workers are still reloaded, with the settings they had.
+
+use anyhow::Context;
+
+use super::Arbiter;
+use crate::cli::Cli;
+use crate::config::{Loaded, reload};
+
+/// Settings of the master itself, which a reload does not change (the
+/// listening sockets have their own line): their names, where they differ.
+fn needs_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
+    [
+        ("backlog", old.backlog != new.backlog),
+        ("umask", old.umask != new.umask),
+        ("reuse_port", old.reuse_port != new.reuse_port),
+        ("preload", old.preload != new.preload),
+        ("pidfile", old.pidfile != new.pidfile),
+        ("proc_name", old.proc_name != new.proc_name),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
+}
+
+impl Arbiter {
+    /// The configuration the master runs with, for the next `HUP`.
+    pub fn set_config(&mut self, cli: Cli) {
+        self.config = Some(cli);
+    }
+
+    /// Read the configuration again and apply it to the workers to come.
+    pub(super) fn reconfigure(&mut self) {
+        let loaded = match reload::reread() {
+            Ok(loaded) => loaded,
+            Err(line) => {
+                log::error!(
+                    "Reloading the configuration failed: {line}; the settings stay as they were"
+                );
+                return;
+            }
+        };
+        if let Err(e) = self.apply(loaded) {
+            log::error!(
+                "Reloading the configuration failed: {e:#}; the settings stay as they were"
+            );
+        }
+    }
+
+    fn apply(&mut self, loaded: Loaded) -> anyhow::Result<()> {
+        let mut cli = loaded.cli.clone();
+        if let Some(old) = &self.config {
+            let kept = needs_restart(old, &cli);
+            if !kept.is_empty() {
+                log::warn!(
+                    "{} changed: a reload keeps the value the master started with; restart rgun to apply it",
+                    kept.join(", ")
+                );
+            }
+        }
+        cli.preload = self.preloaded;
+        let binds = if cli.bind.is_empty() {
+            vec![crate::cli::DEFAULT_BIND.to_string()]
+        } else {
+            cli.bind.clone()
+        };
+        if !reload::binds_match(&binds, &self.listeners)
+            && !self
+                .listeners
+                .iter()
+                .any(crate::sockets::Listener::is_from_systemd)
+        {
+            reload::log_bind_refused(&binds, &self.listeners);
+        }
+        if let Some(start) = &self.settings.start_dir {
+            std::env::set_current_dir(start)
+                .with_context(|| format!("cannot change directory to {}", start.display()))?;
+        }
+        if let Some(dir) = &cli.chdir {
+            std::env::set_current_dir(dir)
+                .with_context(|| format!("cannot change directory to {}", dir.display()))?;
+        }
+        crate::set_env(&cli);
+        let app = crate::resolve_app(&cli).map_err(|failure| failure.error)?;
+        let mut settings = crate::settings(&cli, app)?;
+        settings.identity =
+            crate::privileges::Identity::resolve(cli.user.as_deref(), cli.group.as_deref())?;
+        crate::prepare_access_log(settings.identity.as_ref(), cli.access_logfile.as_deref())?;
+        crate::logging::init(
+            &cli.error_logfile,
+            cli.log_level.filter(),
+            cli.capture_output,
+        )?;
+        // The connections' channel stays the one every worker, old and
+        // new, shares; the new one `settings` opened is closed.
+        if let (Some(new), Some(old)) = (&mut settings.worker, &mut self.settings.worker) {
+            std::mem::swap(&mut new.channel, &mut old.channel);
+        }
+        settings.start_dir = self.settings.start_dir.take();
+        self.wanted = settings.workers;
+        // SAFETY: the master is single-threaded.
+        unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
+        self.settings = settings;
+        loaded.log_notes();
+        log::info!(
+            "Configuration reloaded: {} workers, timeout {} s",
+            self.wanted,
+            cli.timeout
+        );
+        self.config = Some(cli);
+        Ok(())
+    }
+}
