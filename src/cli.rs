@@ -235,6 +235,12 @@ pub struct Cli {
     /// output. Off by default.
     #[arg(long = "access-logfile", value_name = "FILE")]
     pub access_logfile: Option<PathBuf>,
+
+    /// A Python configuration file (`gunicorn.conf.py`) whose server hooks
+    /// run: the master's in a Python process of their own, the workers' in
+    /// a Python application's workers. Hidden: `-c FILE.py` sets it.
+    #[arg(long = "python-hooks", value_name = "FILE", hide = true)]
+    pub python_hooks: Option<PathBuf>,
 }
 
 /// Gunicorn takes a umask in any base Python's int() reads; an operator

@@ -5,10 +5,12 @@
 
 mod arbiter;
 mod cli;
+mod hooks;
 mod logging;
 mod pidfile;
 mod privileges;
 mod proctitle;
+mod python;
 mod sockets;
 mod systemd;
 
@@ -91,6 +93,8 @@ fn run(cli: Cli) -> Result<i32, Failure> {
     proctitle::set_name(cli.proc_name.as_deref().unwrap_or(&cli.app));
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
+    settings.master_hooks =
+        hooks::start_for(&cli, &start_dir, settings.workers, settings.timeout_ms)?;
     settings.start_dir = Some(start_dir);
     settings.identity = privileges::Identity::resolve(cli.user.as_deref(), cli.group.as_deref())?;
     // Workers open the access log themselves (and again on USR1): as another
@@ -360,6 +364,7 @@ fn settings(
         start_dir: None,
         identity: None,
         fork_hooks,
+        master_hooks: hooks::MasterHooks::off(),
         worker: Some(rgun_worker::WorkerConfig {
             forwarded_allow: allow_list("--forwarded-allow-ips", &cli.forwarded_allow_ips)?,
             proxy_protocol: cli.proxy_protocol,

@@ -14,10 +14,13 @@ impl Arbiter {
     pub(super) fn handle_hup(&mut self) {
         if self.preloaded {
             self.notify_reloading();
+            self.hook(crate::hooks::Event::OnReload);
             self.reexec();
             return;
         }
         log::info!("Handling signal: hup; reloading");
+        // Gunicorn's order: on_reload, then the new workers.
+        self.hook(crate::hooks::Event::OnReload);
         self.reload_workers();
     }
 
@@ -81,7 +84,10 @@ impl Arbiter {
         let old_list: Vec<String> = old.iter().map(|p| p.to_string()).collect();
         self.set_inheritance_env();
         // SAFETY: the master is single-threaded.
-        unsafe { std::env::set_var(ORPHANS_ENV, old_list.join(",")) };
+        unsafe {
+            std::env::set_var(ORPHANS_ENV, old_list.join(","));
+            std::env::set_var(crate::hooks::REEXEC_ENV, "1");
+        }
         let (exe, mut command) = self.own_command();
         let err = std::os::unix::process::CommandExt::exec(&mut command);
         // Only reached when exec failed: carry on with new workers.
@@ -91,7 +97,10 @@ impl Arbiter {
         );
         self.clear_inheritance_env();
         // SAFETY: as above.
-        unsafe { std::env::remove_var(ORPHANS_ENV) };
+        unsafe {
+            std::env::remove_var(ORPHANS_ENV);
+            std::env::remove_var(crate::hooks::REEXEC_ENV);
+        }
         let _ = self.keep_across_exec(false);
         for pid in old {
             if let Some(worker) = self.workers.get_mut(&pid) {

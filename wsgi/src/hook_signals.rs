@@ -8,9 +8,11 @@
 //! (quit at once; answer the hung request with its 504 and die of
 //! SIGABRT). The wait is bounded by the master, which kills a worker that
 //! outlives its graceful timeout (quick stop) or `KILL_AFTER_ABORT_MS`
-//! (abort). A second INT or QUIT while the hooks run quits at once; an
-//! abort() the application itself calls goes straight to the worker's
-//! handler, with no hook (Gunicorn's Python handler never sees those).
+//! (abort). A second INT or QUIT while the hooks run changes nothing (a
+//! terminal's Ctrl-C reaches the workers and the master, which then sends
+//! them QUIT); an abort() the application itself calls goes straight to
+//! the worker's handler, with no hook (Gunicorn's Python handler never
+//! sees those).
 //! Installed only when the file defines one of the three hooks.
 
 use std::io;
@@ -97,10 +99,9 @@ extern "C" fn on_signal(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut
         let byte = signal as u8;
         // SAFETY: write(2) of one byte from the stack to our pipe.
         unsafe { libc::write(WAKE.load(Ordering::Relaxed), (&raw const byte).cast(), 1) };
-    } else if signal != libc::SIGABRT {
-        // Asked again while the hooks run: quit now.
-        call_previous(signal);
     }
+    // Asked again while the hooks run (a terminal's Ctrl-C reaches the
+    // whole group, then the master sends QUIT): the hooks finish first.
     // SAFETY: see above.
     unsafe { *libc::__errno_location() = saved_errno };
 }
