@@ -11,7 +11,11 @@ fn main() {
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     let python = std::env::var("PYO3_PYTHON")
         .ok()
-        .or_else(|| std::env::var("VIRTUAL_ENV").ok().map(|v| format!("{v}/bin/python")))
+        .or_else(|| {
+            std::env::var("VIRTUAL_ENV")
+                .ok()
+                .map(|v| format!("{v}/bin/python"))
+        })
         .unwrap_or_else(|| "python3".into());
     // Its own absolute path, as the bridge records it.
     let executable = Command::new(&python)

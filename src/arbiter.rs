@@ -251,7 +251,10 @@ impl Arbiter {
             self.hook(crate::hooks::Event::WhenReady);
         }
         let code = self.serve();
-        if self.halt.is_some_and(|(reason, _)| reason == hooked::HOOK_RAISED) {
+        if self
+            .halt
+            .is_some_and(|(reason, _)| reason == hooked::HOOK_RAISED)
+        {
             return hooked::EXIT_HOOK_ERROR;
         }
         match self.run_hook(crate::hooks::Event::OnExit) {

@@ -28,6 +28,8 @@ use crate::cli::{AppSpec, Cli};
 const HOOKS_SCRIPT: &str = include_str!("../wsgi/src/hooks.py");
 /// The descriptor number of the socket in the hook process.
 const HOOK_SOCKET_FD: i32 = 3;
+/// How long the hook process has to end once the master closes its socket.
+const HOOK_EXIT_WAIT_MS: u64 = 2000;
 /// How long a master hook may run when `--timeout` is 0 (disabled):
 /// Gunicorn's default `timeout`, seconds.
 pub const DEFAULT_HOOK_TIMEOUT_SECS: u64 = 30;
@@ -52,9 +54,17 @@ pub enum Event {
     PreExec,
     OnExit,
     /// `pre_fork(server, worker)`: the worker has no pid yet.
-    PreFork { age: u64 },
-    ChildExit { pid: i32, age: u64 },
-    NworkersChanged { new: usize, old: Option<usize> },
+    PreFork {
+        age: u64,
+    },
+    ChildExit {
+        pid: i32,
+        age: u64,
+    },
+    NworkersChanged {
+        new: usize,
+        old: Option<usize>,
+    },
 }
 
 impl Event {
@@ -175,7 +185,10 @@ impl MasterHooks {
             State::Running(spec, process) => (spec, process),
             State::Down(spec) => match spawn(&spec, num_workers) {
                 Ok((process, _)) => {
-                    log::warn!("Server hooks: started a new hook process (pid: {})", process.pid);
+                    log::warn!(
+                        "Server hooks: started a new hook process (pid: {})",
+                        process.pid
+                    );
                     (spec, process)
                 }
                 Err(e) => {
@@ -229,6 +242,17 @@ impl MasterHooks {
     /// process sees the master's end close when the master exits.
     pub fn close_in_worker(&mut self) {
         self.state = State::Off;
+    }
+}
+
+impl Drop for MasterHooks {
+    /// The master is leaving: the hook process sees its socket close and
+    /// ends; it is waited for (bounded), so that nothing outlives the
+    /// master. Forked workers leave without running this.
+    fn drop(&mut self) {
+        if let State::Running(_, process) = std::mem::replace(&mut self.state, State::Off) {
+            process.finish();
+        }
     }
 }
 
@@ -298,7 +322,11 @@ fn spawn(spec: &Spec, num_workers: usize) -> Result<(HookProcess, Vec<String>)> 
     let names = |key: &str| -> Vec<String> {
         answer[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     process.defined = names("ready");
@@ -306,6 +334,24 @@ fn spawn(spec: &Spec, num_workers: usize) -> Result<(HookProcess, Vec<String>)> 
 }
 
 impl HookProcess {
+    /// Close the master's end, wait (bounded) for the process to end.
+    fn finish(mut self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Write);
+        let _ = self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(HOOK_EXIT_WAIT_MS)));
+        let mut rest = Vec::new();
+        if std::io::Read::read_to_end(&mut self.reader, &mut rest).is_err() {
+            log::warn!(
+                "Server hooks: the hook process (pid: {}) did not end; killing it",
+                self.pid
+            );
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+
     fn send(&mut self, line: &Value) -> Result<()> {
         let mut text = line.to_string();
         text.push('\n');
@@ -376,7 +422,12 @@ pub const REEXEC_ENV: &str = "RGUN_HOOKS_REEXEC";
 /// workers of a Python application where the file is, and run the start
 /// hooks (Gunicorn's order: `nworkers_changed(server, N, None)` as the
 /// worker count is first set, then `on_starting`, before binding).
-pub fn start_for(cli: &Cli, start_dir: &Path, workers: usize, timeout_ms: u64) -> Result<MasterHooks> {
+pub fn start_for(
+    cli: &Cli,
+    start_dir: &Path,
+    workers: usize,
+    timeout_ms: u64,
+) -> Result<MasterHooks> {
     let Some(file) = &cli.python_hooks else {
         return Ok(MasterHooks::off());
     };
@@ -395,7 +446,13 @@ pub fn start_for(cli: &Cli, start_dir: &Path, workers: usize, timeout_ms: u64) -
     } else {
         timeout_ms
     });
-    let loaded = MasterHooks::start(file.clone(), crate::python::interpreter(), settings, timeout, workers)?;
+    let loaded = MasterHooks::start(
+        file.clone(),
+        crate::python::interpreter(),
+        settings,
+        timeout,
+        workers,
+    )?;
     if !python_app && !loaded.worker_hooks.is_empty() {
         log::warn!(
             "{}: the worker hooks ({}) apply to Python applications only; its master hooks run",
@@ -409,9 +466,18 @@ pub fn start_for(cli: &Cli, start_dir: &Path, workers: usize, timeout_ms: u64) -
     unsafe { std::env::remove_var(REEXEC_ENV) };
     hooks.resumed = resumed;
     if !resumed {
-        for event in [Event::NworkersChanged { new: workers, old: None }, Event::OnStarting] {
+        for event in [
+            Event::NworkersChanged {
+                new: workers,
+                old: None,
+            },
+            Event::OnStarting,
+        ] {
             if hooks.run(event, workers) == Outcome::Raised {
-                bail!("the {} server hook raised an exception (see above)", event.name());
+                bail!(
+                    "the {} server hook raised an exception (see above)",
+                    event.name()
+                );
             }
         }
     }

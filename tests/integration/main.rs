@@ -16,6 +16,7 @@ mod deploy;
 mod edge;
 mod fleet;
 mod harness;
+mod hooks;
 mod http1;
 mod lifecycle;
 mod load_errors;

@@ -288,11 +288,12 @@ class WorkerHooks:
     def worker_exit(self):
         self._call("worker_exit", self.server, self.worker)
 
-    def pre_request(self, method, uri, protocol, headers, scheme, remote_addr):
-        req = Request(method, uri, protocol, headers, scheme, remote_addr)
+    def request(self, method, uri, protocol, headers, scheme, remote_addr):
         self.worker.nr += 1
+        return Request(method, uri, protocol, headers, scheme, remote_addr)
+
+    def pre_request(self, req):
         self._call("pre_request", self.worker, req)
-        return req
 
     def post_request(self, req, environ, status_code, reason, headers):
         resp = Response(status_code, reason, headers)
@@ -332,6 +333,9 @@ def serve_master(path, fd):
     try:
         namespace = load_file(path)
         hooks = hooks_in(namespace, MASTER_HOOKS, path)
+        # The workers' are checked here too: a wrong signature stops the
+        # master at start, as Gunicorn refuses it when reading the file.
+        hooks_in(namespace, WORKER_HOOKS, path)
     except HookError as e:
         send({"failed": str(e)})
         return 1

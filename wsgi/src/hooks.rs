@@ -35,6 +35,13 @@ pub(crate) struct Hooks {
     pub post_request: bool,
 }
 
+/// The answer's head as the application gave it, for `post_request`.
+pub(crate) struct AnswerHead {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+}
+
 pub(crate) fn get() -> Option<&'static Hooks> {
     HOOKS.get()
 }
@@ -187,13 +194,12 @@ impl Hooks {
             text(request.scheme),
             text(request.remote_addr),
         );
-        let req = self
-            .object
-            .bind(py)
-            .getattr("pre_request")
-            .and_then(|f| f.call1(args));
-        match req {
-            Ok(req) => (req, Ok(())),
+        let hooks = self.object.bind(py);
+        match hooks.call_method1("request", args) {
+            Ok(req) => {
+                let called = hooks.call_method1("pre_request", (&req,)).map(drop);
+                (req, called)
+            }
             Err(err) => (py.None().into_bound(py), Err(err)),
         }
     }
@@ -205,14 +211,14 @@ impl Hooks {
         py: Python<'_>,
         req: &Bound<'_, PyAny>,
         environ: Option<&Bound<'_, PyDict>>,
-        status: Option<(u16, String, Vec<(String, String)>)>,
+        head: Option<AnswerHead>,
     ) {
         let environ = match environ {
             Some(e) => e.clone().into_any(),
             None => PyDict::new(py).into_any(),
         };
-        let (code, reason, headers) = match status {
-            Some((code, reason, headers)) => (Some(code), reason, headers),
+        let (code, reason, headers) = match head {
+            Some(head) => (Some(head.status), head.reason, head.headers),
             None => (None, String::new(), Vec::new()),
         };
         let headers = PyList::new(py, headers).map(|l| l.into_any());

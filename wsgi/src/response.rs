@@ -124,7 +124,7 @@ fn run_hooked(
 }
 
 /// The status, reason and headers the application gave, for post_request.
-fn head_of(ex: &Exchange) -> (u16, String, Vec<(String, String)>) {
+fn head_of(ex: &Exchange) -> crate::hooks::AnswerHead {
     let head = ex.head.borrow();
     let latin1 = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
     let mut at = head.reason_len;
@@ -140,7 +140,11 @@ fn head_of(ex: &Exchange) -> (u16, String, Vec<(String, String)>) {
             field
         })
         .collect();
-    (head.status, latin1(&head.bytes[..head.reason_len]), headers)
+    crate::hooks::AnswerHead {
+        status: head.status,
+        reason: latin1(&head.bytes[..head.reason_len]),
+        headers,
+    }
 }
 
 /// Build the environ (kept in `environ_out` for post_request), call the
