@@ -72,11 +72,64 @@ fn every_hook_runs_in_gunicorns_order() {
     let log = dir.join("calls.jsonl");
     let mut server = hooked(&log, &["--workers", "2"]).start();
     let master = u64::from(server.pid());
-    let booted = wait_for_call(&log, "two post_worker_init", |_| {
-        named(&calls(&log), "post_worker_init").len() == 2
+    let (hook_process, workers) = start_calls(&server, &log);
+    requests_between_pre_and_post_request(&server, &log);
+
+    // A worker killed: child_exit in the master's hook process, with its
+    // pid and age.
+    // SAFETY: kill(2) on a worker of this test's server.
+    unsafe { libc::kill(workers[0] as i32, libc::SIGKILL) };
+    let after_kill = wait_for_call(&log, "child_exit of the killed worker", |c| {
+        c["hook"] == "child_exit" && pid(&c["worker_pid"]) == workers[0]
     });
-    // The start: the worker count set, on_starting, when_ready, then each
-    // worker: pre_fork in the master, post_fork and post_worker_init in it.
+    let exit = named(&after_kill, "child_exit")[0];
+    assert_eq!(exit["age"], 1);
+    assert_eq!(pid(&exit["pid"]), hook_process);
+
+    // TTIN: nworkers_changed(server, 3, 2).
+    server.signal(libc::SIGTTIN);
+    wait_for_call(&log, "nworkers_changed(3, 2)", |c| {
+        c["hook"] == "nworkers_changed" && c["new"] == 3 && c["old"] == 2
+    });
+    // The killed worker's replacement and the third worker, booted.
+    wait_until("four workers booted in all", || {
+        named(&calls(&log), "post_worker_init").len() == 4
+    });
+
+    let new_workers = reload_calls(&server, &log, workers[0]);
+
+    // INT: a quick stop. Each worker runs worker_int then worker_exit;
+    // the master's child_exit for each; on_exit last of all.
+    server.signal(libc::SIGINT);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+    let all = calls(&log);
+    for worker in &new_workers {
+        let int = position(&all, "worker_int", |c| {
+            c["hook"] == "worker_int" && pid(&c["pid"]) == *worker
+        });
+        let exit = position(&all, "worker_exit", |c| {
+            c["hook"] == "worker_exit" && pid(&c["pid"]) == *worker
+        });
+        let child_exit = position(&all, "child_exit", |c| {
+            c["hook"] == "child_exit" && pid(&c["worker_pid"]) == *worker
+        });
+        assert!(int < exit && exit < child_exit, "{all:#?}");
+        assert_eq!(pid(&all[exit]["server_pid"]), master);
+    }
+    assert_eq!(all.last().unwrap()["hook"], "on_exit", "{all:#?}");
+    assert_eq!(named(&all, "on_exit").len(), 1);
+}
+
+/// The start of a server with two workers: the worker count set,
+/// on_starting, when_ready, then for each worker pre_fork in the master's
+/// hook process, post_fork and post_worker_init in the worker. Returns
+/// the hook process's pid and the workers'.
+fn start_calls(server: &Server, log: &Path) -> (u64, Vec<u64>) {
+    let master = u64::from(server.pid());
+    let booted = wait_for_call(log, "two post_worker_init", |_| {
+        named(&calls(log), "post_worker_init").len() == 2
+    });
     let names: Vec<&str> = booted.iter().map(|c| c["hook"].as_str().unwrap()).collect();
     assert_eq!(
         names[..3],
@@ -123,54 +176,37 @@ fn every_hook_runs_in_gunicorns_order() {
     let worker_line = format!("post_worker_init says hello from worker {}", workers[0]);
     let line = server.wait_for_log(&worker_line, WAIT);
     assert!(line.contains(&format!("[{}] [INFO]", workers[0])), "{line}");
+    (hook_process, workers)
+}
 
-    requests_between_pre_and_post_request(&server, &log);
-
-    // A worker killed: child_exit in the master's hook process, with its
-    // pid and age.
-    // SAFETY: kill(2) on a worker of this test's server.
-    unsafe { libc::kill(workers[0] as i32, libc::SIGKILL) };
-    let after_kill = wait_for_call(&log, "child_exit of the killed worker", |c| {
-        c["hook"] == "child_exit" && pid(&c["worker_pid"]) == workers[0]
-    });
-    let exit = after_kill
-        .iter()
-        .find(|c| c["hook"] == "child_exit")
-        .unwrap();
-    assert_eq!(exit["age"], 1);
-    assert_eq!(pid(&exit["pid"]), hook_process);
-
-    // TTIN: nworkers_changed(server, 3, 2).
-    server.signal(libc::SIGTTIN);
-    wait_for_call(&log, "nworkers_changed(3, 2)", |c| {
-        c["hook"] == "nworkers_changed" && c["new"] == 3 && c["old"] == 2
-    });
-
-    // HUP: on_reload, then the new workers are forked.
-    let before_reload = calls(&log).len();
+/// HUP: on_reload, then three new workers; the old ones (all but `killed`)
+/// leave gracefully: worker_exit (no worker_int), then child_exit. Returns
+/// the new workers.
+fn reload_calls(server: &Server, log: &Path, killed: u64) -> Vec<u64> {
+    let before_reload = calls(log).len();
     server.signal(libc::SIGHUP);
-    let reloaded = wait_for_call(&log, "on_reload", |c| c["hook"] == "on_reload");
+    let reloaded = wait_for_call(log, "on_reload", |c| c["hook"] == "on_reload");
     let on_reload = position(&reloaded, "on_reload", |c| c["hook"] == "on_reload");
     assert!(on_reload >= before_reload);
     wait_until("three workers booted after the reload", || {
-        named(&calls(&log)[on_reload..], "post_worker_init").len() == 3
+        named(&calls(log)[on_reload..], "post_worker_init").len() == 3
     });
-    let after_reload = calls(&log)[on_reload..].to_vec();
-    let new_workers: Vec<u64> = named(&after_reload, "post_worker_init")
+    let all = calls(log);
+    let first_fork = position(&all, "pre_fork", |c| {
+        c["hook"] == "pre_fork" && c["age"] == 5
+    });
+    assert!(on_reload < first_fork, "{all:#?}");
+    let old_workers: Vec<u64> = named(&all[..on_reload], "post_worker_init")
         .iter()
         .map(|c| pid(&c["pid"]))
+        .filter(|p| *p != killed)
         .collect();
-    // The old workers leave gracefully: worker_exit, then child_exit.
-    let old_workers: Vec<u64> = named(&calls(&log)[..on_reload], "post_worker_init")
-        .iter()
-        .map(|c| pid(&c["pid"]))
-        .filter(|p| *p != workers[0])
-        .collect();
+    assert_eq!(old_workers.len(), 3, "{all:#?}");
     for old in &old_workers {
-        wait_for_call(&log, "child_exit of an old worker", |c| {
+        wait_for_call(log, "child_exit of an old worker", |c| {
             c["hook"] == "child_exit" && pid(&c["worker_pid"]) == *old
         });
-        let all = calls(&log);
+        let all = calls(log);
         let exit = position(&all, "worker_exit", |c| {
             c["hook"] == "worker_exit" && pid(&c["pid"]) == *old
         });
@@ -184,28 +220,10 @@ fn every_hook_runs_in_gunicorns_order() {
                 .all(|c| pid(&c["pid"]) != *old)
         );
     }
-
-    // INT: a quick stop. Each worker runs worker_int then worker_exit;
-    // the master's child_exit for each; on_exit last of all.
-    server.signal(libc::SIGINT);
-    let status = server.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
-    let all = calls(&log);
-    for worker in &new_workers {
-        let int = position(&all, "worker_int", |c| {
-            c["hook"] == "worker_int" && pid(&c["pid"]) == *worker
-        });
-        let exit = position(&all, "worker_exit", |c| {
-            c["hook"] == "worker_exit" && pid(&c["pid"]) == *worker
-        });
-        let child_exit = position(&all, "child_exit", |c| {
-            c["hook"] == "child_exit" && pid(&c["worker_pid"]) == *worker
-        });
-        assert!(int < exit && exit < child_exit, "{all:#?}");
-        assert_eq!(pid(&all[exit]["server_pid"]), master);
-    }
-    assert_eq!(all.last().unwrap()["hook"], "on_exit", "{all:#?}");
-    assert_eq!(named(&all, "on_exit").len(), 1);
+    named(&all[on_reload..], "post_worker_init")
+        .iter()
+        .map(|c| pid(&c["pid"]))
+        .collect()
 }
 
 /// `pre_request(worker, req)` and `post_request(worker, req, environ,
