@@ -32,13 +32,7 @@ pub fn start_for(
     let file = start_dir.join(file);
     let settings = gunicorn_settings(cli, workers);
     let python_app = matches!(AppSpec::parse(&cli.app), AppSpec::Python { .. });
-    if python_app {
-        // SAFETY: the master is single-threaded.
-        unsafe {
-            std::env::set_var(HOOKS_FILE_ENV, &file);
-            std::env::set_var(HOOK_SETTINGS_ENV, settings.to_string());
-        }
-    }
+    let settings_line = settings.to_string();
     let timeout = Duration::from_millis(if timeout_ms == 0 {
         DEFAULT_HOOK_TIMEOUT_SECS * 1000
     } else {
@@ -51,6 +45,22 @@ pub fn start_for(
         timeout,
         workers,
     )?;
+    if python_app && !loaded.worker_hooks.is_empty() {
+        // The workers execute the file only when it has hooks for them:
+        // otherwise its module-level code runs once, in the hook process,
+        // as in Gunicorn's master.
+        // SAFETY: the master is single-threaded.
+        unsafe {
+            std::env::set_var(HOOKS_FILE_ENV, &file);
+            std::env::set_var(HOOK_SETTINGS_ENV, settings_line);
+        }
+    } else {
+        // SAFETY: as above (a re-executed master may have them from before).
+        unsafe {
+            std::env::remove_var(HOOKS_FILE_ENV);
+            std::env::remove_var(HOOK_SETTINGS_ENV);
+        }
+    }
     if !python_app && !loaded.worker_hooks.is_empty() {
         log::warn!(
             "{}: the worker hooks ({}) apply to Python applications only; its master hooks run",

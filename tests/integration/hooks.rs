@@ -456,6 +456,36 @@ fn a_native_application_runs_the_master_hooks_and_says_the_worker_hooks_do_not_a
     assert!(named(&all, "pre_request").is_empty(), "{all:#?}");
 }
 
+#[test]
+fn a_file_with_only_master_hooks_is_executed_once() {
+    // Its module-level code (say, emptying PROMETHEUS_MULTIPROC_DIR) runs
+    // once, as in Gunicorn's master: the workers have nothing to run.
+    let dir = TempDir::new("hooks-once");
+    let conf = dir.join("gunicorn.conf.py");
+    let loads = dir.join("loads.txt");
+    std::fs::write(
+        &conf,
+        format!(
+            "import os\nwith open({loads:?}, 'a') as f:\n    f.write('%d\\n' % os.getpid())\n\n\
+             def child_exit(server, worker):\n    pass\n"
+        ),
+    )
+    .unwrap();
+    let mut server = App::Wsgi
+        .builder()
+        .args(["--workers", "2", "--python-hooks"])
+        .arg(conf.to_str().unwrap())
+        .start();
+    server.wait_for_workers(2);
+    fresh_pid(&server);
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+    let text = std::fs::read_to_string(&loads).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_ne!(text.trim(), server.pid().to_string());
+}
+
 /// prometheus_client's multiprocess mode, its documentation's Gunicorn
 /// set-up: PROMETHEUS_MULTIPROC_DIR, `mark_process_dead(worker.pid)` in
 /// child_exit, a scrape through a MultiProcessCollector.
