@@ -20,6 +20,7 @@ use rgun_worker::{EXIT_APP_LOAD_ERROR, EXIT_BOOT_ERROR, WorkerConfig};
 
 use crate::sockets::Listener;
 
+mod hooked;
 mod reconfigure;
 mod recycle;
 mod reload;
@@ -80,6 +81,8 @@ struct Abort {
 /// What the master knows of one worker.
 struct Worker {
     slot: usize,
+    /// Gunicorn's `worker.age`: the how-manieth worker this master forked.
+    age: u64,
     started_ms: u64,
     /// Aborted by `--timeout`: when, and how long its request had run.
     aborted: Option<Abort>,
@@ -141,6 +144,8 @@ pub struct Settings {
     pub graceful_timeout_ms: u64,
     /// `--max-worker-memory` in MiB (0: no limit).
     pub max_worker_memory_mib: u64,
+    /// The server hooks of a Python configuration file that run here.
+    pub master_hooks: crate::hooks::MasterHooks,
     /// Always there in the master; taken by a forked child as it becomes a
     /// worker.
     pub worker: Option<WorkerConfig>,
@@ -186,6 +191,8 @@ pub struct Arbiter {
     upgrade: Option<Pid>,
     /// The configuration running, as `HUP` compares a new one with it.
     config: Option<crate::cli::Cli>,
+    /// Workers forked so far (the next one's `age`).
+    worker_age: u64,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
@@ -239,12 +246,32 @@ impl Arbiter {
             pidfile,
             upgrade: None,
             config: None,
+            worker_age: 0,
         })
     }
 
-    /// Run until stopped: returns the process's exit code.
+    /// Run until stopped: returns the process's exit code. The server
+    /// hooks `when_ready` and `on_exit` frame it, as in Gunicorn (not
+    /// `on_exit` after a hook raised: Gunicorn's master leaves at once).
     pub fn run(&mut self) -> i32 {
         self.scoreboard.master().set_phase(Phase::Serving);
+        if !self.settings.master_hooks.resumed {
+            self.hook(crate::hooks::Event::WhenReady);
+        }
+        let code = self.serve();
+        if self
+            .halt
+            .is_some_and(|(reason, _)| reason == hooked::HOOK_RAISED)
+        {
+            return hooked::EXIT_HOOK_ERROR;
+        }
+        match self.run_hook(crate::hooks::Event::OnExit) {
+            crate::hooks::Outcome::Raised if code == 0 => hooked::EXIT_HOOK_ERROR,
+            _ => code,
+        }
+    }
+
+    fn serve(&mut self) -> i32 {
         loop {
             self.keep_metrics();
             self.manage_workers();
@@ -288,11 +315,11 @@ impl Arbiter {
             self.handle_hup();
         }
         for _ in 0..self.signals.take(Signal::SIGTTIN) {
-            self.wanted = (self.wanted + 1).min(crate::cli::MAX_WORKERS);
+            self.set_wanted((self.wanted + 1).min(crate::cli::MAX_WORKERS));
             log::info!("Handling signal: ttin; {} workers wanted", self.wanted);
         }
         for _ in 0..self.signals.take(Signal::SIGTTOU) {
-            self.wanted = self.wanted.saturating_sub(1).max(1);
+            self.set_wanted(self.wanted.saturating_sub(1).max(1));
             log::info!("Handling signal: ttou; {} workers wanted", self.wanted);
         }
         if self.signals.take(Signal::SIGUSR1) > 0 {
@@ -359,7 +386,7 @@ impl Arbiter {
                 continue;
             }
             let Some(worker) = self.workers.remove(&pid) else {
-                if !self.reap_new_master(pid, code) {
+                if !self.settings.master_hooks.reaped(pid) && !self.reap_new_master(pid, code) {
                     self.orphans.retain(|p| *p != pid);
                 }
                 continue;
@@ -400,6 +427,12 @@ impl Arbiter {
                 }
                 (None, Some(signal)) => log::error!("Worker (pid:{pid}) was killed by {signal}"),
                 _ => {}
+            }
+            if !matches!(code, Some(EXIT_APP_LOAD_ERROR | EXIT_BOOT_ERROR)) {
+                self.hook(crate::hooks::Event::ChildExit {
+                    pid: pid.as_raw(),
+                    age: worker.age,
+                });
             }
             let now = monotonic_ms();
             if !worker.is_retiring() && now.saturating_sub(worker.started_ms) < EARLY_DEATH_MS {

@@ -318,6 +318,12 @@ pub struct Cli {
     #[arg(long = "reload-engine", value_name = "ENGINE", default_value = "auto",
           value_parser = ["auto", "poll", "inotify"])]
     pub reload_engine: String,
+
+    /// A Python configuration file (`gunicorn.conf.py`) whose server hooks
+    /// run: the master's in a Python process of their own, the workers' in
+    /// a Python application's workers. Hidden: `-c FILE.py` sets it.
+    #[arg(long = "python-hooks", value_name = "FILE", hide = true)]
+    pub python_hooks: Option<PathBuf>,
 }
 
 /// `-e KEY=VALUE`: a name, `=`, and a value (possibly empty).

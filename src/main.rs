@@ -6,11 +6,13 @@
 mod arbiter;
 mod cli;
 mod config;
+mod hooks;
 mod logging;
 mod metrics;
 mod pidfile;
 mod privileges;
 mod proctitle;
+mod python;
 mod sockets;
 mod systemd;
 
@@ -139,6 +141,8 @@ fn run(loaded: config::Loaded) -> Result<i32, Failure> {
     set_env(&cli);
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
+    settings.master_hooks =
+        hooks::start_for(&cli, &start_dir, settings.workers, settings.timeout_ms)?;
     settings.start_dir = Some(start_dir);
     settings.identity = privileges::Identity::resolve(cli.user.as_deref(), cli.group.as_deref())?;
     prepare_access_log(settings.identity.as_ref(), cli.access_logfile.as_deref())?;
@@ -461,6 +465,7 @@ fn settings(
         identity: None,
         fork_hooks,
         metrics: None,
+        master_hooks: hooks::MasterHooks::off(),
         worker: Some(rgun_worker::WorkerConfig {
             forwarded_allow: allow_list("--forwarded-allow-ips", &cli.forwarded_allow_ips)?,
             proxy_protocol: cli.proxy_protocol,

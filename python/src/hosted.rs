@@ -34,7 +34,22 @@ fn serve(py: Python<'_>, argv: Vec<OsString>) -> i32 {
     // The process's own command line (`python .../rgun APP ...`): what a
     // re-executed master (HUP with --preload, USR2) runs again.
     crate::proctitle::save_args();
+    if let Ok(exe) = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("executable"))
+        .and_then(|exe| exe.extract::<std::path::PathBuf>())
+    {
+        let _ = PYTHON.set(exe);
+    }
     i32::from(py.detach(|| crate::serve_args(argv)))
+}
+
+/// This process's interpreter (`sys.executable`, the virtualenv's), for
+/// the server hooks' process (`crate::python`).
+static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+pub(crate) fn interpreter() -> Option<std::path::PathBuf> {
+    PYTHON.get().cloned().filter(|p| !p.as_os_str().is_empty())
 }
 
 /// The bridge in this process: the workers use its table directly, and

@@ -22,6 +22,8 @@ fn needs_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
         ("preload", old.preload != new.preload),
         ("pidfile", old.pidfile != new.pidfile),
         ("proc_name", old.proc_name != new.proc_name),
+        ("metrics_bind", old.metrics_bind != new.metrics_bind),
+        ("python_hooks", old.python_hooks != new.python_hooks),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
@@ -102,10 +104,20 @@ impl Arbiter {
             std::mem::swap(&mut new.channel, &mut old.channel);
         }
         settings.start_dir = self.settings.start_dir.take();
-        self.wanted = settings.workers;
+        // The master's own processes stay: the hook process (its file is
+        // not read again) and the metrics process with its socket.
+        settings.master_hooks = std::mem::replace(
+            &mut self.settings.master_hooks,
+            crate::hooks::MasterHooks::off(),
+        );
+        settings.metrics = self.settings.metrics.take();
+        let wanted = settings.workers;
         // SAFETY: the master is single-threaded.
-        unsafe { std::env::set_var("RGUN_WORKERS", settings.workers.to_string()) };
+        unsafe { std::env::set_var("RGUN_WORKERS", wanted.to_string()) };
         self.settings = settings;
+        // The file's count replaces a TTIN/TTOU one, and says so to the
+        // hooks, as Gunicorn's reload does.
+        self.set_wanted(wanted);
         loaded.log_notes();
         log::info!(
             "Configuration reloaded: {} workers, timeout {} s",

@@ -21,11 +21,14 @@ impl Arbiter {
                 return;
             }
             self.notify_reloading();
+            self.hook(crate::hooks::Event::OnReload);
             self.reexec();
             return;
         }
         log::info!("Handling signal: hup; reloading");
         self.reconfigure();
+        // Gunicorn's order: on_reload, then the new workers.
+        self.hook(crate::hooks::Event::OnReload);
         self.reload_workers();
     }
 
@@ -96,7 +99,10 @@ impl Arbiter {
             metrics.stop();
         }
         // SAFETY: the master is single-threaded.
-        unsafe { std::env::set_var(ORPHANS_ENV, old_list.join(",")) };
+        unsafe {
+            std::env::set_var(ORPHANS_ENV, old_list.join(","));
+            std::env::set_var(crate::hooks::REEXEC_ENV, "1");
+        }
         let (exe, mut command) = self.own_command();
         let err = std::os::unix::process::CommandExt::exec(&mut command);
         // Only reached when exec failed: carry on with new workers.
@@ -106,7 +112,10 @@ impl Arbiter {
         );
         self.clear_inheritance_env();
         // SAFETY: as above.
-        unsafe { std::env::remove_var(ORPHANS_ENV) };
+        unsafe {
+            std::env::remove_var(ORPHANS_ENV);
+            std::env::remove_var(crate::hooks::REEXEC_ENV);
+        }
         let _ = self.keep_across_exec(false);
         if let Some(metrics) = &mut self.settings.metrics {
             metrics.resume();

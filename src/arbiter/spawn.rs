@@ -19,6 +19,13 @@ impl Arbiter {
             log::error!("no free scoreboard slot for another worker");
             return None;
         };
+        // Gunicorn's pre_fork(server, worker), before anything is set up
+        // for the worker: one that raised forks nothing (and stops us).
+        let age = self.worker_age + 1;
+        if self.hook(crate::hooks::Event::PreFork { age }) == crate::hooks::Outcome::Raised {
+            return None;
+        }
+        self.worker_age = age;
         let now = monotonic_ms();
         self.scoreboard.slot(slot_index).reset(now);
         self.scoreboard.note_in_use(slot_index);
@@ -64,7 +71,7 @@ impl Arbiter {
                 // master's frames above (which own the listeners, the
                 // scoreboard and the pid file).
                 let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.run_worker(slot_index, mask)
+                    self.run_worker(slot_index, age, mask)
                 }))
                 .unwrap_or(EXIT_WORKER_PANIC);
                 log::info!("Worker exiting (pid: {pid})");
@@ -76,6 +83,7 @@ impl Arbiter {
                     child,
                     Worker {
                         slot: slot_index,
+                        age,
                         started_ms: now,
                         aborted: None,
                         life: super::Life::Serving,
@@ -93,10 +101,21 @@ impl Arbiter {
     }
 
     /// In the child: become a worker. Never returns to the master's loop.
-    fn run_worker(&mut self, slot_index: usize, mask: nix::sys::signal::SigSet) -> i32 {
+    fn run_worker(&mut self, slot_index: usize, age: u64, mask: nix::sys::signal::SigSet) -> i32 {
         // The master's title is in the inherited command line: the worker
         // loads its application with the original one, then takes its own.
         crate::proctitle::restore();
+        // The hook process must see the master's end close when the master
+        // goes, not stay open in workers; the worker's own hooks learn its
+        // age and the worker count.
+        self.settings.master_hooks.close_in_worker();
+        // SAFETY: this forked child is single-threaded.
+        unsafe {
+            std::env::set_var(
+                crate::hooks::HOOK_WORKER_ENV,
+                format!("{age},{}", self.wanted),
+            )
+        };
         if let Some(identity) = &self.settings.identity
             && let Err(e) = identity.assume()
         {

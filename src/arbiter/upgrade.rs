@@ -34,6 +34,10 @@ impl Arbiter {
             "Handling signal: usr2; upgrading: starting a new master from {}",
             exe.display()
         );
+        // Gunicorn runs pre_exec(server) in its forked child; here the
+        // master runs it just before the fork: one process talks to the
+        // hook process.
+        self.hook(crate::hooks::Event::PreExec);
         if let Some(pidfile) = &mut self.pidfile {
             pidfile.move_to_oldbin();
         }
@@ -140,7 +144,7 @@ impl Arbiter {
             return;
         }
         log::info!("Handling signal: winch; stopping the workers gracefully, the master stays");
-        self.wanted = 0;
+        self.set_wanted(0);
         // The new master's workers take the idle connections of these;
         // with no upgrade under way nobody would, and they are not moved.
         let hand_off = self.upgrade.is_some();

@@ -424,11 +424,19 @@ fn merge(
         .try_get_matches_from(argv)
         .map_err(|e| LoadError::Invalid(one_line(&e)))?;
     refuse_gunicorn_only(cmd, &matches, &sources)?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| LoadError::Invalid(one_line(&e)))?;
-    let python_config = match &file {
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| LoadError::Invalid(one_line(&e)))?;
+    // A gunicorn.conf.py with server hooks runs them (the hidden
+    // --python-hooks names another file instead).
+    if let Some(ConfigFile::Python(path)) = &file
+        && !settings.hooks.is_empty()
+        && cli.python_hooks.is_none()
+    {
+        cli.python_hooks = Some(path.clone());
+    }
+    let python_config = cli.python_hooks.clone().or(match &file {
         Some(ConfigFile::Python(path)) => Some(path.clone()),
         _ => None,
-    };
+    });
     Ok(Loaded {
         cli,
         file,

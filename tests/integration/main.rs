@@ -19,6 +19,7 @@ mod edge;
 mod fleet;
 mod gunicorn_compat;
 mod harness;
+mod hooks;
 mod http1;
 mod lifecycle;
 mod load_errors;

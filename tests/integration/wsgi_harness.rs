@@ -23,8 +23,9 @@ fn python() -> String {
     std::env::var("PYO3_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// A virtualenv with Flask, at `target/test-venv`: made (with network
-/// access to PyPI) the first time a test needs it, unless it is there.
+/// A virtualenv with Flask (and prometheus_client, for the server hooks'
+/// tests), at `target/test-venv`: made (with network access to PyPI) the
+/// first time a test needs it, unless it is there.
 /// `.ci/run` makes it ahead of the tests.
 ///
 /// `RGUN_TEST_VENV` names another one instead: the virtualenv the rgun under
@@ -40,13 +41,13 @@ pub fn test_venv() -> PathBuf {
             .expect("the target directory")
             .join("test-venv");
         let venv_python = venv.join("bin/python");
-        let has_flask = |python: &PathBuf| {
+        let has_packages = |python: &PathBuf| {
             Command::new(python)
-                .args(["-c", "import flask, markupsafe"])
+                .args(["-c", "import flask, markupsafe, prometheus_client"])
                 .status()
                 .is_ok_and(|s| s.success())
         };
-        if !has_flask(&venv_python) {
+        if !has_packages(&venv_python) {
             let run = |program: &str, args: &[&str]| {
                 let status = Command::new(program)
                     .args(args)
@@ -55,7 +56,7 @@ pub fn test_venv() -> PathBuf {
                 assert!(
                     status.success(),
                     "`{program} {}` failed: make the test virtualenv by hand with\n  \
-                     {} -m venv {} && {}/bin/pip install flask markupsafe",
+                     {} -m venv {} && {}/bin/pip install flask markupsafe prometheus_client",
                     args.join(" "),
                     python(),
                     venv.display(),
@@ -65,7 +66,13 @@ pub fn test_venv() -> PathBuf {
             run(&python(), &["-m", "venv", venv.to_str().unwrap()]);
             run(
                 venv.join("bin/pip").to_str().unwrap(),
-                &["install", "--quiet", "flask", "markupsafe"],
+                &[
+                    "install",
+                    "--quiet",
+                    "flask",
+                    "markupsafe",
+                    "prometheus_client",
+                ],
             );
         }
         venv

@@ -35,14 +35,20 @@ pub(crate) fn application() -> Option<&'static Py<PyAny>> {
 
 /// Start the interpreter unless this process has one, and load the
 /// application named by `spec` (`module[:callable]`) unless already loaded.
-/// The error is one line; a traceback, when one helps, is logged first.
-pub(crate) fn load(spec: &str) -> Result<(), String> {
+/// `before_import` runs once the interpreter is prepared, just before the
+/// import (or at once, for an application preloaded): the server hooks'
+/// `post_fork`. The error is one line; a traceback, when one helps, is
+/// logged first.
+pub(crate) fn load(
+    spec: &str,
+    before_import: impl FnOnce(Python<'_>) -> Result<(), String>,
+) -> Result<(), String> {
     if APPLICATION.get().is_some() {
-        return Ok(());
+        return Python::attach(before_import);
     }
     let (hosted, python) = interpreter()?;
     Python::attach(|py| {
-        let loaded = boot(py, spec, hosted, python.as_deref());
+        let loaded = boot(py, spec, hosted, python.as_deref(), before_import)?;
         match loaded {
             Ok(app) => {
                 let _ = APPLICATION.set(app);
@@ -88,23 +94,37 @@ pub(crate) fn preload(spec: &str) -> Result<(), String> {
             .is_ok();
         GC_OFF_FOR_FORK.store(off, Ordering::Relaxed);
     });
-    load(spec)
+    load(spec, |_| Ok(()))
 }
 
 /// Run boot.py's `prepare` and `load`. `hosted`: the interpreter is the
 /// process's own (see the module's first lines), not one rgun started.
-fn boot(py: Python<'_>, spec: &str, hosted: bool, python: Option<&Path>) -> PyResult<Py<PyAny>> {
-    let module = boot_module(py)?;
-    if hosted {
-        let pythonpath = std::env::var("PYTHONPATH").unwrap_or_default();
-        module.call_method1("prepare_hosted", (pythonpath,))?;
-    } else {
-        let sys = py.import("sys")?;
-        sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
-        let python = python.map(|p| p.to_string_lossy().into_owned());
-        module.call_method1("prepare", (python.unwrap_or_default(),))?;
-    }
-    Ok(module.call_method1("load", (spec,))?.unbind())
+/// The outer error is `before_import`'s, the inner one the import's.
+fn boot(
+    py: Python<'_>,
+    spec: &str,
+    hosted: bool,
+    python: Option<&Path>,
+    before_import: impl FnOnce(Python<'_>) -> Result<(), String>,
+) -> Result<PyResult<Py<PyAny>>, String> {
+    let prepared = boot_module(py).and_then(|module| {
+        if hosted {
+            let pythonpath = std::env::var("PYTHONPATH").unwrap_or_default();
+            module.call_method1("prepare_hosted", (pythonpath,))?;
+        } else {
+            let sys = py.import("sys")?;
+            sys.setattr("argv", std::env::args().collect::<Vec<_>>())?;
+            let python = python.map(|p| p.to_string_lossy().into_owned());
+            module.call_method1("prepare", (python.unwrap_or_default(),))?;
+        }
+        Ok(module)
+    });
+    let module = match prepared {
+        Ok(module) => module,
+        Err(err) => return Ok(Err(err)),
+    };
+    before_import(py)?;
+    Ok(module.call_method1("load", (spec,)).map(Bound::unbind))
 }
 
 /// boot.py as a module, made once per interpreter.

@@ -11,6 +11,8 @@ mod environ;
 mod errors;
 mod exchange;
 mod file_wrapper;
+mod hook_signals;
+mod hooks;
 mod input;
 mod interpreter;
 mod logging;
@@ -102,7 +104,20 @@ unsafe extern "C" fn init(server: *const ffi::Server) -> i32 {
     let booted = guard("init", || {
         // SAFETY: app_arg is valid for the process.
         let spec = String::from_utf8_lossy(unsafe { server.app_arg.as_bytes() }).into_owned();
-        interpreter::load(&spec).map_err(|line| (line, ffi::ERR_LOAD))?;
+        // A server hook that fails is a boot error (exit 3), not a load
+        // error, as in Gunicorn.
+        let hook_failed = std::cell::Cell::new(false);
+        interpreter::load(&spec, |py| {
+            hooks::load_and_post_fork(py).inspect_err(|_| hook_failed.set(true))
+        })
+        .map_err(|line| {
+            let code = if hook_failed.get() {
+                ffi::ERR
+            } else {
+                ffi::ERR_LOAD
+            };
+            (line, code)
+        })?;
         let app = interpreter::application()
             .ok_or_else(|| ("the application did not load".to_string(), ffi::ERR_LOAD))?;
         Python::attach(|py| {
@@ -120,6 +135,11 @@ unsafe extern "C" fn init(server: *const ffi::Server) -> i32 {
                 app: app.clone_ref(py),
                 environ,
             });
+            if let Some(hooks) = hooks::get() {
+                hooks
+                    .run_or_exit(py, "post_worker_init")
+                    .map_err(|line| (line, ffi::ERR))?;
+            }
             Ok::<(), (String, i32)>(())
         })
     });
@@ -159,5 +179,10 @@ fn refcount<T>(obj: &Py<T>) -> isize {
 }
 
 unsafe extern "C" fn shutdown(_server: *const ffi::Server) {
-    let _ = guard("shutdown", interpreter::shutdown);
+    let _ = guard("shutdown", || {
+        if let Some(hooks) = hooks::get() {
+            Python::attach(|py| hooks.worker_exit(py));
+        }
+        interpreter::shutdown();
+    });
 }

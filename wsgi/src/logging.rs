@@ -26,6 +26,7 @@ pub(crate) fn set_server(server: &'static ffi::Server) {
 pub(crate) enum Level {
     Error,
     Warning,
+    Info,
     Debug,
 }
 
@@ -34,6 +35,7 @@ pub(crate) fn line(level: Level, message: &str) {
     let level = match level {
         Level::Error => ffi::LOG_ERROR,
         Level::Warning => ffi::LOG_WARNING,
+        Level::Info => ffi::LOG_INFO,
         Level::Debug => ffi::LOG_DEBUG,
     };
     let server = SERVER.load(Ordering::Acquire);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyAttributeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::{intern, types::PyTuple};
 use rgun_gateway::ffi;
 
@@ -96,11 +96,72 @@ pub(crate) fn serve(
 }
 
 fn run(py: Python<'_>, worker: &Worker, handles: &Handles, request: &ffi::Request) -> i32 {
+    match crate::hooks::get().filter(|h| h.pre_request || h.post_request) {
+        None => call_app(py, worker, handles, request, &mut None),
+        Some(hooks) => run_hooked(py, hooks, worker, handles, request),
+    }
+}
+
+/// The request between the server hooks `pre_request` and `post_request`
+/// (Gunicorn's order: a `pre_request` that raises fails the request with a
+/// `500`; `post_request` runs whatever happened).
+fn run_hooked(
+    py: Python<'_>,
+    hooks: &crate::hooks::Hooks,
+    worker: &Worker,
+    handles: &Handles,
+    request: &ffi::Request,
+) -> i32 {
+    let (req, pre) = hooks.pre_request(py, request);
+    let mut environ = None;
+    let rc = match pre {
+        Ok(()) => call_app(py, worker, handles, request, &mut environ),
+        Err(err) => failed(py, &handles.ex, request, SendError::Python(err)),
+    };
+    let status = (handles.ex.state.get() != HeadState::Unset).then(|| head_of(&handles.ex));
+    hooks.post_request(py, &req, environ.as_ref(), status);
+    rc
+}
+
+/// The status, reason and headers the application gave, for post_request.
+fn head_of(ex: &Exchange) -> crate::hooks::AnswerHead {
+    let head = ex.head.borrow();
+    let latin1 = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
+    let mut at = head.reason_len;
+    let headers = head
+        .fields
+        .iter()
+        .map(|&(name, value)| {
+            let field = (
+                latin1(&head.bytes[at..at + name]),
+                latin1(&head.bytes[at + name..at + name + value]),
+            );
+            at += name + value;
+            field
+        })
+        .collect();
+    crate::hooks::AnswerHead {
+        status: head.status,
+        reason: latin1(&head.bytes[..head.reason_len]),
+        headers,
+    }
+}
+
+/// Build the environ (kept in `environ_out` for post_request), call the
+/// application and send what it returns.
+fn call_app<'py>(
+    py: Python<'py>,
+    worker: &Worker,
+    handles: &Handles,
+    request: &ffi::Request,
+    environ_out: &mut Option<Bound<'py, PyDict>>,
+) -> i32 {
     let ex = &handles.ex;
     let result = worker
         .environ
         .build(py, request, handles.input.bind(py))
         .and_then(|environ| {
+            *environ_out = Some(environ.clone());
             worker
                 .app
                 .bind(py)
