@@ -11,6 +11,7 @@ use anyhow::Context;
 use super::Arbiter;
 use crate::cli::Cli;
 use crate::config::{Loaded, reload};
+use crate::hooks::MasterHooks;
 
 /// Settings of the master itself, which a reload does not change (the
 /// listening sockets have their own line): their names, where they differ.
@@ -51,6 +52,28 @@ impl Arbiter {
             log::error!(
                 "Reloading the configuration failed: {e:#}; the settings stay as they were"
             );
+        }
+    }
+
+    /// The server hooks as the file now says: a new hook process executes
+    /// it afresh (no start hooks: this is a reload), and the old one ends.
+    /// If the new one does not start, the running one stays.
+    fn restart_hooks(&mut self, cli: &Cli, workers: usize, timeout_ms: u64) -> MasterHooks {
+        let running = std::mem::replace(&mut self.settings.master_hooks, MasterHooks::off());
+        if cli.python_hooks.is_none() {
+            return MasterHooks::off();
+        }
+        let start_dir = self.settings.start_dir.clone().unwrap_or_default();
+        // SAFETY: the master is single-threaded.
+        unsafe { std::env::set_var(crate::hooks::REEXEC_ENV, "1") };
+        match crate::hooks::start_for(cli, &start_dir, workers, timeout_ms) {
+            Ok(hooks) => hooks,
+            Err(e) => {
+                // SAFETY: as above.
+                unsafe { std::env::remove_var(crate::hooks::REEXEC_ENV) };
+                log::error!("Reloading the server hooks failed: {e:#}; the running ones stay");
+                running
+            }
         }
     }
 
@@ -104,12 +127,8 @@ impl Arbiter {
             std::mem::swap(&mut new.channel, &mut old.channel);
         }
         settings.start_dir = self.settings.start_dir.take();
-        // The master's own processes stay: the hook process (its file is
-        // not read again) and the metrics process with its socket.
-        settings.master_hooks = std::mem::replace(
-            &mut self.settings.master_hooks,
-            crate::hooks::MasterHooks::off(),
-        );
+        settings.master_hooks = self.restart_hooks(&cli, settings.workers, settings.timeout_ms);
+        // The metrics process stays, with its socket.
         settings.metrics = self.settings.metrics.take();
         let wanted = settings.workers;
         // SAFETY: the master is single-threaded.

@@ -561,3 +561,36 @@ fn prometheus_multiprocess_mode_works_through_child_exit() {
         );
     }
 }
+
+/// HUP reads the file again for the master's hooks too (issue 11: changed
+/// hooks apply): a hook process executes the new file, and the reload's
+/// `on_reload` is the new file's.
+#[test]
+fn hup_runs_the_master_hooks_of_the_file_as_it_now_is() {
+    let dir = TempDir::new("hooks-hup");
+    let conf = dir.join("gunicorn.conf.py");
+    let marks = dir.join("marks.txt");
+    let version = |name: &str| {
+        format!(
+            "def {name}(server):\n    with open({marks:?}, 'a') as f:\n        f.write('{name}\\n')\n"
+        )
+    };
+    std::fs::write(&conf, version("when_ready")).unwrap();
+    let mut server = App::Wsgi
+        .builder()
+        .args(["--workers", "1", "-c"])
+        .arg(conf.to_str().unwrap())
+        .start();
+    server.wait_for_workers(1);
+    let read = || std::fs::read_to_string(&marks).unwrap_or_default();
+    wait_until("when_ready is recorded", || read().contains("when_ready"));
+    std::fs::write(&conf, version("on_reload")).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_until("the new file's on_reload is recorded", || {
+        read().contains("on_reload")
+    });
+    assert_eq!(read(), "when_ready\non_reload\n");
+    server.signal(libc::SIGTERM);
+    let status = server.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{}", Server::describe(status));
+}
