@@ -242,7 +242,17 @@ pub fn parse_head<'b>(
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyFields),
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            // Until its line ends, a version is not yet known to be wrong
+            // (`HTTP/2` may be the start of `HTTP/2.0`, 505, or of
+            // `HTTP/2x`, 400): the answer must not depend on where the
+            // bytes were cut.
+            if !request_line_ended(buf) {
+                check_partial(buf, limits)?;
+                return Ok(None);
+            }
+            return Err(version_error(buf));
+        }
         Err(_) => return Err(refine_malformed(buf, limits)),
     };
     let method = request.method.unwrap_or_default().as_bytes();
@@ -518,6 +528,11 @@ fn check_partial(buf: &[u8], limits: &Limits) -> Result<(), HeadError> {
         return Err(HeadError::FieldTooLarge);
     }
     Ok(())
+}
+
+/// Whether the request line (after any empty lines before it) is whole.
+fn request_line_ended(buf: &[u8]) -> bool {
+    buf[empty_lines_len(buf)..].contains(&b'\n')
 }
 
 /// httparse says Version for any bad version token: a well-formed

@@ -61,23 +61,13 @@ fn strip_prefix_ignore_case<'b>(s: &'b [u8], prefix: &[u8]) -> Option<&'b [u8]> 
 pub(super) fn is_valid_host(value: &[u8]) -> bool {
     let (host, port) = match value {
         [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
-            Some(end) => {
-                let literal = &rest[..end];
-                let ok = !literal.is_empty()
-                    && literal.iter().all(|&b| {
-                        b.is_ascii_hexdigit() || b":.vV".contains(&b) || is_reg_name_byte(b)
-                    });
-                if !ok {
-                    return false;
-                }
-                (&value[..end + 2], &rest[end + 1..])
-            }
-            None => return false,
+            Some(end) if is_ip_literal(&rest[..end]) => (&value[..end + 2], &rest[end + 1..]),
+            _ => return false,
         },
         _ => {
             let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
             let host = &value[..end];
-            if host.is_empty() || !host.iter().all(|&b| is_reg_name_byte(b)) {
+            if !is_reg_name(host) {
                 return false;
             }
             (host, &value[end..])
@@ -89,6 +79,43 @@ pub(super) fn is_valid_host(value: &[u8]) -> bool {
             [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
             _ => false,
         }
+}
+
+/// reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986
+/// §3.2.2), not empty; pct-encoded is `%` and two hex digits.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                let pair = host.get(i + 1..i + 3);
+                if !pair.is_some_and(|p| p.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_reg_name_byte(b) => i += 1,
+            _ => return false,
+        }
+    }
+    !host.is_empty()
+}
+
+/// IP-literal = "[" ( IPv6address / IPvFuture ) "]" (RFC 3986 §3.2.2),
+/// what is between the brackets; IPvFuture = "v" 1*HEXDIG "." 1*( unreserved
+/// / sub-delims / ":" ).
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let [b'v' | b'V', rest @ ..] = literal {
+        let dot = rest.iter().position(|&b| b == b'.').unwrap_or(0);
+        let (version, tail) = (&rest[..dot], &rest[dot..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && tail.len() > 1
+            && tail[1..]
+                .iter()
+                .all(|&b| b == b':' || (b != b'%' && is_reg_name_byte(b)));
+    }
+    std::str::from_utf8(literal).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).

@@ -306,3 +306,39 @@ fn forwarded_scheme_headers_agree_or_conflict() {
     );
     assert_eq!(scheme("X-Forwarded-For: 1.2.3.4\r\n"), (Absent, true));
 }
+
+/// RFC 3986 §3.2.2's host, as RFC 9112 §3.2 has an invalid one refused:
+/// an IP-literal is IPv6 or IPvFuture, a reg-name's `%` starts two hex
+/// digits.
+#[test]
+fn hosts_follow_rfc_3986() {
+    use super::target::is_valid_host;
+    for good in [
+        "example.com",
+        "example.com:8080",
+        "a%20b",
+        "[::1]",
+        "[::1]:8000",
+        "[2001:db8::ffff:192.0.2.1]",
+        "[v1.fe80::a+en1]",
+        "127.0.0.1:80",
+    ] {
+        assert!(is_valid_host(good.as_bytes()), "{good} refused");
+    }
+    for bad in [
+        "",
+        "[zz]",
+        "[127.0.0.1]",
+        "[::1",
+        "[]",
+        "[v.x]",
+        "[v1.]",
+        "a%zz",
+        "a%2",
+        "a b",
+        "a:b",
+        "[::1]x",
+    ] {
+        assert!(!is_valid_host(bad.as_bytes()), "{bad} accepted");
+    }
+}
