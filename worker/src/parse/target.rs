@@ -65,12 +65,11 @@ pub(super) fn is_valid_host(value: &[u8]) -> bool {
             _ => return false,
         },
         _ => {
-            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            let host = &value[..end];
-            if !is_reg_name(host) {
+            let end = reg_name_len(value);
+            if end == 0 {
                 return false;
             }
-            (host, &value[end..])
+            (&value[..end], &value[end..])
         }
     };
     !host.is_empty()
@@ -81,24 +80,28 @@ pub(super) fn is_valid_host(value: &[u8]) -> bool {
         }
 }
 
-/// reg-name = *( unreserved / pct-encoded / sub-delims ) (RFC 3986
-/// §3.2.2), not empty; pct-encoded is `%` and two hex digits.
-fn is_reg_name(host: &[u8]) -> bool {
+/// How long the reg-name at the start of `value` is, up to a `:` or the
+/// end: `*( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2),
+/// pct-encoded being `%` and two hex digits. 0 if a byte breaks the rule
+/// (or there is none). One pass, a table look-up per byte: it runs on every
+/// request.
+fn reg_name_len(value: &[u8]) -> usize {
     let mut i = 0;
-    while i < host.len() {
-        match host[i] {
+    while let Some(&b) = value.get(i) {
+        match b {
+            b':' => break,
             b'%' => {
-                let pair = host.get(i + 1..i + 3);
+                let pair = value.get(i + 1..i + 3);
                 if !pair.is_some_and(|p| p.iter().all(u8::is_ascii_hexdigit)) {
-                    return false;
+                    return 0;
                 }
                 i += 3;
             }
-            b if is_reg_name_byte(b) => i += 1,
-            _ => return false,
+            _ if REG_NAME_BYTES[usize::from(b)] => i += 1,
+            _ => return 0,
         }
     }
-    !host.is_empty()
+    i
 }
 
 /// IP-literal = "[" ( IPv6address / IPvFuture ) "]" (RFC 3986 §3.2.2),
@@ -118,9 +121,38 @@ fn is_ip_literal(literal: &[u8]) -> bool {
     std::str::from_utf8(literal).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
-/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+/// unreserved / sub-delims, and `%` (RFC 3986 §3.2.2), by byte.
+const REG_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        b += 1;
+    }
+    table
+};
+
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
+    REG_NAME_BYTES[usize::from(b)]
 }
 
 /// The path the application sees (PEP 3333's PATH_INFO is decoded): `raw`
