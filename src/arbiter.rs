@@ -379,6 +379,10 @@ impl Arbiter {
                 return;
             }
             for _ in active.len()..self.wanted {
+                // A pre_fork hook that raised stops the master: no more.
+                if self.halt.is_some() {
+                    break;
+                }
                 self.spawn_worker();
             }
         } else if active.len() > self.wanted {

@@ -2,6 +2,8 @@
 //! stop the master when it raised, as Gunicorn's master stops when a hook
 //! raises in its loop ("Unhandled exception in main loop").
 
+use rgun_worker::scoreboard::monotonic_ms;
+
 use super::Arbiter;
 use crate::hooks::{Event, Outcome};
 
@@ -23,7 +25,12 @@ impl Arbiter {
     /// Run a hook and only report how it went.
     pub(super) fn run_hook(&mut self, event: Event) -> Outcome {
         let wanted = self.wanted;
-        self.settings.master_hooks.run(event, wanted)
+        // The master is alive while it waits for a hook (/healthz reads
+        // the beat): before and after each, however many come in a row.
+        self.scoreboard.master().beat(monotonic_ms());
+        let outcome = self.settings.master_hooks.run(event, wanted);
+        self.scoreboard.master().beat(monotonic_ms());
+        outcome
     }
 
     /// A new worker count: `nworkers_changed(server, new, old)` when it

@@ -24,7 +24,7 @@ fn needs_restart(old: &Cli, new: &Cli) -> Vec<&'static str> {
         ("pidfile", old.pidfile != new.pidfile),
         ("proc_name", old.proc_name != new.proc_name),
         ("metrics_bind", old.metrics_bind != new.metrics_bind),
-        ("python_hooks", old.python_hooks != new.python_hooks),
+        ("capture_output", old.capture_output != new.capture_output),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
@@ -39,7 +39,7 @@ impl Arbiter {
 
     /// Read the configuration again and apply it to the workers to come.
     pub(super) fn reconfigure(&mut self) {
-        let loaded = match reload::reread() {
+        let loaded = match reload::reread(self.settings.start_dir.as_deref()) {
             Ok(loaded) => loaded,
             Err(line) => {
                 log::error!(
@@ -48,7 +48,14 @@ impl Arbiter {
                 return;
             }
         };
+        // What `apply` changes before it can fail: the working directory
+        // goes back with the settings (the environment set by `--env` and
+        // PYTHONPATH keep what the new file said).
+        let cwd = std::env::current_dir().ok();
         if let Err(e) = self.apply(loaded) {
+            if let Some(dir) = cwd {
+                let _ = std::env::set_current_dir(dir);
+            }
             log::error!(
                 "Reloading the configuration failed: {e:#}; the settings stay as they were"
             );

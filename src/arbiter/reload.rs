@@ -14,7 +14,7 @@ impl Arbiter {
     pub(super) fn handle_hup(&mut self) {
         if self.preloaded {
             // The new image reads the configuration itself: it must load.
-            if let Err(line) = crate::config::reload::reread() {
+            if let Err(line) = crate::config::reload::reread(self.settings.start_dir.as_deref()) {
                 log::error!(
                     "Handling signal: hup; the configuration does not load: {line}; not reloading (the master would not start again)"
                 );

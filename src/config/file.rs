@@ -22,7 +22,10 @@ pub(super) fn read(path: &Path, cmd: &Command) -> Result<FileSettings, LoadError
             path.display()
         ))
     })?;
-    let line_of = |offset: usize| Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+    let line_of = |offset: usize| {
+        let before = &text.as_bytes()[..offset.min(text.len())];
+        Some(before.iter().filter(|&&b| b == b'\n').count() + 1)
+    };
     let table = DeTable::parse(&text).map_err(|e| {
         let line = e.span().and_then(|s| line_of(s.start));
         let message = e.message().lines().next().unwrap_or("not TOML").to_string();

@@ -8,10 +8,14 @@ import ast
 import importlib.machinery
 import importlib.util
 import json
+import signal
 import sys
 import types
 
 path, hook_names = sys.argv[1], set(sys.argv[2].split(","))
+# A file that never finishes (a network call at module level) must not hold
+# the master: SIGALRM's default action ends this process.
+signal.alarm(int(sys.argv[3]))
 
 lines = {}
 with open(path, "rb") as source:

@@ -5,6 +5,7 @@
 //! silently dropped. Callables named as server hooks are listed for the
 //! hooks runner; this module does not run them.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -17,8 +18,7 @@ use super::{FileSettings, FileValue, Kind, LoadError, Note, kind, place};
 
 /// The script that evaluates the file (run with `python -c`).
 const SCRIPT: &str = include_str!("gunicorn_conf.py");
-/// Names the Python to run instead of the one rgun finds.
-pub const PYTHON_ENV: &str = "RGUN_PYTHON";
+pub use crate::python::PYTHON_ENV;
 
 /// What the script prints.
 #[derive(Deserialize)]
@@ -29,27 +29,10 @@ struct Evaluated {
     lines: std::collections::HashMap<String, usize>,
 }
 
-/// The Python the application runs on: `RGUN_PYTHON`, the virtualenv's
-/// (`VIRTUAL_ENV`, as the WSGI bridge uses it), the interpreter hosting
-/// this master (the pip-installed rgun), else `python3` on the PATH.
+/// The Python the application runs on (see `crate::python::interpreter`):
+/// the same for reading the file's settings as for running its hooks.
 pub fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os(PYTHON_ENV).filter(|p| !p.is_empty()) {
-        return python.into();
-    }
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        let python = Path::new(&venv).join("bin/python");
-        if python.is_file() {
-            return python;
-        }
-    }
-    #[cfg(rgun_hosted)]
-    {
-        let program = PathBuf::from(crate::proctitle::original_program());
-        if program.is_absolute() && program.is_file() {
-            return program;
-        }
-    }
-    PathBuf::from("python3")
+    crate::python::interpreter()
 }
 
 pub(super) fn read(path: &Path, cmd: &Command) -> Result<FileSettings, LoadError> {
@@ -114,6 +97,10 @@ pub(super) fn read(path: &Path, cmd: &Command) -> Result<FileSettings, LoadError
 
 /// Run the script on the file; its error (a traceback's last line) is
 /// the one line reported.
+/// The longest a `gunicorn.conf.py` may take to evaluate (Gunicorn's
+/// `timeout`): the master waits for it, at start and on `HUP`.
+const EVALUATION_TIMEOUT_SECS: u64 = 30;
+
 fn evaluate(path: &Path) -> Result<Evaluated, LoadError> {
     let python = python();
     let names: Vec<&str> = gunicorn::SETTINGS.iter().map(|s| s.name).collect();
@@ -122,6 +109,7 @@ fn evaluate(path: &Path) -> Result<Evaluated, LoadError> {
         .arg(SCRIPT)
         .arg(path)
         .arg(names.join(","))
+        .arg(EVALUATION_TIMEOUT_SECS.to_string())
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
@@ -132,6 +120,13 @@ fn evaluate(path: &Path) -> Result<Evaluated, LoadError> {
             ))
         })?;
     let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.signal() == Some(libc::SIGALRM) {
+        return Err(LoadError::Invalid(format!(
+            "{}: {} did not finish evaluating it within {EVALUATION_TIMEOUT_SECS} s",
+            path.display(),
+            python.display(),
+        )));
+    }
     if !output.status.success() {
         let last = stderr
             .lines()

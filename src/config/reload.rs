@@ -15,9 +15,24 @@ pub fn remember(args: &[OsString]) {
 }
 
 /// The configuration as it reads now; the error is one line.
-pub fn reread() -> Result<Loaded, String> {
+///
+/// Read from `start_dir`, the directory rgun started in (before any
+/// `--chdir`), as at the start: a relative `-c rgun.toml`, or the
+/// `./rgun.toml` found there, is the same file; the working directory is
+/// put back after.
+pub fn reread(start_dir: Option<&std::path::Path>) -> Result<Loaded, String> {
     let args = ARGS.get().ok_or("the arguments were not kept")?;
-    load(args).map_err(|e| e.to_string())
+    let back = std::env::current_dir().ok();
+    if let Some(dir) = start_dir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| format!("cannot change directory to {}: {e}", dir.display()))?;
+    }
+    let loaded = load(args).map_err(|e| e.to_string());
+    if let Some(dir) = back.filter(|_| start_dir.is_some()) {
+        std::env::set_current_dir(&dir)
+            .map_err(|e| format!("cannot change directory back to {}: {e}", dir.display()))?;
+    }
+    loaded
 }
 
 /// Whether the sockets are the ones `binds` asks for (a port of 0 matches

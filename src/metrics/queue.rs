@@ -117,9 +117,13 @@ pub fn unix(fd: RawFd) -> io::Result<Queue> {
         .ok_or_else(|| io::Error::other(format!("no queue length for socket inode {inode}")))
 }
 
+/// The answer buffer, in 8-byte words (4 KiB: one listening socket's
+/// message and its attributes fit many times over).
+const ANSWER_WORDS: usize = 512;
+
 /// Send one request on a new sock_diag socket and read its answer.
 fn ask(request: &UnixRequest) -> io::Result<Vec<u8>> {
-    let mut buf = [0u64; 512];
+    let mut buf = [0u64; ANSWER_WORDS];
     // SAFETY: plain socket calls on a descriptor owned here and closed
     // before returning; each buffer is valid for the length given.
     let (got, err) = unsafe {

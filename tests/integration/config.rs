@@ -346,6 +346,39 @@ fn hup_rereads_workers_and_timeout() {
     assert!(line.ends_with("(--timeout 1 s)"), "{line}");
 }
 
+/// With `--chdir`, HUP still reads the file rgun started with (the
+/// `./rgun.toml` of the directory it was started in), not one in the
+/// `--chdir` directory.
+#[test]
+fn hup_with_chdir_reads_the_file_of_the_start_directory() {
+    let dir = TempDir::new("hup-chdir");
+    let elsewhere = dir.join("app-dir");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let file = dir.join("rgun.toml");
+    let write = |workers: usize| {
+        std::fs::write(
+            &file,
+            format!(
+                "app = \"{}\"\nbind = \"127.0.0.1:0\"\nworkers = {workers}\nchdir = {:?}\n",
+                testapp(),
+                elsewhere.display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write(1);
+    let server = Server::builder("")
+        .current_dir(dir.path())
+        .binds_from_config(1)
+        .wait_for_workers(1)
+        .start();
+    server.wait_for_workers(1);
+    write(2);
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_log("Configuration reloaded", WAIT);
+    assert!(line.contains("Configuration reloaded: 2 workers"), "{line}");
+}
+
 #[test]
 fn hup_with_a_changed_bind_says_a_restart_is_needed() {
     let dir = TempDir::new("hup-bind");

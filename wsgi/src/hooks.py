@@ -136,7 +136,12 @@ class Log:
         self._emit = emit
 
     def _log(self, level, msg, args, exc_info=None):
-        text = str(msg) % args if args else str(msg)
+        try:
+            text = str(msg) % args if args else str(msg)
+        except Exception:
+            # As Python's logging: a bad format is reported, never raised
+            # into the hook (which would count as the hook failing).
+            text = "%s %r (the arguments did not fit the message)" % (msg, args)
         if exc_info:
             if isinstance(exc_info, BaseException):
                 exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
@@ -313,9 +318,11 @@ def serve_master(path, fd):
     the master closes the socket (it exits, or gives up on this process).
     Signals are the master's business: a terminal's Ctrl-C or systemd's
     TERM to the whole group must not end this process before on_exit."""
+    # A handler that does nothing, not SIG_IGN: a handler is reset by
+    # exec, so a process a hook starts can still be stopped with TERM.
     for name in ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGTTIN", "SIGTTOU",
                  "SIGUSR1", "SIGUSR2", "SIGWINCH"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+        signal.signal(getattr(signal, name), lambda signum, frame: None)
     sock = socket.socket(fileno=fd)
     lines = sock.makefile("rb")
 

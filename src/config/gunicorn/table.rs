@@ -253,14 +253,7 @@ pub const SETTINGS: &[Setting] = &[
     s!("post_worker_init", [], false, Hook),
     s!("worker_int", [], false, Hook),
     s!("worker_abort", [], false, Hook),
-    s!(
-        "pre_exec",
-        [],
-        false,
-        Refused(
-            "rgun's USR2 upgrade executes the new binary with the same arguments; no hook runs before it"
-        )
-    ),
+    s!("pre_exec", [], false, Hook),
     s!("pre_request", [], false, Hook),
     s!("post_request", [], false, Hook),
     s!("child_exit", [], false, Hook),
