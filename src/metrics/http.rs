@@ -14,7 +14,9 @@ use socket2::Socket;
 use rgun_worker::parse::{self, Framing, Limits};
 use rgun_worker::scoreboard::monotonic_ms;
 
-/// The most scrapers and browsers served at once; more wait in the queue.
+/// The most scrapers and browsers served at once. A new one past it takes
+/// the place of the one waiting longest for its request (a slow sender, or
+/// an idle keep-alive connection), so that a probe is never locked out.
 const MAX_CONNECTIONS: usize = 32;
 /// Time a client has to send a whole head, and an idle keep-alive
 /// connection is kept (Gunicorn's `keepalive` is 2 s; a status page polls
@@ -92,14 +94,35 @@ impl Server {
             .map(|c| c.deadline_ms.saturating_sub(now))
             .fold(max_wait_ms, u64::min);
         let ready = self.wait(wait);
-        if ready.first().copied().unwrap_or(false) {
-            self.accept();
-        }
         // Newest first, so that removing one keeps the others' indices.
         for i in (0..ready.len().saturating_sub(1)).rev() {
             if ready[i + 1] && !self.drive(i, handle) {
                 self.conns.swap_remove(i);
             }
+        }
+        // After the connections were driven: accepting may close one.
+        if ready.first().copied().unwrap_or(false) {
+            self.accept();
+        }
+    }
+
+    /// Whether a connection waits for its request (and may make room).
+    fn has_waiting(&self) -> bool {
+        self.conns.iter().any(|c| matches!(c.state, State::Reading))
+    }
+
+    /// Make room for a new connection: close the one that has waited
+    /// longest for its request, if one waits.
+    fn evict_one(&mut self) {
+        let oldest = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.state, State::Reading))
+            .min_by_key(|(_, c)| c.deadline_ms)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            self.conns.swap_remove(i);
         }
     }
 
@@ -111,7 +134,7 @@ impl Server {
     fn wait(&self, wait_ms: u64) -> Vec<bool> {
         // SAFETY: the listener and the sockets stay open for this call.
         let borrow = |fd: RawFd| unsafe { BorrowedFd::borrow_raw(fd) };
-        let listen_flags = if self.conns.len() < MAX_CONNECTIONS {
+        let listen_flags = if self.conns.len() < MAX_CONNECTIONS || self.has_waiting() {
             PollFlags::POLLIN
         } else {
             PollFlags::empty()
@@ -140,7 +163,10 @@ impl Server {
     }
 
     fn accept(&mut self) {
-        while self.conns.len() < MAX_CONNECTIONS {
+        loop {
+            if self.conns.len() >= MAX_CONNECTIONS && !self.has_waiting() {
+                return;
+            }
             // SAFETY: accept4 on our listening socket with no address
             // buffer; the result is checked before use.
             let fd = unsafe {
@@ -153,6 +179,9 @@ impl Server {
             };
             if fd < 0 {
                 return;
+            }
+            if self.conns.len() >= MAX_CONNECTIONS {
+                self.evict_one();
             }
             self.conns.push(Conn {
                 // SAFETY: accept4 returned a new descriptor this process owns.

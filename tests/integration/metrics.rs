@@ -357,6 +357,41 @@ fn malformed_scrapes_get_400_and_the_metrics_process_lives_on() {
     );
 }
 
+/// Clients that start a request and never finish it (slow or hostile)
+/// cannot lock a probe out: past the metrics process's 32 connections, a
+/// new one takes the place of the one waiting longest for its request.
+/// (Connections that send nothing never reach it: TCP_DEFER_ACCEPT.)
+#[test]
+fn slow_senders_do_not_lock_out_a_probe() {
+    use std::io::Write;
+    let (_server, metrics) = start(1, &[]);
+    let slow: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(metrics).expect("connect");
+            stream.write_all(b"G").expect("one byte");
+            stream
+        })
+        .collect();
+    fetch(metrics, "/healthz").assert_status(200);
+    // The probe was answered because slow ones made room, not because
+    // they all timed out: most are still open (a read would block).
+    let open = slow
+        .iter()
+        .filter(|stream| {
+            stream.set_nonblocking(true).expect("non-blocking");
+            let mut byte = [0u8; 1];
+            matches!(
+                std::io::Read::read(&mut &**stream, &mut byte),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            )
+        })
+        .count();
+    assert!(
+        open >= 20,
+        "{open} of the 40 slow connections are still open"
+    );
+}
+
 #[test]
 fn a_dead_metrics_process_is_replaced_and_nothing_is_lost() {
     let (server, metrics) = start(1, &[]);
