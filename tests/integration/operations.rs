@@ -5,6 +5,7 @@
 //! worker timeout answering `504`. Each step waits on what the server says
 //! (a log line, a pid, a file appearing), never on the clock.
 
+use crate::harness::clients::{Clients, Tally, nothing_after_close, pid_answer};
 use crate::harness::{
     Conn, Framing, Prng, Server, TempDir, WAIT, app_lib, boots, chunked, compile_c_app, fresh_pid,
     get, manifest_dir, pid_of, process_exists, request, rgun_bin, testapp, unique_socket_path,
@@ -22,10 +23,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// How often the polling waits below look again (a process gone, a file
-/// there, a counter reached). They poll a condition; none stands in for one.
-const POLL: Duration = Duration::from_millis(5);
-
 /// Short drains: a retiring worker closes an idle keep-alive connection
 /// after 1 s and never waits more than 5 s for a request.
 const QUICK_DRAIN: [&str; 4] = ["--graceful-timeout", "5", "--keep-alive", "1"];
@@ -40,21 +37,6 @@ fn sha256_hex(data: &[u8]) -> String {
 // ---------------------------------------------------------------------------
 // Clients that keep sending while the server is reloaded
 // ---------------------------------------------------------------------------
-
-/// What one client saw.
-#[derive(Debug, Default)]
-struct Tally {
-    requests: usize,
-    connections: usize,
-    /// Connections the server closed after a complete answer that said
-    /// `Connection: close`.
-    closed_after_answer: usize,
-    /// Connections found closed when a request was sent after the
-    /// connection had been idle for half the keep-alive time or more (the
-    /// client thread was not scheduled): allowed, and the request resent.
-    closed_while_idle: usize,
-    pids: HashSet<u32>,
-}
 
 /// Send `GET /pid` after `GET /pid` on keep-alive connections until `stop`,
 /// one at a time, reconnecting when the server ends a connection after a
@@ -107,31 +89,11 @@ fn keep_sending(
                 ));
             }
         };
-        if response.status != 200 {
-            return Err(format!(
-                "{where_}: answered {}:\n{}",
-                response.status,
-                String::from_utf8_lossy(&response.raw)
-            ));
-        }
-        let pid: u32 = response
-            .text()
-            .parse()
-            .map_err(|e| format!("{where_}: not a pid ({e}): {:?}", response.text()))?;
-        tally.pids.insert(pid);
-        tally.requests += 1;
+        tally.answered_by(pid_answer(&response, &where_)?, done);
         on_conn += 1;
-        done.fetch_add(1, Ordering::SeqCst);
         answered_at = Some(Instant::now());
         if response.connection_has("close") {
-            // Said and done: nothing may follow the answer.
-            let (rest, _) = c.read_to_end();
-            if !rest.is_empty() {
-                return Err(format!(
-                    "{where_}: bytes after a Connection: close answer: {:?}",
-                    String::from_utf8_lossy(&rest)
-                ));
-            }
+            nothing_after_close(c, &where_)?;
             tally.closed_after_answer += 1;
             conn = None;
         }
@@ -139,80 +101,11 @@ fn keep_sending(
     Ok(tally)
 }
 
-/// A few client threads running `keep_sending`.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    done: Arc<AtomicUsize>,
-    threads: Vec<JoinHandle<Result<Tally, String>>>,
-}
-
-impl Clients {
-    fn start(addr: SocketAddr, n: usize, keep_alive: Duration) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicUsize::new(0));
-        let threads = (0..n)
-            .map(|_| {
-                let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
-                thread::spawn(move || keep_sending(addr, keep_alive, &stop, &done))
-            })
-            .collect();
-        Clients {
-            stop,
-            done,
-            threads,
-        }
-    }
-
-    fn answered(&self) -> usize {
-        self.done.load(Ordering::SeqCst)
-    }
-
-    /// Wait until `n` more requests than now were answered; a client that
-    /// failed meanwhile fails the test with what it saw.
-    #[track_caller]
-    fn wait_for_more(&mut self, n: usize) {
-        let target = self.answered() + n;
-        let deadline = Instant::now() + WAIT;
-        while self.answered() < target {
-            if self.threads.iter().any(JoinHandle::is_finished) {
-                self.finish();
-                panic!("a client stopped early without an error");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the clients got only {} of {target} answers",
-                self.answered()
-            );
-            thread::sleep(POLL);
-        }
-    }
-
-    /// Stop the clients; fail with every client's error, if any.
-    #[track_caller]
-    fn finish(&mut self) -> Vec<Tally> {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut tallies = Vec::new();
-        let mut errors = Vec::new();
-        for thread in self.threads.drain(..) {
-            match thread.join() {
-                Ok(Ok(tally)) => tallies.push(tally),
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push("a client thread panicked".to_string()),
-            }
-        }
-        assert!(
-            errors.is_empty(),
-            "requests were lost:\n{}",
-            errors.join("\n")
-        );
-        tallies
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+/// `n` client threads running `keep_sending`.
+fn start_clients(addr: SocketAddr, n: usize, keep_alive: Duration) -> Clients {
+    Clients::start(n, move |stop, done| {
+        keep_sending(addr, keep_alive, stop, done)
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -307,7 +200,7 @@ fn no_request_is_lost_across_two_reloads() {
         .wait_for_workers(2)
         .start();
     let gen1: HashSet<u32> = server.wait_for_workers(2).into_iter().collect();
-    let mut clients = Clients::start(server.addr(), 3, Duration::from_secs(1));
+    let mut clients = start_clients(server.addr(), 3, Duration::from_secs(1));
     clients.wait_for_more(700);
 
     server.signal(libc::SIGHUP);
@@ -332,10 +225,7 @@ fn no_request_is_lost_across_two_reloads() {
     clients.wait_for_more(700);
 
     let tallies = clients.finish();
-    let seen: HashSet<u32> = tallies
-        .iter()
-        .flat_map(|t| t.pids.iter().copied())
-        .collect();
+    let seen: HashSet<u32> = tallies.iter().flat_map(Tally::pids).collect();
     let requests: usize = tallies.iter().map(|t| t.requests).sum();
     for (name, generation) in [("first", &gen1), ("second", &gen2), ("third", &gen3)] {
         assert!(
@@ -352,7 +242,7 @@ fn no_request_is_lost_across_two_reloads() {
     // worker hands its idle connections to the workers that stay).
     for tally in &tallies {
         assert!(
-            !tally.pids.is_disjoint(&gen1) && !tally.pids.is_disjoint(&gen3),
+            tally.pids().any(|p| gen1.contains(&p)) && tally.pids().any(|p| gen3.contains(&p)),
             "{tally:?}"
         );
     }
@@ -663,7 +553,7 @@ fn hup_with_preload_re_executes_the_master_in_place() {
         master.to_string()
     );
     let old = server.wait_for_workers(2);
-    let mut clients = Clients::start(server.addr(), 2, Duration::from_secs(1));
+    let mut clients = start_clients(server.addr(), 2, Duration::from_secs(1));
     clients.wait_for_more(200);
 
     // Opened just before the reload: accepted by an old worker before it
@@ -701,10 +591,7 @@ fn hup_with_preload_re_executes_the_master_in_place() {
         assert!(new.contains(&pid), "answered by {pid}, not one of {new:?}");
     }
     let tallies = clients.finish();
-    let seen: HashSet<u32> = tallies
-        .iter()
-        .flat_map(|t| t.pids.iter().copied())
-        .collect();
+    let seen: HashSet<u32> = tallies.iter().flat_map(Tally::pids).collect();
     assert!(!seen.is_disjoint(&new), "{seen:?} {new:?}");
     assert!(process_exists(master), "the master is gone");
     let text = std::fs::read_to_string(&pidfile).expect("the pid file is still there");

@@ -12,9 +12,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::harness::clients::{Clients, Tally, nothing_after_close, pid_answer};
 use crate::harness::{
     App, Conn, Response, Server, TempDir, WAIT, get, log_line_pid, pid_of, request, rgun_bin,
     test_each_app, testapp, wait_for_file_line, wait_retired, wait_until_within,
@@ -83,18 +84,6 @@ fn read_pid_answer(conn: &mut Conn) -> u32 {
 // Clients that keep asking while workers are recycled
 // ---------------------------------------------------------------------------
 
-/// What one client saw.
-#[derive(Debug, Default)]
-struct Tally {
-    requests: usize,
-    connections: usize,
-    /// Connections the server ended after a complete answer that said
-    /// `Connection: close` (a stopping worker's last answer).
-    closed_after_answer: usize,
-    /// Answers per worker pid.
-    per_pid: HashMap<u32, usize>,
-}
-
 /// `GET /pid` after `GET /pid` on a keep-alive connection, one at a time,
 /// until `stop` or until the clients together have sent `budget` requests;
 /// a new connection only after a complete answer that said `Connection:
@@ -130,30 +119,10 @@ fn keep_asking(
             .try_send(&get("/pid"))
             .and_then(|()| c.try_read_response(false))
             .map_err(|e| format!("{where_}: no complete answer: {e}"))?;
-        if response.status != 200 {
-            return Err(format!(
-                "{where_}: answered {}:\n{}",
-                response.status,
-                String::from_utf8_lossy(&response.raw)
-            ));
-        }
-        let pid: u32 = response
-            .text()
-            .parse()
-            .map_err(|e| format!("{where_}: not a pid ({e}): {:?}", response.text()))?;
-        *tally.per_pid.entry(pid).or_default() += 1;
-        tally.requests += 1;
+        tally.answered_by(pid_answer(&response, &where_)?, answered);
         on_conn += 1;
-        answered.fetch_add(1, Ordering::SeqCst);
         if response.connection_has("close") {
-            // Said and done: nothing may follow the answer.
-            let (rest, _) = c.read_to_end();
-            if !rest.is_empty() {
-                return Err(format!(
-                    "{where_}: bytes after a Connection: close answer: {:?}",
-                    String::from_utf8_lossy(&rest)
-                ));
-            }
+            nothing_after_close(c, &where_)?;
             tally.closed_after_answer += 1;
             conn = None;
         }
@@ -185,105 +154,16 @@ fn keep_asking(
     Ok(tally)
 }
 
-/// A few client threads running `keep_asking`, sharing one budget.
-struct Clients {
-    stop: Arc<AtomicBool>,
-    answered: Arc<AtomicUsize>,
-    budget: usize,
-    threads: Vec<JoinHandle<Result<Tally, String>>>,
-}
-
-impl Clients {
-    fn start(addr: SocketAddr, n: usize, budget: usize) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let answered = Arc::new(AtomicUsize::new(0));
-        let threads = (0..n)
-            .map(|_| {
-                let (stop, sent, answered) =
-                    (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&answered));
-                thread::spawn(move || keep_asking(addr, &stop, &sent, budget, &answered))
-            })
-            .collect();
-        Clients {
-            stop,
-            answered,
-            budget,
-            threads,
-        }
-    }
-
-    fn answered(&self) -> usize {
-        self.answered.load(Ordering::SeqCst)
-    }
-
-    /// Keep the load on until `done` holds. Fails the test when the
-    /// clients stop first (one failed, or the budget is used up) or after
-    /// `timeout`.
-    #[track_caller]
-    fn run_until(&mut self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !done() {
-            if self.threads.iter().any(JoinHandle::is_finished) {
-                let tallies = self.finish();
-                panic!(
-                    "the clients stopped (their budget of {} requests used up) before {what}: \
-                     {tallies:?}",
-                    self.budget
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} ({} requests answered) waiting until {what}",
-                self.answered()
-            );
-            thread::sleep(POLL);
-        }
-    }
-
-    /// Wait until `n` more requests than now were answered.
-    #[track_caller]
-    fn wait_for_more(&mut self, n: usize) {
-        let target = self.answered() + n;
-        let answered = Arc::clone(&self.answered);
-        self.run_until(&format!("{target} requests answered"), WAIT, || {
-            answered.load(Ordering::SeqCst) >= target
-        });
-    }
-
-    /// Stop the clients; fail with every client's error, if any.
-    #[track_caller]
-    fn finish(&mut self) -> Vec<Tally> {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut tallies = Vec::new();
-        let mut errors = Vec::new();
-        for thread in self.threads.drain(..) {
-            match thread.join() {
-                Ok(Ok(tally)) => tallies.push(tally),
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push("a client thread panicked".to_string()),
-            }
-        }
-        assert!(
-            errors.is_empty(),
-            "requests were lost:\n{}",
-            errors.join("\n")
-        );
-        tallies
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+/// `n` client threads running `keep_asking`, sharing one budget.
+fn start_clients(addr: SocketAddr, n: usize, budget: usize) -> Clients {
+    let sent = Arc::new(AtomicUsize::new(0));
+    Clients::start(n, move |stop, answered| {
+        keep_asking(addr, stop, &sent, budget, answered)
+    })
 }
 
 fn pids_seen(tallies: &[Tally]) -> HashSet<u32> {
-    tallies
-        .iter()
-        .flat_map(|t| t.per_pid.keys().copied())
-        .collect()
+    tallies.iter().flat_map(Tally::pids).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -401,7 +281,7 @@ fn max_requests_recycles_one_worker_at_a_time_and_loses_nothing() {
     let server = recycling_pair();
     let first: HashSet<u32> = server.wait_for_workers(2).into_iter().collect();
     let started = Instant::now();
-    let mut clients = Clients::start(server.addr(), CLIENTS, BUDGET);
+    let mut clients = start_clients(server.addr(), CLIENTS, BUDGET);
     clients.run_until(&format!("{RECYCLES} recycles were done"), LOAD_TIME, || {
         server.stderr.text().matches(STOPPING).count() >= RECYCLES
     });
@@ -461,7 +341,7 @@ fn max_requests_hands_idle_connections_to_the_workers_that_stay() {
             (conn, pid)
         })
         .collect();
-    let mut clients = Clients::start(server.addr(), CLIENTS, BUDGET);
+    let mut clients = start_clients(server.addr(), CLIENTS, BUDGET);
     clients.run_until(
         &format!("{RECYCLES} recycles were done, the first workers {first:?} among them"),
         LOAD_TIME,
@@ -719,7 +599,7 @@ fn max_worker_memory_recycles_a_worker_that_grew() {
         "a fresh worker already uses {fresh} KiB"
     );
 
-    let mut clients = Clients::start(server.addr(), 2, 200_000);
+    let mut clients = start_clients(server.addr(), 2, 200_000);
     clients.wait_for_more(50);
     let grown = conn.request(&get("/grow?mib=200"));
     grown.assert_status(200);

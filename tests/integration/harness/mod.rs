@@ -7,6 +7,7 @@
 mod app;
 mod c_compile;
 mod client;
+pub mod clients;
 mod logs;
 mod nginx;
 mod paths;
