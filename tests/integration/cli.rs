@@ -3,8 +3,8 @@
 //! checks an effect a user would see, not that a flag parses.
 
 use crate::harness::{
-    Conn, Listen, Server, TempDir, WAIT, app_lib, get, testapp, unique_socket_path,
-    wait_for_file_line,
+    Conn, Listen, Server, TempDir, WAIT, app_lib, get, listening_tcp_addr, testapp,
+    unique_socket_path, wait_for_file_line,
 };
 use std::net::SocketAddr;
 
@@ -130,15 +130,7 @@ fn error_log_to_a_file() {
         .args(["--error-logfile".to_string(), logfile.display().to_string()])
         .spawn();
     let line = wait_for_file_line(&logfile, "Listening at: http://", WAIT);
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_tcp_addr(&line);
     Conn::tcp(addr).request(&get("/")).assert_status(200);
     wait_for_file_line(&logfile, "Booting worker with pid: ", WAIT);
     assert!(

@@ -8,8 +8,8 @@
 use crate::harness::clients::{Clients, Tally, nothing_after_close, pid_answer};
 use crate::harness::{
     Conn, Framing, Prng, Server, TempDir, WAIT, app_lib, boots, chunked, compile_c_app, fresh_pid,
-    get, manifest_dir, pid_of, process_exists, request, rgun_bin, testapp, unique_socket_path,
-    wait_for_file_line, wait_retired, wait_until,
+    get, listening_tcp_addr, manifest_dir, pid_of, process_exists, request, rgun_bin, testapp,
+    unique_socket_path, wait_for_file_line, wait_retired, wait_until,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -831,12 +831,7 @@ fn usr1_reopens_the_access_and_error_logs() {
         .args(QUICK_DRAIN)
         .spawn();
     let line = wait_for_file_line(&error, "Listening at: http://", WAIT);
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = listening_tcp_addr(&line);
     let line = wait_for_file_line(&error, "Booting worker with pid: ", WAIT);
     let worker = line.rsplit(' ').next().unwrap().to_string();
 

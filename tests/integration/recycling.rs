@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::clients::{Clients, Tally, nothing_after_close, pid_answer};
 use crate::harness::{
-    App, Conn, Response, Server, TempDir, WAIT, get, log_line_pid, pid_of, request, rgun_bin,
-    test_each_app, testapp, wait_for_file_line, wait_retired, wait_until_within,
+    App, Conn, Response, Server, TempDir, WAIT, get, listening_tcp_addr, log_line_pid, pid_of,
+    request, rgun_bin, test_each_app, testapp, wait_for_file_line, wait_retired, wait_until_within,
 };
 use crate::wsgi_harness::python_dir;
 
@@ -473,12 +473,7 @@ fn max_requests_jitter_gives_each_worker_its_own_limit() {
         .args(["--access-logfile", &log_arg, "--error-logfile", &log_arg])
         .spawn();
     let line = wait_for_file_line(&log, "Listening at: http://", WAIT);
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let addr = listening_tcp_addr(&line);
     let first: Vec<u32> = wait_for_file_lines(&log, BOOTING, WORKERS)
         .iter()
         .map(|l| number_after(l, BOOTING).unwrap())

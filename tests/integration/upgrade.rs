@@ -23,6 +23,7 @@ use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, UnixAddr, recvmsg, setsockopt, sockopt::PassCred,
 };
 
+use crate::harness::clients::{nothing_after_close, pid_answer};
 use crate::harness::{
     Conn, Server, TempDir, WAIT, boots, compile_c_app, fresh_pid, get, log_line_pid, manifest_dir,
     pid_of, rgun_bin, testapp, unique_socket_path, wait_until,
@@ -196,17 +197,7 @@ fn keep_sending(addr: SocketAddr, state: &LoadState) -> Result<usize, String> {
             .try_send(&get("/pid"))
             .and_then(|()| c.try_read_response(false))
             .map_err(|e| format!("{where_}: no complete answer: {e}"))?;
-        if response.status != 200 {
-            return Err(format!(
-                "{where_}: answered {}:\n{}",
-                response.status,
-                String::from_utf8_lossy(&response.raw)
-            ));
-        }
-        let pid: u32 = response
-            .text()
-            .parse()
-            .map_err(|e| format!("{where_}: not a pid ({e}): {:?}", response.text()))?;
+        let pid = pid_answer(&response, &where_)?;
         {
             let mut seen = state.seen.lock().unwrap();
             seen.all.insert(pid);
@@ -217,14 +208,7 @@ fn keep_sending(addr: SocketAddr, state: &LoadState) -> Result<usize, String> {
         state.answered.fetch_add(1, Ordering::SeqCst);
         *on_conn += 1;
         if response.connection_has("close") {
-            // Said and done: nothing may follow the answer.
-            let (rest, _) = c.read_to_end();
-            if !rest.is_empty() {
-                return Err(format!(
-                    "{where_}: bytes after a Connection: close answer: {:?}",
-                    String::from_utf8_lossy(&rest)
-                ));
-            }
+            nothing_after_close(c, &where_)?;
             conn = None;
         } else if *on_conn >= REQUESTS_PER_CONNECTION {
             conn = None;

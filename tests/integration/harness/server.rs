@@ -247,6 +247,16 @@ pub fn parse_listening(line: &str) -> Vec<Listen> {
         .collect()
 }
 
+/// The one TCP address of a `Listening at:` line (a server started with a
+/// single TCP `--bind`, its log read from a file).
+#[track_caller]
+pub fn listening_tcp_addr(line: &str) -> SocketAddr {
+    match parse_listening(line).as_slice() {
+        [Listen::Tcp(addr)] => *addr,
+        other => panic!("not one TCP address in {line:?}: {other:?}"),
+    }
+}
+
 /// A running `rgun`, killed (with its whole process group) when dropped.
 pub struct Server {
     child: Child,
