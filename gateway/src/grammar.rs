@@ -6,34 +6,26 @@
 
 use crate::ffi;
 
-/// tchar (RFC 9110 §5.6.2): `!#$%&'*+-.^_`|~`, digits and letters.
-const TOKEN_BYTES: [bool; 256] = {
+/// A byte table of the ASCII letters and digits and the bytes of `extra`,
+/// built at compile time: the shape of most of RFC 3986's and RFC 9110's
+/// character classes.
+pub const fn alphanumeric_and(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
     table
-};
+}
+
+/// tchar (RFC 9110 §5.6.2): `!#$%&'*+-.^_`|~`, digits and letters.
+const TOKEN_BYTES: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
 
 /// field-vchar / SP / HTAB (RFC 9110 §5.5): VCHAR (0x21-0x7E), obs-text
 /// (0x80-0xFF), SP and HTAB; no other control byte (so no CR, LF, NUL or

@@ -2,6 +2,8 @@
 //! four forms a target is in, its path and query, a valid authority, and the
 //! percent-decoded path an application sees.
 
+use rgun_gateway::grammar;
+
 use super::HeadError;
 
 /// The parts of a request target (RFC 9112 §3.2).
@@ -122,34 +124,7 @@ fn is_ip_literal(literal: &[u8]) -> bool {
 }
 
 /// unreserved / sub-delims, and `%` (RFC 3986 §3.2.2), by byte.
-const REG_NAME_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b'%'
-            );
-        b += 1;
-    }
-    table
-};
+const REG_NAME_BYTES: [bool; 256] = grammar::alphanumeric_and(b"-._~!$&'()*+,;=%");
 
 fn is_reg_name_byte(b: u8) -> bool {
     REG_NAME_BYTES[usize::from(b)]
