@@ -6,7 +6,7 @@
 //! hooks runner; this module does not run them.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command as Process, Stdio};
 
 use clap::{Arg, Command};
@@ -27,12 +27,6 @@ struct Evaluated {
     hooks: Vec<String>,
     opaque: Vec<String>,
     lines: std::collections::HashMap<String, usize>,
-}
-
-/// The Python the application runs on (see `crate::python::interpreter`):
-/// the same for reading the file's settings as for running its hooks.
-pub fn python() -> PathBuf {
-    crate::python::interpreter()
 }
 
 pub(super) fn read(path: &Path, cmd: &Command) -> Result<FileSettings, LoadError> {
@@ -102,7 +96,8 @@ pub(super) fn read(path: &Path, cmd: &Command) -> Result<FileSettings, LoadError
 const EVALUATION_TIMEOUT_SECS: u64 = 30;
 
 fn evaluate(path: &Path) -> Result<Evaluated, LoadError> {
-    let python = python();
+    // The application's Python, the one that runs the file's hooks too.
+    let python = crate::python::interpreter();
     let names: Vec<&str> = gunicorn::SETTINGS.iter().map(|s| s.name).collect();
     let output = Process::new(&python)
         .arg("-c")
