@@ -119,11 +119,16 @@ pub struct Settings {
     pub graceful_timeout_ms: u64,
     /// `--max-worker-memory` in MiB (0: no limit).
     pub max_worker_memory_mib: u64,
-    /// The server hooks of a Python configuration file that run here.
-    pub master_hooks: crate::hooks::MasterHooks,
     /// Always there in the master; taken by a forked child as it becomes a
     /// worker.
     pub worker: Option<WorkerConfig>,
+}
+
+/// The master's own helper processes: they live as long as the master, so
+/// that a reload's new `Settings` neither replaces nor has to carry them.
+pub struct Helpers {
+    /// The server hooks of a Python configuration file that run here.
+    pub hooks: crate::hooks::MasterHooks,
     /// `--metrics-bind`: its socket and process.
     pub metrics: Option<crate::metrics::Metrics>,
 }
@@ -132,6 +137,10 @@ pub struct Settings {
 /// systemd. One loop ([`Arbiter::run`]) drives all of it.
 pub struct Arbiter {
     settings: Settings,
+    /// The hook process of a Python configuration file, if any.
+    hooks: crate::hooks::MasterHooks,
+    /// The metrics process and its socket, with `--metrics-bind`.
+    metrics: Option<crate::metrics::Metrics>,
     listeners: Vec<Listener>,
     scoreboard: Scoreboard,
     signals: SignalQueue,
@@ -181,6 +190,7 @@ impl Arbiter {
     /// as soon as the master shows is queued, not fatal.
     pub fn new(
         settings: Settings,
+        helpers: Helpers,
         listeners: Vec<Listener>,
         preloaded: bool,
         signals: SignalQueue,
@@ -208,6 +218,8 @@ impl Arbiter {
             orphans_deadline_ms: monotonic_ms() + settings.graceful_timeout_ms,
             wanted: settings.workers,
             settings,
+            hooks: helpers.hooks,
+            metrics: helpers.metrics,
             listeners,
             scoreboard,
             signals,
@@ -230,7 +242,7 @@ impl Arbiter {
     /// `on_exit` after a hook raised: Gunicorn's master leaves at once).
     pub fn run(&mut self) -> i32 {
         self.scoreboard.master().set_phase(Phase::Serving);
-        if !self.settings.master_hooks.resumed {
+        if !self.hooks.resumed {
             self.hook(crate::hooks::Event::WhenReady);
         }
         let code = self.serve();
@@ -415,7 +427,7 @@ impl Arbiter {
             for listener in &self.listeners {
                 listener.unlink();
             }
-            if let Some(metrics) = &self.settings.metrics {
+            if let Some(metrics) = &self.metrics {
                 metrics.listener.unlink();
             }
         }
@@ -454,7 +466,7 @@ impl Arbiter {
             self.workers.clear();
             self.orphans.clear();
         }
-        if let Some(metrics) = &mut self.settings.metrics {
+        if let Some(metrics) = &mut self.metrics {
             metrics.stop();
         }
     }
@@ -466,7 +478,7 @@ impl Arbiter {
         let master = self.scoreboard.master();
         master.beat(monotonic_ms());
         master.set_wanted(self.wanted);
-        if let Some(metrics) = &mut self.settings.metrics {
+        if let Some(metrics) = &mut self.metrics {
             metrics.keep_running(&crate::metrics::Sources {
                 scoreboard: &self.scoreboard,
                 listeners: &self.listeners,

@@ -141,8 +141,7 @@ fn run(loaded: config::Loaded) -> Result<i32, Failure> {
     set_env(&cli);
     let app = resolve_app(&cli)?;
     let mut settings = settings(&cli, app)?;
-    settings.master_hooks =
-        hooks::start_for(&cli, &start_dir, settings.workers, settings.timeout_ms)?;
+    let master_hooks = hooks::start_for(&cli, &start_dir, settings.workers, settings.timeout_ms)?;
     settings.start_dir = Some(start_dir);
     settings.identity = privileges::Identity::resolve(cli.user.as_deref(), cli.group.as_deref())?;
     prepare_access_log(settings.identity.as_ref(), cli.access_logfile.as_deref())?;
@@ -194,9 +193,13 @@ fn run(loaded: config::Loaded) -> Result<i32, Failure> {
         config::gunicorn::worker_class_name(&cli.worker_class, cli.threads)
     );
     let identity = settings.identity.as_ref();
-    settings.metrics = metrics::setup(&cli, &binds, identity, inherited_metrics)?;
+    let helpers = arbiter::Helpers {
+        hooks: master_hooks,
+        metrics: metrics::setup(&cli, &binds, identity, inherited_metrics)?,
+    };
     proctitle::set("master");
-    let mut arbiter = arbiter::Arbiter::new(settings, listeners, cli.preload, signals, pidfile)?;
+    let mut arbiter =
+        arbiter::Arbiter::new(settings, helpers, listeners, cli.preload, signals, pidfile)?;
     arbiter.set_config(cli);
     Ok(arbiter.run())
 }
@@ -464,8 +467,6 @@ fn settings(
         start_dir: None,
         identity: None,
         fork_hooks,
-        metrics: None,
-        master_hooks: hooks::MasterHooks::off(),
         worker: Some(rgun_worker::WorkerConfig {
             forwarded_allow: allow_list("--forwarded-allow-ips", &cli.forwarded_allow_ips)?,
             proxy_protocol: cli.proxy_protocol,

@@ -28,7 +28,7 @@ impl Arbiter {
         // The master is alive while it waits for a hook (/healthz reads
         // the beat): before and after each, however many come in a row.
         self.scoreboard.master().beat(monotonic_ms());
-        let outcome = self.settings.master_hooks.run(event, wanted);
+        let outcome = self.hooks.run(event, wanted);
         self.scoreboard.master().beat(monotonic_ms());
         outcome
     }

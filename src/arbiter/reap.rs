@@ -59,13 +59,13 @@ impl Arbiter {
                 WaitStatus::Signaled(pid, signal, _) => (pid, None, Some(signal)),
                 _ => continue,
             };
-            if let Some(metrics) = &mut self.settings.metrics
+            if let Some(metrics) = &mut self.metrics
                 && metrics.reaped(pid, code, signal)
             {
                 continue;
             }
             let Some(worker) = self.workers.remove(&pid) else {
-                if !self.settings.master_hooks.reaped(pid) && !self.reap_new_master(pid, code) {
+                if !self.hooks.reaped(pid) && !self.reap_new_master(pid, code) {
                     self.orphans.retain(|p| *p != pid);
                 }
                 continue;

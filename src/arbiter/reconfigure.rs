@@ -6,6 +6,8 @@
 //! restart. A configuration that no longer loads changes nothing and says
 //! why; the workers are still reloaded, with the settings they had.
 
+use std::path::Path;
+
 use anyhow::Context;
 
 use super::Arbiter;
@@ -65,15 +67,21 @@ impl Arbiter {
     /// The server hooks as the file now says: a new hook process executes
     /// it afresh (no start hooks: this is a reload), and the old one ends.
     /// If the new one does not start, the running one stays.
-    fn restart_hooks(&mut self, cli: &Cli, workers: usize, timeout_ms: u64) -> MasterHooks {
-        let running = std::mem::replace(&mut self.settings.master_hooks, MasterHooks::off());
+    /// A relative file is found from `start_dir`, as at the start.
+    fn restart_hooks(
+        &mut self,
+        cli: &Cli,
+        start_dir: &Path,
+        workers: usize,
+        timeout_ms: u64,
+    ) -> MasterHooks {
+        let running = std::mem::replace(&mut self.hooks, MasterHooks::off());
         if cli.python_hooks.is_none() {
             return MasterHooks::off();
         }
-        let start_dir = self.settings.start_dir.clone().unwrap_or_default();
         // SAFETY: the master is single-threaded.
         unsafe { std::env::set_var(crate::hooks::REEXEC_ENV, "1") };
-        match crate::hooks::start_for(cli, &start_dir, workers, timeout_ms) {
+        match crate::hooks::start_for(cli, start_dir, workers, timeout_ms) {
             Ok(hooks) => hooks,
             Err(e) => {
                 // SAFETY: as above.
@@ -134,9 +142,8 @@ impl Arbiter {
             std::mem::swap(&mut new.channel, &mut old.channel);
         }
         settings.start_dir = self.settings.start_dir.take();
-        settings.master_hooks = self.restart_hooks(&cli, settings.workers, settings.timeout_ms);
-        // The metrics process stays, with its socket.
-        settings.metrics = self.settings.metrics.take();
+        let start_dir = settings.start_dir.clone().unwrap_or_default();
+        self.hooks = self.restart_hooks(&cli, &start_dir, settings.workers, settings.timeout_ms);
         let wanted = settings.workers;
         // SAFETY: the master is single-threaded.
         unsafe { std::env::set_var("RGUN_WORKERS", wanted.to_string()) };

@@ -95,7 +95,7 @@ impl Arbiter {
         let old_list: Vec<String> = old.iter().map(|p| p.to_string()).collect();
         self.set_inheritance_env();
         // The new image starts its own metrics process.
-        if let Some(metrics) = &mut self.settings.metrics {
+        if let Some(metrics) = &mut self.metrics {
             metrics.stop();
         }
         // SAFETY: the master is single-threaded.
@@ -117,7 +117,7 @@ impl Arbiter {
             std::env::remove_var(crate::hooks::REEXEC_ENV);
         }
         let _ = self.keep_across_exec(false);
-        if let Some(metrics) = &mut self.settings.metrics {
+        if let Some(metrics) = &mut self.metrics {
             metrics.resume();
         }
         for pid in old {
@@ -140,7 +140,7 @@ impl Arbiter {
                 anyhow::anyhow!("cannot keep the hand-off channel across exec: {e}")
             })?;
         }
-        if let Some(metrics) = &self.settings.metrics {
+        if let Some(metrics) = &self.metrics {
             metrics
                 .listener
                 .keep_across_exec(keep)
@@ -161,7 +161,7 @@ impl Arbiter {
             if let Some(config) = &self.settings.worker {
                 std::env::set_var(crate::CHANNEL_ENV, config.channel.inherit_entry());
             }
-            if let Some(metrics) = &self.settings.metrics {
+            if let Some(metrics) = &self.metrics {
                 std::env::set_var(
                     crate::metrics::METRICS_FD_ENV,
                     metrics.listener.fd().to_string(),

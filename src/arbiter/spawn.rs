@@ -108,7 +108,7 @@ impl Arbiter {
         // The hook process must see the master's end close when the master
         // goes, not stay open in workers; the worker's own hooks learn its
         // age and the worker count.
-        self.settings.master_hooks.close_in_worker();
+        self.hooks.close_in_worker();
         // SAFETY: this forked child is single-threaded.
         unsafe {
             std::env::set_var(
@@ -145,7 +145,7 @@ impl Arbiter {
             })
             .collect();
         // The metrics socket is not the worker's to hold.
-        drop(self.settings.metrics.take());
+        drop(self.metrics.take());
         // This child's copy of the arbiter ends here: its configuration
         // moves into the worker.
         let Some(config) = self.settings.worker.take() else {

@@ -47,7 +47,7 @@ impl Arbiter {
                 self.notifier.set_silent(true);
                 // The new master serves the metrics socket it inherits:
                 // one answer to `/readyz`, from the master taking over.
-                if let Some(metrics) = &mut self.settings.metrics {
+                if let Some(metrics) = &mut self.metrics {
                     metrics.stop();
                 }
             }
@@ -106,7 +106,7 @@ impl Arbiter {
     pub(super) fn upgrade_failed(&mut self, why: &str) {
         log::error!("The upgrade failed ({why}); this master goes on serving");
         self.upgrade = None;
-        if let Some(metrics) = &mut self.settings.metrics {
+        if let Some(metrics) = &mut self.metrics {
             metrics.resume();
         }
         if let Some(pidfile) = &mut self.pidfile {

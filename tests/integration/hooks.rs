@@ -564,7 +564,8 @@ fn prometheus_multiprocess_mode_works_through_child_exit() {
 
 /// HUP reads the file again for the master's hooks too (issue 11: changed
 /// hooks apply): a hook process executes the new file, and the reload's
-/// `on_reload` is the new file's.
+/// `on_reload` is the new file's. Named relatively, it is found from the
+/// directory rgun started in, not the application's `--chdir`.
 #[test]
 fn hup_runs_the_master_hooks_of_the_file_as_it_now_is() {
     let dir = TempDir::new("hooks-hup");
@@ -578,8 +579,8 @@ fn hup_runs_the_master_hooks_of_the_file_as_it_now_is() {
     std::fs::write(&conf, version("when_ready")).unwrap();
     let mut server = App::Wsgi
         .builder()
-        .args(["--workers", "1", "-c"])
-        .arg(conf.to_str().unwrap())
+        .current_dir(dir.path())
+        .args(["--workers", "1", "-c", "gunicorn.conf.py"])
         .start();
     server.wait_for_workers(1);
     let read = || std::fs::read_to_string(&marks).unwrap_or_default();
