@@ -47,10 +47,19 @@ pub fn is_token_byte(b: u8) -> bool {
     TOKEN_BYTES[usize::from(b)]
 }
 
+/// Every byte of `s` is one `table` allows. One look-up per byte and no
+/// branch: it runs on every header line of every request and answer, whose
+/// bytes are nearly always good, so a bad one found early saves nothing
+/// worth a branch per byte.
+#[inline]
+pub fn all_bytes_in(table: &[bool; 256], s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &b| ok & table[usize::from(b)])
+}
+
 /// `token = 1*tchar` (RFC 9110 §5.6.2): what a field name is (§5.1).
 #[inline]
 pub fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| is_token_byte(b))
+    !s.is_empty() && all_bytes_in(&TOKEN_BYTES, s)
 }
 
 /// A byte a field value may hold (RFC 9110 §5.5).
@@ -64,7 +73,11 @@ pub fn is_field_value_byte(b: u8) -> bool {
 /// it is allowed on the wire and not part of the value.
 #[inline]
 pub fn is_field_value(s: &[u8]) -> bool {
-    s.iter().all(|&b| is_field_value_byte(b))
+    // The rule as arithmetic rather than a table, and without a branch per
+    // byte, so that the compiler can check many bytes at a time.
+    s.iter().fold(true, |ok, &b| {
+        ok & ((b == b'\t') | ((b >= 0x20) & (b != 0x7f)))
+    })
 }
 
 /// Why a Content-Length value is refused.

@@ -66,12 +66,18 @@ pub(super) fn is_valid_host(value: &[u8]) -> bool {
             Some(end) if is_ip_literal(&rest[..end]) => (&value[..end + 2], &rest[end + 1..]),
             _ => return false,
         },
+        // A reg-name holds no colon: the last one, if any, starts the port.
         _ => {
-            let end = reg_name_len(value);
-            if end == 0 {
+            let (host, port) = value.split_at(
+                value
+                    .iter()
+                    .rposition(|&b| b == b':')
+                    .unwrap_or(value.len()),
+            );
+            if !is_reg_name(host) {
                 return false;
             }
-            (&value[..end], &value[end..])
+            (host, port)
         }
     };
     !host.is_empty()
@@ -82,28 +88,29 @@ pub(super) fn is_valid_host(value: &[u8]) -> bool {
         }
 }
 
-/// How long the reg-name at the start of `value` is, up to a `:` or the
-/// end: `*( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2),
-/// pct-encoded being `%` and two hex digits. 0 if a byte breaks the rule
-/// (or there is none). One pass, a table look-up per byte: it runs on every
-/// request.
-fn reg_name_len(value: &[u8]) -> usize {
+/// `*( unreserved / pct-encoded / sub-delims )` (RFC 3986 §3.2.2),
+/// pct-encoded being `%` and two hex digits. It runs on every request: the
+/// usual name, with no `%`, takes one branch-free pass.
+fn is_reg_name(host: &[u8]) -> bool {
+    grammar::all_bytes_in(&REG_NAME_PLAIN, host) || is_pct_encoded_reg_name(host)
+}
+
+/// A reg-name with pct-encoded bytes, checked a byte at a time.
+fn is_pct_encoded_reg_name(host: &[u8]) -> bool {
     let mut i = 0;
-    while let Some(&b) = value.get(i) {
+    while let Some(&b) = host.get(i) {
         match b {
-            b':' => break,
-            b'%' => {
-                let pair = value.get(i + 1..i + 3);
-                if !pair.is_some_and(|p| p.iter().all(u8::is_ascii_hexdigit)) {
-                    return 0;
-                }
-                i += 3;
+            b'%' if host
+                .get(i + 1..i + 3)
+                .is_some_and(|p| p.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                i += 3
             }
-            _ if REG_NAME_BYTES[usize::from(b)] => i += 1,
-            _ => return 0,
+            _ if is_reg_name_plain(b) => i += 1,
+            _ => return false,
         }
     }
-    i
+    true
 }
 
 /// IP-literal = "[" ( IPv6address / IPvFuture ) "]" (RFC 3986 §3.2.2),
@@ -116,18 +123,17 @@ fn is_ip_literal(literal: &[u8]) -> bool {
         return !version.is_empty()
             && version.iter().all(u8::is_ascii_hexdigit)
             && tail.len() > 1
-            && tail[1..]
-                .iter()
-                .all(|&b| b == b':' || (b != b'%' && is_reg_name_byte(b)));
+            && tail[1..].iter().all(|&b| b == b':' || is_reg_name_plain(b));
     }
     std::str::from_utf8(literal).is_ok_and(|text| text.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
-/// unreserved / sub-delims, and `%` (RFC 3986 §3.2.2), by byte.
-const REG_NAME_BYTES: [bool; 256] = grammar::alphanumeric_and(b"-._~!$&'()*+,;=%");
+/// unreserved / sub-delims (RFC 3986 §3.2.2), by byte: a reg-name's bytes
+/// but `%`, which starts a pct-encoded triplet.
+const REG_NAME_PLAIN: [bool; 256] = grammar::alphanumeric_and(b"-._~!$&'()*+,;=");
 
-fn is_reg_name_byte(b: u8) -> bool {
-    REG_NAME_BYTES[usize::from(b)]
+fn is_reg_name_plain(b: u8) -> bool {
+    REG_NAME_PLAIN[usize::from(b)]
 }
 
 /// The path the application sees (PEP 3333's PATH_INFO is decoded): `raw`
