@@ -86,7 +86,7 @@ impl Harness {
         self.conn.process_for_bench(&mut Cx {
             settings: self.settings,
             scratch: &mut self.scratch,
-            date: self.date.get(),
+            date: self.date.line(),
             now_ms: 0,
             draining: false,
             access_log,

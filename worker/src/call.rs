@@ -56,6 +56,7 @@ pub struct CallSetup<'a> {
     pub expect_continue: bool,
     pub out: &'a mut Vec<u8>,
     pub out_pos: &'a mut usize,
+    /// The `Date` field line (`DateCache::line`), CRLF included.
     pub date: &'a [u8],
     pub method_is_head: bool,
     pub version: Version,

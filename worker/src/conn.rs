@@ -529,7 +529,7 @@ impl Conn {
         if self.phase == Phase::Head && self.rstart < self.rend && self.wpos == self.wbuf.len() {
             let mut out = Vec::new();
             let method_is_head = parse::is_head_request(&self.rbuf[self.rstart..self.rend]);
-            response::error(&mut out, 408, shared.date.get(), method_is_head);
+            response::error(&mut out, 408, shared.date.line(), method_is_head);
             let _ = self.stream.write(&out);
         }
     }

@@ -72,6 +72,7 @@ impl Scratch {
 pub struct Cx<'a> {
     pub settings: &'a Settings,
     pub scratch: &'a mut Scratch,
+    /// The `Date` field line (`DateCache::line`), CRLF included.
     pub date: &'a [u8],
     pub now_ms: u64,
     pub draining: bool,
@@ -126,7 +127,7 @@ impl Shared {
         Cx {
             settings: self.settings,
             scratch: &mut self.scratch,
-            date: self.date.get(),
+            date: self.date.line(),
             now_ms: self.now_ms,
             draining: self.accept == AcceptMode::Draining,
             access_log: self.access_log,

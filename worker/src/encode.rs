@@ -79,6 +79,7 @@ pub struct EncoderSetup<'a> {
     /// `out[*out_pos..]` is not sent yet.
     pub out_pos: &'a mut usize,
     pub io: CallIo,
+    /// The `Date` field line (`DateCache::line`), CRLF included.
     pub date: &'a [u8],
     pub method_is_head: bool,
     pub version: Version,
@@ -91,6 +92,7 @@ pub struct Encoder<'a> {
     out: &'a mut Vec<u8>,
     out_pos: &'a mut usize,
     io: CallIo,
+    /// The `Date` field line (`DateCache::line`), CRLF included.
     date: &'a [u8],
     method_is_head: bool,
     version: Version,

@@ -59,7 +59,7 @@ impl Pool {
                         conn.serve(&mut Cx {
                             settings,
                             scratch: &mut scratch,
-                            date: date.get(),
+                            date: date.line(),
                             now_ms: monotonic_ms(),
                             draining,
                             access_log,

@@ -86,17 +86,26 @@ pub fn is_server_owned(name: &[u8]) -> bool {
     OWNED.iter().any(|o| name.eq_ignore_ascii_case(o))
 }
 
-/// The `Date` header's value, rendered once a second.
+/// Length of an IMF-fixdate (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
+const HTTP_DATE_LEN: usize = 29;
+/// `Date: `, the date and CRLF.
+const DATE_LINE_LEN: usize = 6 + HTTP_DATE_LEN + 2;
+
+/// The `Date` field line, `Date: <IMF-fixdate>\r\n`, rendered once a
+/// second: an answer copies it whole.
 pub struct DateCache {
     unix_secs: u64,
-    text: [u8; 29],
+    line: [u8; DATE_LINE_LEN],
 }
 
 impl DateCache {
     pub fn new() -> Self {
+        let mut line = [b' '; DATE_LINE_LEN];
+        line[..6].copy_from_slice(b"Date: ");
+        line[DATE_LINE_LEN - 2..].copy_from_slice(b"\r\n");
         let mut cache = DateCache {
             unix_secs: u64::MAX,
-            text: [b' '; 29],
+            line,
         };
         cache.refresh();
         cache
@@ -109,13 +118,14 @@ impl DateCache {
             .map_or(0, |d| d.as_secs());
         if secs != self.unix_secs {
             self.unix_secs = secs;
-            self.text
+            self.line[6..6 + HTTP_DATE_LEN]
                 .copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
         }
     }
 
-    pub fn get(&self) -> &[u8] {
-        &self.text
+    /// The whole field line, CRLF included.
+    pub fn line(&self) -> &[u8] {
+        &self.line
     }
 }
 
@@ -126,6 +136,11 @@ impl Default for DateCache {
 }
 
 pub fn status_line(out: &mut Vec<u8>, status: u16, reason_phrase: &[u8]) {
+    if status == 200 && reason_phrase.is_empty() {
+        // Most answers: one copy.
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
@@ -144,26 +159,25 @@ pub fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-pub fn date_header(out: &mut Vec<u8>, date: &[u8]) {
-    header(out, b"Date", date);
+/// `date_line`: a `DateCache`'s line.
+pub fn date_header(out: &mut Vec<u8>, date_line: &[u8]) {
+    out.extend_from_slice(date_line);
 }
 
 pub fn content_length(out: &mut Vec<u8>, length: u64) {
-    header(
-        out,
-        b"Content-Length",
-        itoa::Buffer::new().format(length).as_bytes(),
-    );
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The server's own answer to a request it refuses or could not serve: a
 /// short text body (its head alone to a HEAD request, RFC 9110 §9.3.2),
 /// and the connection closed after it.
-pub fn error(out: &mut Vec<u8>, status: u16, date: &[u8], method_is_head: bool) {
+pub fn error(out: &mut Vec<u8>, status: u16, date_line: &[u8], method_is_head: bool) {
     let text = reason(status);
     status_line(out, status, b"");
     out.extend_from_slice(SERVER_HEADER);
-    date_header(out, date);
+    date_header(out, date_line);
     out.extend_from_slice(b"Content-Type: text/plain\r\n");
     content_length(out, text.len() as u64 + 1);
     out.extend_from_slice(b"Connection: close\r\n\r\n");
