@@ -6,6 +6,8 @@
 //! restart. A configuration that no longer loads changes nothing and says
 //! why; the workers are still reloaded, with the settings they had.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::Path;
 
 use anyhow::Context;
@@ -50,11 +52,13 @@ impl Arbiter {
                 return;
             }
         };
-        // What `apply` changes before it can fail: the working directory
-        // goes back with the settings (the environment set by `--env` and
-        // PYTHONPATH keep what the new file said).
+        // What `apply` changes before it can fail, the working directory
+        // and the environment (`--env`, PYTHONPATH), goes back with the
+        // settings: workers started later get what the others have.
         let cwd = std::env::current_dir().ok();
+        let env = EnvSnapshot::take();
         if let Err(e) = self.apply(loaded) {
+            env.restore();
             if let Some(dir) = cwd {
                 let _ = std::env::set_current_dir(dir);
             }
@@ -159,5 +163,34 @@ impl Arbiter {
         );
         self.config = Some(cli);
         Ok(())
+    }
+}
+
+/// The master's environment as it was, to put back when a reload fails
+/// part-way.
+struct EnvSnapshot(HashMap<OsString, OsString>);
+
+impl EnvSnapshot {
+    fn take() -> EnvSnapshot {
+        EnvSnapshot(std::env::vars_os().collect())
+    }
+
+    fn restore(self) {
+        let now: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        for (key, value) in &now {
+            match self.0.get(key) {
+                // SAFETY: the master is single-threaded.
+                None => unsafe { std::env::remove_var(key) },
+                // SAFETY: as above.
+                Some(was) if was != value => unsafe { std::env::set_var(key, was) },
+                Some(_) => {}
+            }
+        }
+        for (key, was) in &self.0 {
+            if std::env::var_os(key).is_none() {
+                // SAFETY: as above.
+                unsafe { std::env::set_var(key, was) };
+            }
+        }
     }
 }

@@ -379,6 +379,55 @@ fn hup_with_chdir_reads_the_file_of_the_start_directory() {
     assert!(line.contains("Configuration reloaded: 2 workers"), "{line}");
 }
 
+/// A reload that fails part-way (here: the file's application cannot be
+/// found, after its `env` was applied) leaves the environment as it was:
+/// a worker started afterwards sees the old value, not half a reload.
+#[test]
+fn a_failed_hup_puts_the_environment_back() {
+    let dir = TempDir::new("hup-env");
+    std::fs::write(
+        dir.join("envapp.py"),
+        "import os\n\ndef app(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [os.environ.get('RGUN_TEST_MARK', 'unset').encode()]\n",
+    )
+    .unwrap();
+    let file = dir.join("rgun.toml");
+    let write = |app: &str, mark: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "app = \"{app}\"\npythonpath = {:?}\nbind = \"127.0.0.1:0\"\nworkers = 1\nenv = [\"RGUN_TEST_MARK={mark}\"]\n",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write("envapp:app", "one");
+    let server = Server::builder("")
+        .current_dir(dir.path())
+        .binds_from_config(1)
+        .wait_for_workers(1)
+        .start();
+    let first = server.wait_for_workers(1)[0];
+    assert_eq!(server.get("/").text(), "one");
+
+    let missing = dir.join("missing.so");
+    write(&format!("{}:app", missing.display()), "two");
+    server.signal(libc::SIGHUP);
+    let line = server.wait_for_log("Reloading the configuration failed", WAIT);
+    assert!(line.contains("missing.so"), "{line}");
+    let reloaded = server.wait_for_workers(2)[1];
+    wait_until("the old worker is gone", || !process_exists(first));
+    let mut conn = server.connect();
+    conn.send(&crate::harness::get("/"));
+    let response = conn.read_response();
+    response.assert_status(200);
+    assert_eq!(
+        response.text(),
+        "one",
+        "worker {reloaded} saw the failed file's env"
+    );
+}
+
 #[test]
 fn hup_with_a_changed_bind_says_a_restart_is_needed() {
     let dir = TempDir::new("hup-bind");
