@@ -298,13 +298,13 @@ def main():
         ("gunicorn", [os.path.join(bin_, "gunicorn"), "djangosite.wsgi"]),
         ("gunicorn --preload", [os.path.join(bin_, "gunicorn"), "djangosite.wsgi", "--preload"]),
     ]
-    if args.preload_only:
-        servers = [s for s in servers if s[0].endswith("--preload")]
     release = os.path.join(ROOT, "target", "release", "rgun")
     if args.embedded:
         if not os.path.exists(release):
             run(["cargo", "build", "--release", "--workspace"], cwd=ROOT)
         servers.insert(2, ("rgun (cargo, embedded)", [release, "djangosite.wsgi"]))
+    if args.preload_only:
+        servers = [s for s in servers if s[0].endswith("--preload")]
     workdir = tempfile.mkdtemp(prefix="rgun-memory-")
     try:
         env = make_site(args.venv, workdir)
