@@ -13,6 +13,10 @@ each, as a browser behind a proxy without keep-alive) go on until every
 worker has answered every kind of request WARMUP times (the site names the
 worker in X-Worker-Pid).
 
+With --pages, the first worker of each --preload server is compared with
+its master page by page after the warm-up (pages.py): what is still
+shared, what it copied, and why.
+
 With --embedded, the cargo route's rgun (target/release/rgun with its
 embedded bridge, VIRTUAL_ENV naming the same virtualenv) is measured too.
 """
@@ -30,6 +34,8 @@ import sys
 import tempfile
 import time
 
+import pages
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SITE = os.path.join(ROOT, "tests", "python", "djangosite")
 ADMIN_PASSWORD = "rgun-bench-password"
@@ -44,15 +50,16 @@ def run(argv, **kw):
     subprocess.run(argv, check=True, **kw)
 
 
-def make_venv(python, venv, install):
+def make_venv(python, venv, install, wheel):
     if install or not os.path.exists(os.path.join(venv, "bin", "rgun")):
         if not os.path.exists(os.path.join(venv, "bin", "python")):
             run([python, "-m", "venv", venv])
         pip = [os.path.join(venv, "bin", "pip"), "install", "--quiet",
                "--disable-pip-version-check"]
         run(pip + ["gunicorn", "django"])
-        # rgun as a user installs it: built from this clone for this Python.
-        run(pip + ["--force-reinstall", "--no-deps", ROOT])
+        # rgun as a user installs it: built from this clone for this Python
+        # (or the wheel `maturin build` made from it).
+        run(pip + ["--force-reinstall", "--no-deps", wheel or ROOT])
 
 
 def make_site(venv, workdir):
@@ -225,7 +232,7 @@ def wait_workers(pid, n, budget_s=60):
     raise RuntimeError("%d workers did not start in %ds" % (n, budget_s))
 
 
-def measure(name, argv, env, workers, rounds):
+def measure(name, argv, env, workers, rounds, compare_pages):
     port = free_port()
     argv = argv + ["--bind", "127.0.0.1:%d" % port, "--workers", str(workers)]
     log("%s: %s" % (name, " ".join(argv)))
@@ -239,9 +246,14 @@ def measure(name, argv, env, workers, rounds):
             raise RuntimeError("a worker was replaced during the warm-up")
         master = pss_kib(proc.pid)
         per_worker = [pss_kib(k) for k in kids]
-        return {"server": name, "workers": workers, "requests": requests,
-                "master_kib": master, "workers_kib": per_worker,
-                "total_kib": master + sum(per_worker)}
+        result = {"server": name, "workers": workers, "requests": requests,
+                  "master_kib": master, "workers_kib": per_worker,
+                  "total_kib": master + sum(per_worker)}
+        if compare_pages and "--preload" in argv:
+            result["pages"] = pages.compare(proc.pid, kids[0])
+            if result["pages"] is None:
+                log("--pages: page frames hidden (/proc/PID/pagemap needs CAP_SYS_ADMIN)")
+        return result
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -264,15 +276,21 @@ def main():
     ap.add_argument("--workers", default="4,8", help="worker counts (default 4,8)")
     ap.add_argument("--warmup", type=int, default=10,
                     help="times every worker answers every kind of request (default 10)")
+    ap.add_argument("--pages", action="store_true",
+                    help="why a preloaded worker's pages are its own (pages.py; needs root)")
     ap.add_argument("--embedded", action="store_true",
                     help="also the cargo route's target/release/rgun (embedded bridge)")
     ap.add_argument("--no-install", action="store_true",
                     help="use the virtualenv as it is (rgun, gunicorn and django installed)")
+    ap.add_argument("--wheel", help="install rgun from this wheel (maturin build) "
+                    "instead of building it from the clone")
+    ap.add_argument("--preload-only", action="store_true",
+                    help="only the --preload rows, rgun's and Gunicorn's")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "memory.json"))
     args = ap.parse_args()
     args.venv = os.path.abspath(args.venv)
 
-    make_venv(args.python, args.venv, install=not args.no_install)
+    make_venv(args.python, args.venv, install=not args.no_install, wheel=args.wheel)
     bin_ = os.path.join(args.venv, "bin")
     servers = [
         ("rgun", [os.path.join(bin_, "rgun"), "djangosite.wsgi"]),
@@ -285,6 +303,8 @@ def main():
         if not os.path.exists(release):
             run(["cargo", "build", "--release", "--workspace"], cwd=ROOT)
         servers.insert(2, ("rgun (cargo, embedded)", [release, "djangosite.wsgi"]))
+    if args.preload_only:
+        servers = [s for s in servers if s[0].endswith("--preload")]
     workdir = tempfile.mkdtemp(prefix="rgun-memory-")
     try:
         env = make_site(args.venv, workdir)
@@ -293,7 +313,7 @@ def main():
         results = []
         for workers in [int(w) for w in args.workers.split(",")]:
             for name, argv in servers:
-                results.append(measure(name, argv, env, workers, args.warmup))
+                results.append(measure(name, argv, env, workers, args.warmup, args.pages))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -314,6 +334,13 @@ def main():
         print("| %s | %d | %s MiB | %s MiB | %s MiB | %s |" % (
             r["server"], r["workers"], mib(r["master_kib"]), mib(mean),
             mib(r["total_kib"]), ratio))
+    compared = [("%s -w %d" % (r["server"], r["workers"]), r["pages"])
+                for r in results if r.get("pages")]
+    if compared:
+        print("\n" + pages.table(compared))
+        for label, r in compared:
+            print("\n%s, copies by the type of the object written: %s" % (
+                label, ", ".join("%s %d" % kv for kv in r["types"].items())))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"python": args.python, "django": version[1], "warmup": args.warmup,
