@@ -58,6 +58,9 @@ pub struct Slot {
     taking: AtomicU32,
     /// Client connections the worker holds.
     connections: AtomicU32,
+    /// Peers in the middle of sending a connection to this worker's inbox:
+    /// it does not exit while one is (see `Slot::start_sending`).
+    incoming: AtomicU32,
     /// The worker's [`Wish`], as a number.
     wish: AtomicU32,
     /// Set by the master before it stops this worker to replace it: its
@@ -89,6 +92,7 @@ impl Slot {
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
+        self.incoming.store(0, Ordering::Relaxed);
         self.wish.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
         self.request_line_len.store(0, Ordering::Relaxed);
@@ -202,8 +206,30 @@ impl Slot {
     }
 
     /// The worker takes new work, or stops (all threads busy, draining).
+    /// Sequentially consistent, for `start_sending`'s protocol.
     pub fn set_taking(&self, taking: bool) {
-        self.taking.store(u32::from(taking), Ordering::Relaxed);
+        self.taking.store(u32::from(taking), Ordering::SeqCst);
+    }
+
+    /// A peer is about to send a connection to this worker's inbox: whether
+    /// the worker still takes work. The sender counts itself in before it
+    /// looks, and the worker stops taking before it looks at the count
+    /// (`has_incoming`; all sequentially consistent): either the sender
+    /// sees the worker stopped and sends nothing, or the worker sees the
+    /// sender and stays for what it sends. Either way `finish_sending`
+    /// follows.
+    pub fn start_sending(&self) -> bool {
+        self.incoming.fetch_add(1, Ordering::SeqCst);
+        self.taking.load(Ordering::SeqCst) != 0
+    }
+
+    pub fn finish_sending(&self) {
+        self.incoming.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a peer is in the middle of sending to this worker.
+    pub fn has_incoming(&self) -> bool {
+        self.incoming.load(Ordering::SeqCst) != 0
     }
 
     /// The worker: how many connections it holds now.
@@ -399,29 +425,41 @@ impl Peers {
         &self.slots[self.own]
     }
 
-    /// Whether another worker that takes work holds fewer calls than
-    /// `load`: then new work is better left to it.
-    pub fn has_less_loaded_than(&self, load: u32) -> bool {
+    /// The slot of another worker that takes work and holds fewer calls
+    /// than `load`, the least loaded (then the one holding the fewest
+    /// connections): new work is better left to it.
+    pub fn least_loaded_below(&self, load: u32) -> Option<usize> {
         self.others()
-            .any(|slot| slot.is_taking() && slot.in_flight() < load)
+            .filter(|(_, slot)| slot.is_taking() && slot.in_flight() < load)
+            .min_by_key(|(_, slot)| (slot.in_flight(), slot.connections()))
+            .map(|(index, _)| index)
     }
 
-    /// Whether another worker, free now, holds fewer connections than
-    /// `count`: then a new connection is better left to it (it was woken by
-    /// the same listener and accepts it).
-    pub fn has_free_one_with_fewer_connections(&self, count: usize) -> bool {
-        self.others().any(|slot| {
-            slot.is_taking() && slot.in_flight() == 0 && (slot.connections() as usize) < count
-        })
+    /// The slot of another worker, free now, holding fewer connections
+    /// than `count`, the one holding the fewest: a connection is better
+    /// kept there.
+    pub fn free_one_with_fewer_connections(&self, count: usize) -> Option<usize> {
+        self.others()
+            .filter(|(_, slot)| {
+                slot.is_taking() && slot.in_flight() == 0 && (slot.connections() as usize) < count
+            })
+            .min_by_key(|(_, slot)| slot.connections())
+            .map(|(index, _)| index)
+    }
+
+    /// Slot `index` (one of `least_loaded_below`'s or
+    /// `free_one_with_fewer_connections`'s answers).
+    pub fn slot(&self, index: usize) -> &'static Slot {
+        &self.slots[index]
     }
 
     /// Whether any other worker takes work now: somewhere for a connection
     /// handed off to go.
     pub fn any_other_taking(&self) -> bool {
-        self.others().any(Slot::is_taking)
+        self.others().any(|(_, slot)| slot.is_taking())
     }
 
-    fn others(&self) -> impl Iterator<Item = &Slot> {
+    fn others(&self) -> impl Iterator<Item = (usize, &'static Slot)> {
         let in_use =
             (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());
         let own = self.own;
@@ -429,7 +467,6 @@ impl Peers {
             .iter()
             .enumerate()
             .filter(move |(i, _)| *i != own)
-            .map(|(_, slot)| slot)
     }
 }
 
@@ -485,16 +522,34 @@ mod tests {
         let me = board.peers(0);
         board.slot(0).call_started();
         board.slot(1).call_started();
-        assert!(!me.has_less_loaded_than(1), "nobody takes work yet");
+        assert_eq!(me.least_loaded_below(1), None, "nobody takes work yet");
         board.slot(2).set_taking(true);
-        assert!(
-            me.has_less_loaded_than(1),
+        assert_eq!(
+            me.least_loaded_below(1),
+            Some(2),
             "slot 2 takes work and holds none"
         );
         board.slot(2).call_started();
-        assert!(!me.has_less_loaded_than(1));
+        assert_eq!(me.least_loaded_below(1), None);
+        board.slot(1).set_taking(true);
+        assert_eq!(me.least_loaded_below(2), Some(1), "1 call, fewer connections");
         board.slot(2).clear();
-        assert!(!me.has_less_loaded_than(1), "a cleared slot is nobody");
+        assert_eq!(me.least_loaded_below(2), Some(1), "a cleared slot is nobody");
+    }
+
+    #[test]
+    fn a_sender_sees_the_worker_stop_or_the_worker_sees_the_sender() {
+        let board = Scoreboard::new(1).unwrap();
+        let slot = board.slot(0);
+        slot.set_pid(100);
+        slot.set_taking(true);
+        assert!(slot.start_sending());
+        assert!(slot.has_incoming(), "the worker waits for this sender");
+        slot.finish_sending();
+        assert!(!slot.has_incoming());
+        slot.set_taking(false);
+        assert!(!slot.start_sending(), "a worker that stopped is not sent to");
+        slot.finish_sending();
     }
 
     #[test]
@@ -507,13 +562,19 @@ mod tests {
         }
         let me = board.peers(0);
         board.slot(1).set_connections(2);
-        board.slot(2).set_connections(2);
-        assert!(!me.has_free_one_with_fewer_connections(2));
-        assert!(me.has_free_one_with_fewer_connections(3));
-        board.slot(1).call_started();
+        board.slot(2).set_connections(1);
+        assert_eq!(me.free_one_with_fewer_connections(1), None);
+        assert_eq!(
+            me.free_one_with_fewer_connections(3),
+            Some(2),
+            "the one holding the fewest"
+        );
         board.slot(2).call_started();
-        assert!(
-            !me.has_free_one_with_fewer_connections(3),
+        assert_eq!(me.free_one_with_fewer_connections(3), Some(1));
+        board.slot(1).call_started();
+        assert_eq!(
+            me.free_one_with_fewer_connections(3),
+            None,
             "both peers are in a call"
         );
     }
