@@ -10,6 +10,11 @@
 //!
 //! The master never reads or writes it; it only keeps both ends open so
 //! that workers come and go without the channel closing.
+//!
+//! The channel suits "whoever is free first". A connection meant for one
+//! worker (the least loaded, when load is evened out) goes to that
+//! worker's inbox instead (`inbox`): sent to the channel, it as often
+//! came straight back to its sender, the worker awake when it landed.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -58,9 +58,11 @@ pub struct Slot {
     taking: AtomicU32,
     /// Client connections the worker holds.
     connections: AtomicU32,
-    /// Peers in the middle of sending a connection to this worker's inbox:
-    /// it does not exit while one is (see `Slot::start_sending`).
-    incoming: AtomicU32,
+    /// Connections on their way to this worker's inbox: counted by their
+    /// sender before it sends, uncounted by the worker as it takes each.
+    /// Peers see them as load to come; the worker does not exit while any
+    /// is counted (see `Slot::start_sending`).
+    queued: AtomicU32,
     /// The worker's [`Wish`], as a number.
     wish: AtomicU32,
     /// Set by the master before it stops this worker to replace it: its
@@ -92,7 +94,7 @@ impl Slot {
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
-        self.incoming.store(0, Ordering::Relaxed);
+        self.queued.store(0, Ordering::Relaxed);
         self.wish.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
         self.request_line_len.store(0, Ordering::Relaxed);
@@ -212,24 +214,33 @@ impl Slot {
     }
 
     /// A peer is about to send a connection to this worker's inbox: whether
-    /// the worker still takes work. The sender counts itself in before it
-    /// looks, and the worker stops taking before it looks at the count
-    /// (`has_incoming`; all sequentially consistent): either the sender
+    /// the worker still takes work. The sender counts the connection in
+    /// before it looks, and the worker stops taking before it looks at the
+    /// count (`queued`; all sequentially consistent): either the sender
     /// sees the worker stopped and sends nothing, or the worker sees the
-    /// sender and stays for what it sends. Either way `finish_sending`
-    /// follows.
+    /// count and stays for what comes. A sender that does not send after
+    /// all calls `unsend`.
     pub fn start_sending(&self) -> bool {
-        self.incoming.fetch_add(1, Ordering::SeqCst);
+        self.queued.fetch_add(1, Ordering::SeqCst);
         self.taking.load(Ordering::SeqCst) != 0
     }
 
-    pub fn finish_sending(&self) {
-        self.incoming.fetch_sub(1, Ordering::SeqCst);
+    pub fn unsend(&self) {
+        self.took_one();
     }
 
-    /// Whether a peer is in the middle of sending to this worker.
-    pub fn has_incoming(&self) -> bool {
-        self.incoming.load(Ordering::SeqCst) != 0
+    /// The worker took a connection from its inbox. Never below zero: what
+    /// a worker that died left queued is taken by the next one in the
+    /// slot, which counted none.
+    pub fn took_one(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Connections on their way to this worker.
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// The worker: how many connections it holds now.
@@ -240,6 +251,11 @@ impl Slot {
 
     pub fn connections(&self) -> u32 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections held, and on their way.
+    fn holds(&self) -> u32 {
+        self.connections() + self.queued()
     }
 
     pub fn is_taking(&self) -> bool {
@@ -425,25 +441,33 @@ impl Peers {
         &self.slots[self.own]
     }
 
-    /// The slot of another worker that takes work and holds fewer calls
-    /// than `load`, the least loaded (then the one holding the fewest
-    /// connections): new work is better left to it.
-    pub fn least_loaded_below(&self, load: u32) -> Option<usize> {
+    /// The slot of another worker that takes work, holds fewer calls than
+    /// `load` and fewer connections than `count`, the least loaded (then
+    /// the one holding the fewest connections): new work is better left to
+    /// it.
+    pub fn least_loaded_below(&self, load: u32, count: usize) -> Option<usize> {
         self.others()
-            .filter(|(_, slot)| slot.is_taking() && slot.in_flight() < load)
-            .min_by_key(|(_, slot)| (slot.in_flight(), slot.connections()))
+            .filter(|(_, slot)| {
+                slot.is_taking()
+                    && slot.in_flight() + slot.queued() < load
+                    && (slot.holds() as usize) < count
+            })
+            .min_by_key(|(_, slot)| {
+                let queued = slot.queued();
+                (slot.in_flight() + queued, slot.connections() + queued)
+            })
             .map(|(index, _)| index)
     }
 
     /// The slot of another worker, free now, holding fewer connections
-    /// than `count`, the one holding the fewest: a connection is better
-    /// kept there.
+    /// than `count`, the one holding the fewest (connections on their way
+    /// count as held): a connection is better kept there.
     pub fn free_one_with_fewer_connections(&self, count: usize) -> Option<usize> {
         self.others()
             .filter(|(_, slot)| {
-                slot.is_taking() && slot.in_flight() == 0 && (slot.connections() as usize) < count
+                slot.is_taking() && slot.in_flight() == 0 && (slot.holds() as usize) < count
             })
-            .min_by_key(|(_, slot)| slot.connections())
+            .min_by_key(|(_, slot)| slot.holds())
             .map(|(index, _)| index)
     }
 
@@ -459,14 +483,17 @@ impl Peers {
         self.others().any(|(_, slot)| slot.is_taking())
     }
 
+    /// The other workers' slots, from the one after this worker's round
+    /// to the one before it: among equals, each worker picks a different
+    /// first.
     fn others(&self) -> impl Iterator<Item = (usize, &'static Slot)> {
         let in_use =
             (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());
         let own = self.own;
-        self.slots[..in_use]
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != own)
+        let slots: &'static [Slot] = self.slots;
+        (own + 1..in_use)
+            .chain(0..own.min(in_use))
+            .map(move |i| (i, &slots[i]))
     }
 }
 
@@ -522,19 +549,43 @@ mod tests {
         let me = board.peers(0);
         board.slot(0).call_started();
         board.slot(1).call_started();
-        assert_eq!(me.least_loaded_below(1), None, "nobody takes work yet");
+        assert_eq!(
+            me.least_loaded_below(1, usize::MAX),
+            None,
+            "nobody takes work yet"
+        );
         board.slot(2).set_taking(true);
         assert_eq!(
-            me.least_loaded_below(1),
+            me.least_loaded_below(1, usize::MAX),
             Some(2),
             "slot 2 takes work and holds none"
         );
         board.slot(2).call_started();
-        assert_eq!(me.least_loaded_below(1), None);
+        assert_eq!(me.least_loaded_below(1, usize::MAX), None);
         board.slot(1).set_taking(true);
-        assert_eq!(me.least_loaded_below(2), Some(1), "1 call, fewer connections");
+        assert_eq!(
+            me.least_loaded_below(2, usize::MAX),
+            Some(1),
+            "1 call, fewer connections"
+        );
         board.slot(2).clear();
-        assert_eq!(me.least_loaded_below(2), Some(1), "a cleared slot is nobody");
+        assert_eq!(
+            me.least_loaded_below(2, usize::MAX),
+            Some(1),
+            "a cleared slot is nobody"
+        );
+        board.slot(1).set_connections(3);
+        assert_eq!(
+            me.least_loaded_below(2, 3),
+            None,
+            "holds as many connections"
+        );
+        board.slot(1).start_sending();
+        assert_eq!(
+            me.least_loaded_below(2, usize::MAX),
+            None,
+            "one call, one on its way"
+        );
     }
 
     #[test]
@@ -544,12 +595,18 @@ mod tests {
         slot.set_pid(100);
         slot.set_taking(true);
         assert!(slot.start_sending());
-        assert!(slot.has_incoming(), "the worker waits for this sender");
-        slot.finish_sending();
-        assert!(!slot.has_incoming());
+        assert_eq!(slot.queued(), 1, "the worker waits for what is sent");
+        slot.took_one();
+        assert_eq!(slot.queued(), 0);
+        slot.took_one();
+        assert_eq!(slot.queued(), 0, "never below zero");
         slot.set_taking(false);
-        assert!(!slot.start_sending(), "a worker that stopped is not sent to");
-        slot.finish_sending();
+        assert!(
+            !slot.start_sending(),
+            "a worker that stopped is not sent to"
+        );
+        slot.unsend();
+        assert_eq!(slot.queued(), 0);
     }
 
     #[test]
@@ -569,13 +626,18 @@ mod tests {
             Some(2),
             "the one holding the fewest"
         );
-        board.slot(2).call_started();
-        assert_eq!(me.free_one_with_fewer_connections(3), Some(1));
+        board.slot(2).start_sending();
+        board.slot(2).start_sending();
+        assert_eq!(
+            me.free_one_with_fewer_connections(3),
+            Some(1),
+            "connections on their way count as held"
+        );
         board.slot(1).call_started();
         assert_eq!(
             me.free_one_with_fewer_connections(3),
             None,
-            "both peers are in a call"
+            "in a call, or holding too many"
         );
     }
 }

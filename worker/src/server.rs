@@ -23,7 +23,7 @@ use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
 mod handing;
-pub use handing::{forward_inbox, hand_off_movable};
+pub use handing::{Onward, forward_inbox, hand_off_movable};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The pool's threads hand connections back through this waker.
@@ -215,7 +215,7 @@ impl EventLoop {
                         }
                     }
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
-                    Token(key) => self.on_conn_ready(key, self.serves_inline()),
+                    Token(key) => self.on_conn_ready(key, self.serves_inline(), false),
                 }
             }
             if self.shared.now_ms >= self.next_tick_ms {
@@ -228,8 +228,8 @@ impl EventLoop {
                 // A peer sending to this worker's inbox as it stopped
                 // taking work: stay for what it sends.
                 let idle = lock(&self.conns).is_empty()
-                    && !self.shared.settings.slot.has_incoming()
-                    && !self.take_from_inbox();
+                    && !self.take_from_inbox()
+                    && self.shared.settings.slot.queued() == 0;
                 if idle && !(self.serves_handoffs_while_draining() && self.take_one_handed_off()) {
                     self.flush_access_log();
                     return Ok(());
@@ -299,7 +299,7 @@ impl EventLoop {
         while let Some((key, conn)) = self.pool.as_ref().and_then(Pool::finished) {
             self.in_calls -= 1;
             lock(&self.conns)[key] = Place::Here(conn);
-            self.on_conn_ready(key, false);
+            self.on_conn_ready(key, false, true);
         }
         self.refresh_accept_mode();
     }
@@ -380,11 +380,12 @@ impl EventLoop {
     }
 
     /// A connection with buffered requests that was not answered inline.
-    /// It goes to whichever worker can serve it soonest: with `spread`, or
-    /// when every application thread here has a call, to the inbox of the
-    /// least loaded worker if it holds fewer calls than this one; failing
-    /// that, with every thread busy, to the shared channel. Otherwise it
-    /// is served here, on a free thread or on the loop's own.
+    /// It goes to whichever worker can serve it soonest: when every
+    /// application thread here has a call, to the inbox of the least loaded
+    /// worker if it holds fewer calls than this one, failing that to the
+    /// shared channel; with `spread`, to such a worker if it also holds
+    /// at least two connections fewer. Otherwise it is served here, on a
+    /// free thread or on the loop's own.
     fn dispatch(&mut self, key: usize, spread: bool) {
         let load = if self.pool.is_some() {
             self.in_calls
@@ -393,8 +394,15 @@ impl EventLoop {
         } as u32;
         let full = self.pool.is_some() && self.in_calls >= self.threads;
         let peers = self.shared.settings.peers;
-        let to = if full || (spread && load > 0) {
-            peers.least_loaded_below(load)
+        let to = if full {
+            peers.least_loaded_below(load, usize::MAX)
+        } else if spread && load > 0 {
+            // Only to a worker holding at least two connections fewer, as
+            // `rebalance` would: the connection moves with its request,
+            // and moving it to one that holds as many would only make
+            // `rebalance` move one back.
+            let held = lock(&self.conns).len();
+            peers.least_loaded_below(load, held.saturating_sub(1))
         } else {
             None
         };
@@ -405,7 +413,7 @@ impl EventLoop {
             return;
         }
         let Some(pool) = &self.pool else {
-            self.on_conn_ready(key, true);
+            self.on_conn_ready(key, true, false);
             return;
         };
         let in_call = Place::InCall {
@@ -421,7 +429,10 @@ impl EventLoop {
         self.refresh_accept_mode();
     }
 
-    fn on_conn_ready(&mut self, key: usize, inline: bool) {
+    /// `after_call`: an application thread just finished a request on it
+    /// (it may then go to a worker holding fewer, as after one answered
+    /// here).
+    fn on_conn_ready(&mut self, key: usize, inline: bool, after_call: bool) {
         let in_call = Place::InCall {
             since_ms: self.shared.now_ms,
         };
@@ -452,7 +463,7 @@ impl EventLoop {
                     conns[key] = Place::Here(conn);
                     conns.len()
                 };
-                if self.shared.settings.slot.requests() != served_before {
+                if after_call || self.shared.settings.slot.requests() != served_before {
                     self.rebalance(key, held);
                 }
             }

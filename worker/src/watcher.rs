@@ -145,7 +145,12 @@ impl Inbound {
         if !self.held.is_empty() {
             return;
         }
-        let left = crate::server::forward_inbox(watched.inbox, watched.channel, &mut self.buf);
+        let left = crate::server::forward_inbox(
+            watched.inbox,
+            watched.slot,
+            watched.channel,
+            &mut self.buf,
+        );
         self.held.extend(left);
     }
 
@@ -164,12 +169,13 @@ impl Inbound {
 /// slab).
 fn move_connections(watched: &Watched) {
     let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
-    let moved = crate::server::hand_off_movable(
-        &mut conns,
-        &watched.registry,
-        watched.channel,
-        MAX_MOVED_PER_CALL,
-    );
+    let onward = crate::server::Onward {
+        peers: watched.peers,
+        inbox: watched.inbox,
+        channel: watched.channel,
+    };
+    let moved =
+        crate::server::hand_off_movable(&mut conns, &watched.registry, &onward, MAX_MOVED_PER_CALL);
     drop(conns);
     if moved > 0 {
         log::debug!("a call runs long: {moved} connections handed to other workers");

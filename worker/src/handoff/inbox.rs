@@ -26,6 +26,7 @@ use nix::sys::socket::{
 };
 
 use super::{Arrival, Passage, SendError, grow_buffer, receive_on, send_on};
+use crate::scoreboard::Slot;
 
 /// Every slot's inbox, as the master keeps them.
 #[derive(Debug)]
@@ -121,7 +122,10 @@ impl Inbox {
     /// closes its descriptor. Fails if that inbox is full or missing:
     /// nothing is sent, the connection stays with the caller.
     pub fn send_to(&self, slot: usize, passage: &Passage<'_>) -> Result<(), SendError> {
-        let sender = self.sender.as_ref().ok_or(SendError::Io(nix::Error::ENOTCONN))?;
+        let sender = self
+            .sender
+            .as_ref()
+            .ok_or(SendError::Io(nix::Error::ENOTCONN))?;
         let to = address(&self.base, slot)?;
         send_on(sender.as_raw_fd(), Some(&to), passage)
     }
@@ -131,15 +135,17 @@ impl Inbox {
         self.send_to(self.slot, passage)
     }
 
-    /// Take one connection sent to this worker, if one waits; what another
-    /// user sent is closed and skipped.
-    pub fn receive(&self, buf: &mut Vec<u8>) -> io::Result<Option<Arrival>> {
+    /// Take one connection sent to this worker, if one waits, and uncount
+    /// it in the worker's slot; what another user sent is closed and
+    /// skipped.
+    pub fn receive(&self, buf: &mut Vec<u8>, slot: &Slot) -> io::Result<Option<Arrival>> {
         let Some(own) = &self.own else {
             return Ok(None);
         };
         loop {
             match receive_on(own.as_raw_fd(), buf) {
                 Ok(Some((arrival, Some(creds)))) if creds.uid() == self.uid => {
+                    slot.took_one();
                     return Ok(Some(arrival));
                 }
                 Ok(Some((_, creds))) => {
@@ -148,7 +154,12 @@ impl Inbox {
                          ({creds:?})"
                     );
                 }
-                other => return Ok(other?.map(|(arrival, _)| arrival)),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    // Most likely a message taken and found malformed.
+                    slot.took_one();
+                    return Err(e);
+                }
             }
         }
     }
@@ -219,12 +230,17 @@ mod tests {
         );
         let (ours, mut client) = UnixStream::pair().unwrap();
         client.write_all(b"queued").unwrap();
-        zero.send_to(2, &passage(ours.as_raw_fd(), b"GET /")).unwrap();
+        zero.send_to(2, &passage(ours.as_raw_fd(), b"GET /"))
+            .unwrap();
         drop(ours);
         let mut buf = Vec::new();
-        assert!(one.receive(&mut buf).unwrap().is_none());
-        assert!(zero.receive(&mut buf).unwrap().is_none());
-        let arrival = two.receive(&mut buf).unwrap().expect("sent to slot 2");
+        let slot = Slot::default();
+        assert!(one.receive(&mut buf, &slot).unwrap().is_none());
+        assert!(zero.receive(&mut buf, &slot).unwrap().is_none());
+        let arrival = two
+            .receive(&mut buf, &slot)
+            .unwrap()
+            .expect("sent to slot 2");
         assert_eq!(arrival.input, b"GET /");
         let mut moved = UnixStream::from(arrival.fd);
         let mut queued = [0u8; 6];
@@ -233,7 +249,7 @@ mod tests {
         // Put back, it is there again.
         let (ours, _client) = UnixStream::pair().unwrap();
         two.send_to_self(&passage(ours.as_raw_fd(), b"")).unwrap();
-        assert!(two.receive(&mut buf).unwrap().is_some());
+        assert!(two.receive(&mut buf, &slot).unwrap().is_some());
     }
 
     #[test]
@@ -245,7 +261,12 @@ mod tests {
         let (ours, mut client) = UnixStream::pair().unwrap();
         inbox.send_to(0, &passage(ours.as_raw_fd(), b"")).unwrap();
         drop(ours);
-        assert!(inbox.receive(&mut Vec::new()).unwrap().is_none());
+        assert!(
+            inbox
+                .receive(&mut Vec::new(), &Slot::default())
+                .unwrap()
+                .is_none()
+        );
         // Closed unread: the client sees the end of the connection.
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();

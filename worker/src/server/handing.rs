@@ -1,7 +1,18 @@
 //! How the event loop takes on and passes on work: which sources it polls
-//! (listeners, the hand-off channel) in each accept mode, taking handed-over
-//! connections, and handing its own to other workers (when it cannot serve
-//! them, when it is replaced, to even out connections).
+//! (listeners, the hand-off channel, its inbox) in each accept mode, taking
+//! handed-over connections, and handing its own to other workers (when it
+//! cannot serve them, when it is replaced, to even out connections).
+//!
+//! Two ways out: the shared channel, for whichever worker is free first,
+//! and a chosen worker's inbox (see `handoff::inbox`). Evening out load
+//! always names its worker from the scoreboard: a ready request goes to
+//! the least loaded (`dispatch`), a connection just served to the free one
+//! holding the fewest (`rebalance`), a busy or replaced worker's idle
+//! connections to free workers (`Onward`), the channel only when none is
+//! free. The sender counts the connection in the target's slot before it
+//! sends (`Slot::start_sending`), the target uncounts it as it takes it:
+//! peers see it as load to come, and a draining worker stays until it
+//! came. A failed send leaves the connection where it was.
 
 use std::io;
 
@@ -12,6 +23,7 @@ use super::{CHANNEL_TOKEN, EventLoop, INBOX_TOKEN, LISTENER_TOKEN_BASE, Place, l
 use crate::conn::Conn;
 use crate::context::AcceptMode;
 use crate::handoff::{Arrival, Channel, Inbox, Passage, SendError};
+use crate::scoreboard::{Peers, Slot};
 
 impl EventLoop {
     /// Connections other workers handed over: as many as there are free
@@ -65,9 +77,14 @@ impl EventLoop {
         let sent = target.start_sending() && {
             let mut conns = lock(&self.conns);
             let inbox = self.inbox;
-            hand_off_at(&mut conns, key, self.poll.registry(), &|p| inbox.send_to(to, p)).is_ok()
+            hand_off_at(&mut conns, key, self.poll.registry(), &|p| {
+                inbox.send_to(to, p)
+            })
+            .is_ok()
         };
-        target.finish_sending();
+        if !sent {
+            target.unsend();
+        }
         sent
     }
 
@@ -78,7 +95,10 @@ impl EventLoop {
     pub(super) fn take_from_inbox(&mut self) -> bool {
         let mut any = false;
         if self.shared.settings.slot.is_replaced() && self.shared.is_draining() {
-            while let Some(left) = forward_inbox(self.inbox, self.channel, &mut self.channel_buf) {
+            let slot = self.shared.settings.slot;
+            while let Some(left) =
+                forward_inbox(self.inbox, slot, self.channel, &mut self.channel_buf)
+            {
                 any = true;
                 // The channel is full: served here, with the others.
                 let conn = Conn::adopt(left, self.shared.now_ms, &mut self.shared);
@@ -87,7 +107,10 @@ impl EventLoop {
             return any;
         }
         loop {
-            match self.inbox.receive(&mut self.channel_buf) {
+            match self
+                .inbox
+                .receive(&mut self.channel_buf, self.shared.settings.slot)
+            {
                 Ok(Some(arrival)) => {
                     any = true;
                     let conn = Conn::adopt(arrival, self.shared.now_ms, &mut self.shared);
@@ -234,7 +257,12 @@ impl EventLoop {
     /// never sees them go.
     pub(super) fn hand_off_idle(&mut self) {
         let mut conns = lock(&self.conns);
-        let moved = hand_off_movable(&mut conns, self.poll.registry(), self.channel, usize::MAX);
+        let onward = Onward {
+            peers: self.shared.settings.peers,
+            inbox: self.inbox,
+            channel: self.channel,
+        };
+        let moved = hand_off_movable(&mut conns, self.poll.registry(), &onward, usize::MAX);
         drop(conns);
         if moved > 0 {
             log::debug!("{moved} connections handed to the workers that stay");
@@ -277,13 +305,36 @@ fn hand_off_at(
     sent
 }
 
+/// Where the connections of a worker that cannot serve them go: each to
+/// the inbox of a free worker (the one holding the fewest; those on their
+/// way count, so that the next goes to another), or, with none free, to
+/// the shared channel for whichever is free first.
+pub struct Onward<'a> {
+    pub peers: Peers,
+    pub inbox: &'a Inbox,
+    pub channel: &'a Channel,
+}
+
+impl Onward<'_> {
+    fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {
+        if let Some(to) = self.peers.free_one_with_fewer_connections(usize::MAX) {
+            let target = self.peers.slot(to);
+            if target.start_sending() && self.inbox.send_to(to, passage).is_ok() {
+                return Ok(());
+            }
+            target.unsend();
+        }
+        self.channel.send(passage)
+    }
+}
+
 /// Send up to `most` of the connections that can move now; stop when the
 /// channel takes no more. Returns how many went. (The loop's thread when a
 /// worker is replaced; the affinity watcher while that thread is in a call.)
 pub fn hand_off_movable(
     conns: &mut Slab<Place>,
     registry: &mio::Registry,
-    channel: &Channel,
+    onward: &Onward<'_>,
     most: usize,
 ) -> usize {
     let keys: Vec<usize> = conns
@@ -294,7 +345,7 @@ pub fn hand_off_movable(
         .collect();
     let mut moved = 0;
     for key in keys {
-        match hand_off_at(conns, key, registry, &|p| channel.send(p)) {
+        match hand_off_at(conns, key, registry, &|p| onward.send(p)) {
             Ok(()) => moved += 1,
             // Too much carried: this one stays, others may go.
             Err(SendError::TooLarge(_) | SendError::NotMovable) => {}
@@ -308,9 +359,14 @@ pub fn hand_off_movable(
 /// whichever worker is free first (a worker replaced; the watcher while a
 /// call runs long). Stops at the first the channel does not take, and
 /// returns it, for the caller to keep.
-pub fn forward_inbox(inbox: &Inbox, channel: &Channel, buf: &mut Vec<u8>) -> Option<Arrival> {
+pub fn forward_inbox(
+    inbox: &Inbox,
+    own: &Slot,
+    channel: &Channel,
+    buf: &mut Vec<u8>,
+) -> Option<Arrival> {
     loop {
-        match inbox.receive(buf) {
+        match inbox.receive(buf, own) {
             Ok(Some(arrival)) => {
                 if let Err(e) = channel.send(&arrival.passage()) {
                     log::debug!("a connection sent to this worker stays: {e}");
