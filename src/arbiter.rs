@@ -177,6 +177,10 @@ pub struct Arbiter {
     config: Option<crate::cli::Cli>,
     /// Workers forked so far (the next one's `age`).
     worker_age: u64,
+    /// Each slot's inbox, kept open here so that what is queued for a
+    /// worker that dies waits for the next one in its slot (never read
+    /// here).
+    inboxes: rgun_worker::handoff::Inboxes,
 }
 
 /// Where a re-executing master lists the workers it leaves to its new image.
@@ -225,6 +229,7 @@ impl Arbiter {
             signals,
             workers: HashMap::new(),
             master_pid: std::process::id() as i32,
+            inboxes: rgun_worker::handoff::Inboxes::new(),
             probe: None,
             early_deaths: 0,
             next_spawn_ms: 0,

@@ -29,6 +29,12 @@ impl Arbiter {
         let now = monotonic_ms();
         self.scoreboard.slot(slot_index).reset(now);
         self.scoreboard.note_in_use(slot_index);
+        if let Err(e) = self.inboxes.ensure(slot_index) {
+            log::warn!(
+                "cannot make the inbox of worker slot {slot_index} ({e}): connections reach \
+                 its worker through the shared channel only"
+            );
+        }
         // Signals stay blocked across fork so that the child never runs the
         // master's handlers (nginx does the same).
         let mask = match signals::block_all() {
@@ -152,12 +158,14 @@ impl Arbiter {
             log::error!("worker started without its configuration");
             return rgun_worker::EXIT_BOOT_ERROR;
         };
+        let inbox = std::mem::take(&mut self.inboxes).into_worker_inbox(slot_index);
         rgun_worker::run(
             slot_index as u32,
             self.master_pid,
             peers,
             listeners,
             config,
+            inbox,
             mask,
         )
     }

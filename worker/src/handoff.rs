@@ -10,15 +10,23 @@
 //!
 //! The master never reads or writes it; it only keeps both ends open so
 //! that workers come and go without the channel closing.
+//!
+//! The channel suits "whoever is free first". A connection meant for one
+//! worker (the least loaded, when load is evened out) goes to that
+//! worker's inbox instead (`inbox`): sent to the channel, it as often
+//! came straight back to its sender, the worker awake when it landed.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::cmsg_space;
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, socketpair,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    UnixCredentials, recvmsg, sendmsg, socketpair,
 };
+
+mod inbox;
+pub use inbox::{Inbox, Inboxes};
 
 /// The most bytes (unsent answer and unparsed request together) a
 /// connection carries with it; one holding more stays where it is.
@@ -67,6 +75,21 @@ pub struct Arrival {
     pub peer_port: u16,
     pub output: Vec<u8>,
     pub input: Vec<u8>,
+}
+
+impl Arrival {
+    /// Its passage on, untouched (an inbox's connection forwarded).
+    pub fn passage(&self) -> Passage<'_> {
+        Passage {
+            fd: self.fd.as_raw_fd(),
+            kind: self.kind,
+            listener: self.listener,
+            peer_addr: &self.peer_addr,
+            peer_port: self.peer_port,
+            output: &self.output,
+            input: &self.input,
+        }
+    }
 }
 
 /// Why a connection could not be sent: it stays with its worker.
@@ -152,66 +175,91 @@ impl Channel {
     /// Send a connection; on success the caller closes its descriptor (the
     /// message holds its own reference to the socket).
     pub fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {
-        let carried = passage.output.len() + passage.input.len();
-        if carried > MAX_CARRIED_BYTES || passage.peer_addr.len() > ADDR_TEXT_MAX {
-            return Err(SendError::TooLarge(carried));
-        }
-        let header = encode_header(passage);
-        let iov = [
-            IoSlice::new(&header),
-            IoSlice::new(passage.output),
-            IoSlice::new(passage.input),
-        ];
-        let fds = [passage.fd];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        match sendmsg::<()>(
-            self.sender.as_raw_fd(),
-            &iov,
-            &cmsg,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Ok(_) => Ok(()),
-            Err(nix::Error::EAGAIN | nix::Error::ENOBUFS | nix::Error::ETOOMANYREFS) => {
-                Err(SendError::Full)
-            }
-            Err(e) => Err(SendError::Io(e)),
-        }
+        send_on(self.sender.as_raw_fd(), None, passage)
     }
 
     /// Take one connection, if one is waiting. `buf` is scratch space,
     /// grown as needed.
     pub fn receive(&self, buf: &mut Vec<u8>) -> io::Result<Option<Arrival>> {
-        buf.resize(HEADER_LEN + MAX_CARRIED_BYTES, 0);
-        let mut space = cmsg_space!([RawFd; 1]);
-        let (len, fd) = loop {
-            let mut iov = [IoSliceMut::new(buf)];
-            match recvmsg::<()>(
-                self.receiver.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) => {
-                    let fd = msg.cmsgs()?.find_map(|c| match c {
-                        ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
-                        _ => None,
-                    });
-                    break (msg.bytes, fd);
-                }
-                Err(nix::Error::EAGAIN) => return Ok(None),
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let Some(fd) = fd else {
-            return Err(io::Error::other("a hand-off message without its socket"));
-        };
-        // SAFETY: SCM_RIGHTS just installed this descriptor in this process;
-        // nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        decode(&buf[..len], fd).map(Some)
+        Ok(receive_on(self.receiver.as_raw_fd(), buf)?.map(|(arrival, _)| arrival))
     }
+}
+
+/// Send `passage` on `fd` (to `to`, on a socket that is not connected).
+fn send_on(fd: RawFd, to: Option<&UnixAddr>, passage: &Passage<'_>) -> Result<(), SendError> {
+    let carried = passage.output.len() + passage.input.len();
+    if carried > MAX_CARRIED_BYTES || passage.peer_addr.len() > ADDR_TEXT_MAX {
+        return Err(SendError::TooLarge(carried));
+    }
+    let header = encode_header(passage);
+    let iov = [
+        IoSlice::new(&header),
+        IoSlice::new(passage.output),
+        IoSlice::new(passage.input),
+    ];
+    let fds = [passage.fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    match sendmsg(
+        fd,
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        to,
+    ) {
+        Ok(_) => Ok(()),
+        Err(nix::Error::EAGAIN | nix::Error::ENOBUFS | nix::Error::ETOOMANYREFS) => {
+            Err(SendError::Full)
+        }
+        Err(e) => Err(SendError::Io(e)),
+    }
+}
+
+/// Receive one connection from `fd`, if one is waiting, with its sender's
+/// credentials if the socket asks for them (`SO_PASSCRED`).
+fn receive_on(
+    fd: RawFd,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<(Arrival, Option<UnixCredentials>)>> {
+    buf.resize(HEADER_LEN + MAX_CARRIED_BYTES, 0);
+    let mut space = cmsg_space!([RawFd; 1], UnixCredentials);
+    let (len, conn_fd, creds) = loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg::<()>(
+            fd,
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let (mut conn_fd, mut creds) = (None, None);
+                for cmsg in msg.cmsgs()? {
+                    match cmsg {
+                        ControlMessageOwned::ScmRights(fds) => {
+                            for (i, &received) in fds.iter().enumerate() {
+                                // SAFETY: SCM_RIGHTS just installed these
+                                // descriptors in this process; nothing else
+                                // owns them (all but the first are closed).
+                                let owned = unsafe { OwnedFd::from_raw_fd(received) };
+                                if i == 0 {
+                                    conn_fd = Some(owned);
+                                }
+                            }
+                        }
+                        ControlMessageOwned::ScmCredentials(c) => creds = Some(c),
+                        _ => {}
+                    }
+                }
+                break (msg.bytes, conn_fd, creds);
+            }
+            Err(nix::Error::EAGAIN) => return Ok(None),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let Some(conn_fd) = conn_fd else {
+        return Err(io::Error::other("a hand-off message without its socket"));
+    };
+    Ok(Some((decode(&buf[..len], conn_fd)?, creds)))
 }
 
 /// A bigger queue than the default, so that a burst of hand-offs fits.

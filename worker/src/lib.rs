@@ -153,12 +153,21 @@ pub fn run(
     peers: scoreboard::Peers,
     listeners: Vec<ListenerFd>,
     config: WorkerConfig,
+    inbox: handoff::Inbox,
     signal_mask: nix::sys::signal::SigSet,
 ) -> i32 {
     let slot = peers.own();
     slot.set_pid(std::process::id() as i32);
     let _ = ABORT_SLOT.set(slot);
-    let mut event_loop = match boot(worker_id, master_pid, peers, listeners, config, signal_mask) {
+    let mut event_loop = match boot(
+        worker_id,
+        master_pid,
+        peers,
+        listeners,
+        config,
+        inbox,
+        signal_mask,
+    ) {
         Ok(event_loop) => event_loop,
         Err(BootError::InitLoad(_)) => return EXIT_APP_LOAD_ERROR,
         Err(e) => {
@@ -185,6 +194,7 @@ fn boot(
     peers: scoreboard::Peers,
     listeners: Vec<ListenerFd>,
     config: WorkerConfig,
+    inbox: handoff::Inbox,
     signal_mask: nix::sys::signal::SigSet,
 ) -> Result<server::EventLoop, BootError> {
     // The master forks with every signal blocked: the worker's handlers go
@@ -250,6 +260,7 @@ fn boot(
     server::EventLoop::new(server::LoopSetup {
         listeners: sockets,
         channel: Box::leak(Box::new(config.channel)),
+        inbox: Box::leak(Box::new(inbox)),
         shared,
         signals,
         master_pid,

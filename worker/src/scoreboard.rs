@@ -58,6 +58,11 @@ pub struct Slot {
     taking: AtomicU32,
     /// Client connections the worker holds.
     connections: AtomicU32,
+    /// Connections on their way to this worker's inbox: counted by their
+    /// sender before it sends, uncounted by the worker as it takes each.
+    /// Peers see them as load to come; the worker does not exit while any
+    /// is counted (see `Slot::start_sending`).
+    queued: AtomicU32,
     /// The worker's [`Wish`], as a number.
     wish: AtomicU32,
     /// Set by the master before it stops this worker to replace it: its
@@ -89,6 +94,7 @@ impl Slot {
         self.in_flight.store(0, Ordering::Relaxed);
         self.taking.store(0, Ordering::Relaxed);
         self.connections.store(0, Ordering::Relaxed);
+        self.queued.store(0, Ordering::Relaxed);
         self.wish.store(0, Ordering::Relaxed);
         self.replaced.store(0, Ordering::Relaxed);
         self.request_line_len.store(0, Ordering::Relaxed);
@@ -202,8 +208,39 @@ impl Slot {
     }
 
     /// The worker takes new work, or stops (all threads busy, draining).
+    /// Sequentially consistent, for `start_sending`'s protocol.
     pub fn set_taking(&self, taking: bool) {
-        self.taking.store(u32::from(taking), Ordering::Relaxed);
+        self.taking.store(u32::from(taking), Ordering::SeqCst);
+    }
+
+    /// A peer is about to send a connection to this worker's inbox: whether
+    /// the worker still takes work. The sender counts the connection in
+    /// before it looks, and the worker stops taking before it looks at the
+    /// count (`queued`; all sequentially consistent): either the sender
+    /// sees the worker stopped and sends nothing, or the worker sees the
+    /// count and stays for what comes. A sender that does not send after
+    /// all calls `unsend`.
+    pub fn start_sending(&self) -> bool {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.taking.load(Ordering::SeqCst) != 0
+    }
+
+    pub fn unsend(&self) {
+        self.took_one();
+    }
+
+    /// The worker took a connection from its inbox. Never below zero: what
+    /// a worker that died left queued is taken by the next one in the
+    /// slot, which counted none.
+    pub fn took_one(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// Connections on their way to this worker.
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// The worker: how many connections it holds now.
@@ -214,6 +251,11 @@ impl Slot {
 
     pub fn connections(&self) -> u32 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections held, and on their way.
+    fn holds(&self) -> u32 {
+        self.connections() + self.queued()
     }
 
     pub fn is_taking(&self) -> bool {
@@ -399,37 +441,59 @@ impl Peers {
         &self.slots[self.own]
     }
 
-    /// Whether another worker that takes work holds fewer calls than
-    /// `load`: then new work is better left to it.
-    pub fn has_less_loaded_than(&self, load: u32) -> bool {
+    /// The slot of another worker that takes work, holds fewer calls than
+    /// `load` and fewer connections than `count`, the least loaded (then
+    /// the one holding the fewest connections): new work is better left to
+    /// it.
+    pub fn least_loaded_below(&self, load: u32, count: usize) -> Option<usize> {
         self.others()
-            .any(|slot| slot.is_taking() && slot.in_flight() < load)
+            .filter(|(_, slot)| {
+                slot.is_taking()
+                    && slot.in_flight() + slot.queued() < load
+                    && (slot.holds() as usize) < count
+            })
+            .min_by_key(|(_, slot)| {
+                let queued = slot.queued();
+                (slot.in_flight() + queued, slot.connections() + queued)
+            })
+            .map(|(index, _)| index)
     }
 
-    /// Whether another worker, free now, holds fewer connections than
-    /// `count`: then a new connection is better left to it (it was woken by
-    /// the same listener and accepts it).
-    pub fn has_free_one_with_fewer_connections(&self, count: usize) -> bool {
-        self.others().any(|slot| {
-            slot.is_taking() && slot.in_flight() == 0 && (slot.connections() as usize) < count
-        })
+    /// The slot of another worker, free now, holding fewer connections
+    /// than `count`, the one holding the fewest (connections on their way
+    /// count as held): a connection is better kept there.
+    pub fn free_one_with_fewer_connections(&self, count: usize) -> Option<usize> {
+        self.others()
+            .filter(|(_, slot)| {
+                slot.is_taking() && slot.in_flight() == 0 && (slot.holds() as usize) < count
+            })
+            .min_by_key(|(_, slot)| slot.holds())
+            .map(|(index, _)| index)
+    }
+
+    /// Slot `index` (one of `least_loaded_below`'s or
+    /// `free_one_with_fewer_connections`'s answers).
+    pub fn slot(&self, index: usize) -> &'static Slot {
+        &self.slots[index]
     }
 
     /// Whether any other worker takes work now: somewhere for a connection
     /// handed off to go.
     pub fn any_other_taking(&self) -> bool {
-        self.others().any(Slot::is_taking)
+        self.others().any(|(_, slot)| slot.is_taking())
     }
 
-    fn others(&self) -> impl Iterator<Item = &Slot> {
+    /// The other workers' slots, from the one after this worker's round
+    /// to the one before it: among equals, each worker picks a different
+    /// first.
+    fn others(&self) -> impl Iterator<Item = (usize, &'static Slot)> {
         let in_use =
             (self.header.high_water.load(Ordering::Relaxed) as usize).min(self.slots.len());
         let own = self.own;
-        self.slots[..in_use]
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != own)
-            .map(|(_, slot)| slot)
+        let slots: &'static [Slot] = self.slots;
+        (own + 1..in_use)
+            .chain(0..own.min(in_use))
+            .map(move |i| (i, &slots[i]))
     }
 }
 
@@ -449,72 +513,4 @@ pub fn monotonic_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_zeroed_and_whole_cache_lines() {
-        assert_eq!(size_of::<Slot>() % 64, 0);
-        let board = Scoreboard::new(4).unwrap();
-        assert_eq!(board.slot(3).requests(), 0);
-        board.slot(1).request_finished();
-        assert_eq!(board.slot(1).requests(), 1);
-        assert_eq!(board.slot(0).requests(), 0);
-    }
-
-    #[test]
-    fn the_request_line_in_hand_is_kept_cut_to_fit() {
-        let board = Scoreboard::new(1).unwrap();
-        board.slot(0).set_request_line(b"GET /sleep?ms=60000");
-        assert_eq!(board.slot(0).request_line(), "GET /sleep?ms=60000");
-        let mut long = b"POST ".to_vec();
-        long.extend_from_slice(&[b'a'; 500]);
-        board.slot(0).set_request_line(&long);
-        let line = board.slot(0).request_line();
-        assert_eq!(line.len(), REQUEST_LINE_BYTES);
-        assert!(line.starts_with("POST aaa"), "{line}");
-    }
-
-    #[test]
-    fn peers_see_a_less_loaded_worker_that_takes_work() {
-        let board = Scoreboard::new(4).unwrap();
-        for i in 0..3 {
-            board.note_in_use(i);
-            board.slot(i).set_pid(100 + i as i32);
-        }
-        let me = board.peers(0);
-        board.slot(0).call_started();
-        board.slot(1).call_started();
-        assert!(!me.has_less_loaded_than(1), "nobody takes work yet");
-        board.slot(2).set_taking(true);
-        assert!(
-            me.has_less_loaded_than(1),
-            "slot 2 takes work and holds none"
-        );
-        board.slot(2).call_started();
-        assert!(!me.has_less_loaded_than(1));
-        board.slot(2).clear();
-        assert!(!me.has_less_loaded_than(1), "a cleared slot is nobody");
-    }
-
-    #[test]
-    fn a_new_connection_is_left_to_a_free_worker_holding_fewer() {
-        let board = Scoreboard::new(3).unwrap();
-        for i in 0..3 {
-            board.note_in_use(i);
-            board.slot(i).set_pid(100 + i as i32);
-            board.slot(i).set_taking(true);
-        }
-        let me = board.peers(0);
-        board.slot(1).set_connections(2);
-        board.slot(2).set_connections(2);
-        assert!(!me.has_free_one_with_fewer_connections(2));
-        assert!(me.has_free_one_with_fewer_connections(3));
-        board.slot(1).call_started();
-        board.slot(2).call_started();
-        assert!(
-            !me.has_free_one_with_fewer_connections(3),
-            "both peers are in a call"
-        );
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@ use slab::Slab;
 
 use crate::conn::{Conn, Next};
 use crate::context::{AcceptMode, Shared};
-use crate::handoff::Channel;
+use crate::handoff::{Channel, Inbox};
 use crate::listener::{Listener, ListenerSocket};
 use crate::pool::Pool;
 use crate::reload::FileWatch;
@@ -23,7 +23,7 @@ use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
 mod handing;
-pub use handing::hand_off_movable;
+pub use handing::{Onward, forward_inbox, hand_off_movable};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The pool's threads hand connections back through this waker.
@@ -32,6 +32,8 @@ const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 const CHANNEL_TOKEN: Token = Token(usize::MAX - 2);
 /// The application's files changed (`--reload`).
 const RELOAD_TOKEN: Token = Token(usize::MAX - 3);
+/// Connections other workers sent to this one (its inbox).
+const INBOX_TOKEN: Token = Token(usize::MAX - 4);
 /// Listener `i` is `Token(LISTENER_TOKEN_BASE + i)`.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1024;
 const EVENTS_CAPACITY: usize = 1024;
@@ -66,6 +68,8 @@ pub struct EventLoop {
     /// `--reload`: the application's files, watched.
     reload: Option<FileWatch>,
     channel: &'static Channel,
+    /// This worker's own way in (see `handoff::inbox`).
+    inbox: &'static Inbox,
     /// Scratch space for receiving hand-offs.
     channel_buf: Vec<u8>,
     /// `--timeout`: a thread holding a request longer stops the heartbeat.
@@ -85,6 +89,7 @@ pub struct LoopSetup {
     /// In the order of `shared.settings.listeners`.
     pub listeners: Vec<ListenerSocket>,
     pub channel: &'static Channel,
+    pub inbox: &'static Inbox,
     pub shared: Shared,
     pub signals: SignalQueue,
     pub master_pid: i32,
@@ -141,6 +146,7 @@ impl EventLoop {
             max_requests: setup.max_requests,
             reload: setup.reload,
             channel: setup.channel,
+            inbox: setup.inbox,
             channel_buf: Vec::new(),
             timeout_ms: setup.timeout_ms,
             shared,
@@ -152,6 +158,7 @@ impl EventLoop {
         };
         event_loop.shared.settings.slot.set_taking(true);
         event_loop.watch_channel(true)?;
+        event_loop.watch_inbox()?;
         if let Some(watch) = &event_loop.reload {
             event_loop.poll.registry().register(
                 &mut mio::unix::SourceFd(&watch.fd()),
@@ -167,6 +174,7 @@ impl EventLoop {
                 conns: Arc::clone(&event_loop.conns),
                 registry: event_loop.poll.registry().try_clone()?,
                 channel: event_loop.channel,
+                inbox: event_loop.inbox,
             })?;
         }
         Ok(event_loop)
@@ -198,13 +206,16 @@ impl EventLoop {
                     SIGNAL_TOKEN => {}
                     WAKER_TOKEN => self.take_back_finished(),
                     CHANNEL_TOKEN => self.take_handed_off(),
+                    INBOX_TOKEN => {
+                        self.take_from_inbox();
+                    }
                     RELOAD_TOKEN => {
                         if let Some(file) = self.reload.as_ref().and_then(FileWatch::changed) {
                             self.ask_for_reload(&file.display().to_string());
                         }
                     }
                     Token(t) if t >= LISTENER_TOKEN_BASE => self.accept(t - LISTENER_TOKEN_BASE),
-                    Token(key) => self.on_conn_ready(key, self.serves_inline()),
+                    Token(key) => self.on_conn_ready(key, self.serves_inline(), false),
                 }
             }
             if self.shared.now_ms >= self.next_tick_ms {
@@ -214,7 +225,11 @@ impl EventLoop {
             self.shared.submit_access_log();
             self.check_max_requests();
             if self.shared.is_draining() {
-                let idle = lock(&self.conns).is_empty();
+                // A peer sending to this worker's inbox as it stopped
+                // taking work: stay for what it sends.
+                let idle = lock(&self.conns).is_empty()
+                    && !self.take_from_inbox()
+                    && self.shared.settings.slot.queued() == 0;
                 if idle && !(self.serves_handoffs_while_draining() && self.take_one_handed_off()) {
                     self.flush_access_log();
                     return Ok(());
@@ -284,7 +299,7 @@ impl EventLoop {
         while let Some((key, conn)) = self.pool.as_ref().and_then(Pool::finished) {
             self.in_calls -= 1;
             lock(&self.conns)[key] = Place::Here(conn);
-            self.on_conn_ready(key, false);
+            self.on_conn_ready(key, false, true);
         }
         self.refresh_accept_mode();
     }
@@ -365,10 +380,12 @@ impl EventLoop {
     }
 
     /// A connection with buffered requests that was not answered inline.
-    /// It goes to whichever worker can serve it soonest: with `spread`, to
-    /// the hand-off channel if another worker holds fewer calls; always
-    /// there when every application thread here has a call. Otherwise it
-    /// is served here, on a free thread or on the loop's own.
+    /// It goes to whichever worker can serve it soonest: when every
+    /// application thread here has a call, to the inbox of the least loaded
+    /// worker if it holds fewer calls than this one, failing that to the
+    /// shared channel; with `spread`, to such a worker if it also holds
+    /// at least two connections fewer. Otherwise it is served here, on a
+    /// free thread or on the loop's own.
     fn dispatch(&mut self, key: usize, spread: bool) {
         let load = if self.pool.is_some() {
             self.in_calls
@@ -376,14 +393,27 @@ impl EventLoop {
             1
         } as u32;
         let full = self.pool.is_some() && self.in_calls >= self.threads;
-        let leave =
-            full || (spread && load > 0 && self.shared.settings.peers.has_less_loaded_than(load));
-        if leave && self.hand_off_key(key) {
+        let peers = self.shared.settings.peers;
+        let to = if full {
+            peers.least_loaded_below(load, usize::MAX)
+        } else if spread && load > 0 {
+            // Only to a worker holding at least two connections fewer, as
+            // `rebalance` would: the connection moves with its request,
+            // and moving it to one that holds as many would only make
+            // `rebalance` move one back.
+            let held = lock(&self.conns).len();
+            peers.least_loaded_below(load, held.saturating_sub(1))
+        } else {
+            None
+        };
+        // To the least loaded worker's inbox; failing that, a worker with
+        // every thread busy leaves it to whichever is free first.
+        if to.is_some_and(|to| self.send_key_to(key, to)) || (full && self.hand_off_key(key)) {
             self.refresh_accept_mode();
             return;
         }
         let Some(pool) = &self.pool else {
-            self.on_conn_ready(key, true);
+            self.on_conn_ready(key, true, false);
             return;
         };
         let in_call = Place::InCall {
@@ -399,7 +429,10 @@ impl EventLoop {
         self.refresh_accept_mode();
     }
 
-    fn on_conn_ready(&mut self, key: usize, inline: bool) {
+    /// `after_call`: an application thread just finished a request on it
+    /// (it may then go to a worker holding fewer, as after one answered
+    /// here).
+    fn on_conn_ready(&mut self, key: usize, inline: bool, after_call: bool) {
         let in_call = Place::InCall {
             since_ms: self.shared.now_ms,
         };
@@ -430,7 +463,7 @@ impl EventLoop {
                     conns[key] = Place::Here(conn);
                     conns.len()
                 };
-                if self.shared.settings.slot.requests() != served_before {
+                if after_call || self.shared.settings.slot.requests() != served_before {
                     self.rebalance(key, held);
                 }
             }

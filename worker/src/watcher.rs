@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use crate::handoff::Channel;
+use crate::handoff::{Arrival, Channel, Inbox};
 use crate::scoreboard::Slot;
 use crate::server::Place;
 
@@ -66,6 +66,7 @@ pub struct Watched {
     pub conns: Arc<Mutex<Slab<Place>>>,
     pub registry: mio::Registry,
     pub channel: &'static Channel,
+    pub inbox: &'static Inbox,
 }
 
 /// Start the watcher thread; it lives as long as the worker.
@@ -90,20 +91,26 @@ fn watch(watched: Watched) {
     let mut last = sample(slot);
     let mut moved_for = None;
     let mut idle_ticks = 0u32;
+    let mut inbound = Inbound::default();
     loop {
         std::thread::sleep(AFFINITY_TICK);
         let now = sample(slot);
-        if now.is_some() && now == last && moved_for != now {
-            moved_for = now;
-            // With no other worker to take them, moved connections would
-            // only wait in the channel for this one (and stop counting
-            // against --worker-connections meanwhile).
-            if !clock.draining.load(Ordering::Relaxed) && watched.peers.any_other_taking() {
+        // With no other worker to take them, moved connections would only
+        // wait in the channel for this one (and stop counting against
+        // --worker-connections meanwhile).
+        let others_take =
+            || !clock.draining.load(Ordering::Relaxed) && watched.peers.any_other_taking();
+        if now.is_some() && now == last && others_take() {
+            if moved_for != now {
+                moved_for = now;
                 move_connections(&watched);
             }
+            // Sent here as the call began, or since: on, as long as it runs.
+            inbound.forward(&watched);
         }
+        inbound.put_back(&watched);
         idle_ticks = if now.is_none() { idle_ticks + 1 } else { 0 };
-        if idle_ticks >= PARK_AFTER_TICKS {
+        if idle_ticks >= PARK_AFTER_TICKS && inbound.held.is_empty() {
             park(clock, slot);
             idle_ticks = 0;
         }
@@ -123,17 +130,52 @@ fn park(clock: &CallClock, slot: &Slot) {
     clock.parked.store(false, Ordering::SeqCst);
 }
 
+/// Connections sent to this worker's inbox, passed on to the shared
+/// channel while a call runs long.
+#[derive(Default)]
+struct Inbound {
+    /// Taken from the inbox, and neither the channel nor the inbox took
+    /// them back (both full): offered again every tick until one does.
+    held: Vec<Arrival>,
+    buf: Vec<u8>,
+}
+
+impl Inbound {
+    fn forward(&mut self, watched: &Watched) {
+        if !self.held.is_empty() {
+            return;
+        }
+        let left = crate::server::forward_inbox(
+            watched.inbox,
+            watched.slot,
+            watched.channel,
+            &mut self.buf,
+        );
+        self.held.extend(left);
+    }
+
+    /// What is held goes to the channel, or back to the inbox, where the
+    /// loop takes it once its call returns.
+    fn put_back(&mut self, watched: &Watched) {
+        self.held.retain(|arrival| {
+            let passage = arrival.passage();
+            watched.channel.send(&passage).is_err() && watched.inbox.send_to_self(&passage).is_err()
+        });
+    }
+}
+
 /// Hand every connection that can move to the channel. The loop's thread
 /// is in a call and holds none of them (the one in the call is not in the
 /// slab).
 fn move_connections(watched: &Watched) {
     let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
-    let moved = crate::server::hand_off_movable(
-        &mut conns,
-        &watched.registry,
-        watched.channel,
-        MAX_MOVED_PER_CALL,
-    );
+    let onward = crate::server::Onward {
+        peers: watched.peers,
+        inbox: watched.inbox,
+        channel: watched.channel,
+    };
+    let moved =
+        crate::server::hand_off_movable(&mut conns, &watched.registry, &onward, MAX_MOVED_PER_CALL);
     drop(conns);
     if moved > 0 {
         log::debug!("a call runs long: {moved} connections handed to other workers");

@@ -1,17 +1,29 @@
 //! How the event loop takes on and passes on work: which sources it polls
-//! (listeners, the hand-off channel) in each accept mode, taking handed-over
-//! connections, and handing its own to other workers (when it cannot serve
-//! them, when it is replaced, to even out connections).
+//! (listeners, the hand-off channel, its inbox) in each accept mode, taking
+//! handed-over connections, and handing its own to other workers (when it
+//! cannot serve them, when it is replaced, to even out connections).
+//!
+//! Two ways out: the shared channel, for whichever worker is free first,
+//! and a chosen worker's inbox (see `handoff::inbox`). Evening out load
+//! always names its worker from the scoreboard: a ready request goes to
+//! the least loaded (`dispatch`), a connection just served to the free one
+//! holding the fewest (`rebalance`), a busy or replaced worker's idle
+//! connections to free workers (`Onward`), the channel only when none is
+//! free. The sender counts the connection in the target's slot before it
+//! sends (`Slot::start_sending`), the target uncounts it as it takes it:
+//! peers see it as load to come, and a draining worker stays until it
+//! came. A failed send leaves the connection where it was.
 
 use std::io;
 
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::{CHANNEL_TOKEN, EventLoop, LISTENER_TOKEN_BASE, Place, lock};
+use super::{CHANNEL_TOKEN, EventLoop, INBOX_TOKEN, LISTENER_TOKEN_BASE, Place, lock};
 use crate::conn::Conn;
 use crate::context::AcceptMode;
-use crate::handoff::{Channel, SendError};
+use crate::handoff::{Arrival, Channel, Inbox, Passage, SendError};
+use crate::scoreboard::{Peers, Slot};
 
 impl EventLoop {
     /// Connections other workers handed over: as many as there are free
@@ -54,22 +66,79 @@ impl EventLoop {
     /// Send the connection under `key` to the channel: `false` if it stays.
     pub(super) fn hand_off_key(&mut self, key: usize) -> bool {
         let mut conns = lock(&self.conns);
-        hand_off_at(&mut conns, key, self.poll.registry(), self.channel).is_ok()
+        let channel = self.channel;
+        hand_off_at(&mut conns, key, self.poll.registry(), &|p| channel.send(p)).is_ok()
+    }
+
+    /// Send the connection under `key` to the inbox of the worker in slot
+    /// `to`, if it still takes work: `false` if it stays.
+    pub(super) fn send_key_to(&mut self, key: usize, to: usize) -> bool {
+        let target = self.shared.settings.peers.slot(to);
+        let sent = target.start_sending() && {
+            let mut conns = lock(&self.conns);
+            let inbox = self.inbox;
+            hand_off_at(&mut conns, key, self.poll.registry(), &|p| {
+                inbox.send_to(to, p)
+            })
+            .is_ok()
+        };
+        if !sent {
+            target.unsend();
+        }
+        sent
+    }
+
+    /// Connections other workers sent to this one: all of them (a few at
+    /// most; the inbox is this worker's alone). A worker replaced passes
+    /// them on to the shared channel instead, for the workers that stay.
+    /// Whether any came.
+    pub(super) fn take_from_inbox(&mut self) -> bool {
+        let mut any = false;
+        if self.shared.settings.slot.is_replaced() && self.shared.is_draining() {
+            let slot = self.shared.settings.slot;
+            while let Some(left) =
+                forward_inbox(self.inbox, slot, self.channel, &mut self.channel_buf)
+            {
+                any = true;
+                // The channel is full: served here, with the others.
+                let conn = Conn::adopt(left, self.shared.now_ms, &mut self.shared);
+                let _kept = self.serve_new(conn, false);
+            }
+            return any;
+        }
+        loop {
+            match self
+                .inbox
+                .receive(&mut self.channel_buf, self.shared.settings.slot)
+            {
+                Ok(Some(arrival)) => {
+                    any = true;
+                    let conn = Conn::adopt(arrival, self.shared.now_ms, &mut self.shared);
+                    let _kept = self.serve_new(conn, false);
+                }
+                Ok(None) => return any,
+                Err(e) => {
+                    log::error!("taking a connection sent to this worker failed: {e}");
+                    return any;
+                }
+            }
+        }
     }
 
     /// Connections even out over time: one that was just accepted or just
-    /// served goes to a free worker holding at least two fewer (a client that keeps its
-    /// connection would otherwise stay where it was first accepted or
-    /// handed to). Between requests, so nothing is in flight on it.
+    /// served goes to the free worker holding the fewest, if that is at
+    /// least two fewer (a client that keeps its connection would otherwise
+    /// stay where it was first accepted or handed to). Between requests,
+    /// so nothing is in flight on it. Sent to that worker's inbox, not to
+    /// the shared channel: from there it would as often come back here.
     pub(super) fn rebalance(&mut self, key: usize, held: usize) {
-        if held >= 2
-            && self
-                .shared
-                .settings
-                .peers
-                .has_free_one_with_fewer_connections(held - 1)
+        if held < 2 {
+            return;
+        }
+        let peers = self.shared.settings.peers;
+        if let Some(to) = peers.free_one_with_fewer_connections(held - 1)
+            && self.send_key_to(key, to)
         {
-            self.hand_off_key(key);
             self.refresh_accept_mode();
         }
     }
@@ -147,27 +216,35 @@ impl EventLoop {
     /// worker is woken per connection handed over, and it is woken again
     /// while more wait.
     pub(super) fn watch_channel(&self, on: bool) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
-            u64: CHANNEL_TOKEN.0 as u64,
-        };
         let op = if on {
             libc::EPOLL_CTL_ADD
         } else {
             libc::EPOLL_CTL_DEL
         };
-        // SAFETY: epoll_ctl on this loop's own epoll descriptor with the
-        // channel's descriptor, which lives as long as the process, and a
-        // valid event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.poll.as_raw_fd(),
-                op,
-                self.channel.receiver_fd(),
-                &mut event,
-            )
+        let events = libc::EPOLLIN | libc::EPOLLEXCLUSIVE;
+        self.watch_level(op, self.channel.receiver_fd(), CHANNEL_TOKEN, events)
+    }
+
+    /// Poll this worker's inbox, level-triggered, as long as it runs.
+    pub(super) fn watch_inbox(&self) -> io::Result<()> {
+        match self.inbox.fd() {
+            Some(fd) => self.watch_level(libc::EPOLL_CTL_ADD, fd, INBOX_TOKEN, libc::EPOLLIN),
+            None => Ok(()),
+        }
+    }
+
+    /// A descriptor polled level-triggered (mio's registrations are
+    /// edge-triggered).
+    fn watch_level(&self, op: i32, fd: i32, token: Token, events: i32) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut event = libc::epoll_event {
+            events: events as u32,
+            u64: token.0 as u64,
         };
+        // SAFETY: epoll_ctl on this loop's own epoll descriptor with a
+        // descriptor that lives as long as the process (the channel's, the
+        // inbox's), and a valid event.
+        let rc = unsafe { libc::epoll_ctl(self.poll.as_raw_fd(), op, fd, &mut event) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
@@ -180,7 +257,12 @@ impl EventLoop {
     /// never sees them go.
     pub(super) fn hand_off_idle(&mut self) {
         let mut conns = lock(&self.conns);
-        let moved = hand_off_movable(&mut conns, self.poll.registry(), self.channel, usize::MAX);
+        let onward = Onward {
+            peers: self.shared.settings.peers,
+            inbox: self.inbox,
+            channel: self.channel,
+        };
+        let moved = hand_off_movable(&mut conns, self.poll.registry(), &onward, usize::MAX);
         drop(conns);
         if moved > 0 {
             log::debug!("{moved} connections handed to the workers that stay");
@@ -188,30 +270,33 @@ impl EventLoop {
     }
 }
 
-/// Pass `conn` to whichever worker is free first. On success the caller
-/// drops it, which closes this worker's descriptor; the socket lives on in
-/// the channel. Taken out of this loop's poller only once sent, so that a
-/// failure leaves it as it was.
-fn hand_off(conn: &mut Conn, registry: &mio::Registry, channel: &Channel) -> Result<(), SendError> {
+/// Pass `conn` on with `send` (to the channel, or to a worker's inbox). On
+/// success the caller drops it, which closes this worker's descriptor; the
+/// socket lives on in the message. Taken out of this loop's poller only
+/// once sent, so that a failure leaves it as it was.
+fn hand_off(conn: &mut Conn, registry: &mio::Registry, send: Send<'_>) -> Result<(), SendError> {
     let passage = conn.passage().ok_or(SendError::NotMovable)?;
-    channel.send(&passage)?;
+    send(&passage)?;
     // The message holds the socket open: without this the poller would
     // keep reporting it under a key that may be reused.
     let _ = registry.deregister(conn.stream.source());
     Ok(())
 }
 
+/// How a connection is sent: to the shared channel, or to an inbox.
+type Send<'a> = &'a dyn Fn(&Passage<'_>) -> Result<(), SendError>;
+
 /// Send the connection under `key`, and drop it here if it went.
 fn hand_off_at(
     conns: &mut Slab<Place>,
     key: usize,
     registry: &mio::Registry,
-    channel: &Channel,
+    send: Send<'_>,
 ) -> Result<(), SendError> {
     let Some(Place::Here(conn)) = conns.get_mut(key) else {
         return Err(SendError::NotMovable);
     };
-    let sent = hand_off(conn, registry, channel);
+    let sent = hand_off(conn, registry, send);
     match &sent {
         // Its descriptor closes with it; the socket lives on in the channel.
         Ok(()) => drop(conns.remove(key)),
@@ -220,13 +305,36 @@ fn hand_off_at(
     sent
 }
 
+/// Where the connections of a worker that cannot serve them go: each to
+/// the inbox of a free worker (the one holding the fewest; those on their
+/// way count, so that the next goes to another), or, with none free, to
+/// the shared channel for whichever is free first.
+pub struct Onward<'a> {
+    pub peers: Peers,
+    pub inbox: &'a Inbox,
+    pub channel: &'a Channel,
+}
+
+impl Onward<'_> {
+    fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {
+        if let Some(to) = self.peers.free_one_with_fewer_connections(usize::MAX) {
+            let target = self.peers.slot(to);
+            if target.start_sending() && self.inbox.send_to(to, passage).is_ok() {
+                return Ok(());
+            }
+            target.unsend();
+        }
+        self.channel.send(passage)
+    }
+}
+
 /// Send up to `most` of the connections that can move now; stop when the
 /// channel takes no more. Returns how many went. (The loop's thread when a
 /// worker is replaced; the affinity watcher while that thread is in a call.)
 pub fn hand_off_movable(
     conns: &mut Slab<Place>,
     registry: &mio::Registry,
-    channel: &Channel,
+    onward: &Onward<'_>,
     most: usize,
 ) -> usize {
     let keys: Vec<usize> = conns
@@ -237,7 +345,7 @@ pub fn hand_off_movable(
         .collect();
     let mut moved = 0;
     for key in keys {
-        match hand_off_at(conns, key, registry, channel) {
+        match hand_off_at(conns, key, registry, &|p| onward.send(p)) {
             Ok(()) => moved += 1,
             // Too much carried: this one stays, others may go.
             Err(SendError::TooLarge(_) | SendError::NotMovable) => {}
@@ -245,4 +353,31 @@ pub fn hand_off_movable(
         }
     }
     moved
+}
+
+/// Pass what waits in this worker's inbox on to the shared channel, for
+/// whichever worker is free first (a worker replaced; the watcher while a
+/// call runs long). Stops at the first the channel does not take, and
+/// returns it, for the caller to keep.
+pub fn forward_inbox(
+    inbox: &Inbox,
+    own: &Slot,
+    channel: &Channel,
+    buf: &mut Vec<u8>,
+) -> Option<Arrival> {
+    loop {
+        match inbox.receive(buf, own) {
+            Ok(Some(arrival)) => {
+                if let Err(e) = channel.send(&arrival.passage()) {
+                    log::debug!("a connection sent to this worker stays: {e}");
+                    return Some(arrival);
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                log::error!("taking a connection sent to this worker failed: {e}");
+                return None;
+            }
+        }
+    }
 }
