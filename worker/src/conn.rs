@@ -162,6 +162,12 @@ impl Conn {
         })
     }
 
+    /// Request bytes received and not yet answered wait in user space (a
+    /// pipelined request, or the start of one).
+    pub fn holds_input(&self) -> bool {
+        self.rend > self.rstart
+    }
+
     /// A connection with no worker around it (the bench harness's).
     pub(crate) fn bare(stream: Stream, peer: Peer) -> Conn {
         Conn {

@@ -23,7 +23,7 @@ use crate::signals::SignalQueue;
 use crate::watcher::{self, Watched};
 
 mod handing;
-pub use handing::{Onward, forward_inbox, hand_off_movable};
+pub use handing::{Onward, forward_inbox, hand_off_movable, hand_off_one};
 
 const SIGNAL_TOKEN: Token = Token(usize::MAX);
 /// The pool's threads hand connections back through this waker.

@@ -3,18 +3,26 @@
 //! but while a call runs nobody looks at the worker's other connections:
 //! a request arriving on one of them would wait for the call, however long,
 //! while other workers sit idle (keep-alive affinity). This thread notices
-//! a call that has run for a tick and hands every other connection that can
-//! move to the hand-off channel, where a free worker takes it.
+//! a call that has run for a tick and from then on watches the worker's
+//! other connections: each one that holds a request, or receives one while
+//! the call runs, goes to a free worker at once. Idle ones stay, so that a
+//! call only a little slow (the machine busy for a moment) does not scatter
+//! the worker's connections over the others and unbalance them; only a
+//! call that runs on past `MOVE_ALL_AFTER`, likely hung, sends them all
+//! away, so that none is lost with it when `--timeout` ends it.
 //!
 //! It costs the fast path nothing of its own: it samples the worker's
 //! scoreboard counters (calls in flight, requests served) once a tick; the
-//! same call in flight at two samples has run for a tick. A worker with no
-//! calls for a while parks the watcher until its next call.
+//! same call in flight at two samples has run for a tick. Watching the
+//! connections is an epoll set of the watcher's own, made for that call
+//! and closed after it. A worker with no calls for a while parks the
+//! watcher until its next call.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -29,6 +37,16 @@ pub const AFFINITY_TICK: Duration = Duration::from_micros(500);
 const PARK_AFTER_TICKS: u32 = 200;
 /// The most connections moved for one slow call.
 const MAX_MOVED_PER_CALL: usize = 1024;
+/// A call running this long may be hung: every connection that can move
+/// goes, idle or not, well before the shortest `--timeout` (1 s) ends the
+/// worker. Far past a moment's stall of a busy machine.
+pub const MOVE_ALL_AFTER: Duration = Duration::from_millis(250);
+/// The longest a look at the watched connections waits for a request
+/// (epoll counts in milliseconds): the watcher samples the call again
+/// after it.
+const LOOK_WAIT_MS: libc::c_int = 1;
+/// Connections found with a request in one look.
+const READY_PER_LOOK: usize = 64;
 
 /// What the loop's thread and the watcher share besides the scoreboard.
 #[derive(Default)]
@@ -89,24 +107,34 @@ fn watch(watched: Watched) {
     // always finds the thread to wake.
     let _ = clock.watcher.set(std::thread::current());
     let mut last = sample(slot);
-    let mut moved_for = None;
+    let mut long_call: Option<LongCall> = None;
     let mut idle_ticks = 0u32;
     let mut inbound = Inbound::default();
     loop {
-        std::thread::sleep(AFFINITY_TICK);
+        match long_call.as_mut() {
+            // A call runs long: a request on one of the others wakes the
+            // watcher at once, and goes; else a tick's wait, as below.
+            Some(long) if long.watching() => long.look(&watched, LOOK_WAIT_MS),
+            _ => std::thread::sleep(AFFINITY_TICK),
+        }
         let now = sample(slot);
         // With no other worker to take them, moved connections would only
         // wait in the channel for this one (and stop counting against
         // --worker-connections meanwhile).
         let others_take =
             || !clock.draining.load(Ordering::Relaxed) && watched.peers.any_other_taking();
-        if now.is_some() && now == last && others_take() {
-            if moved_for != now {
-                moved_for = now;
-                move_connections(&watched);
+        match now {
+            Some(call) if now == last && others_take() => {
+                if long_call.as_ref().is_none_or(|c| c.call != call) {
+                    let mut long = LongCall::begin(call, &watched);
+                    long.look(&watched, 0);
+                    long_call = Some(long);
+                }
+                // Sent here as the call began, or since: on, as long as it runs.
+                inbound.forward(&watched);
             }
-            // Sent here as the call began, or since: on, as long as it runs.
-            inbound.forward(&watched);
+            // The call ended (or another began): its watch set closes.
+            _ => long_call = None,
         }
         inbound.put_back(&watched);
         idle_ticks = if now.is_none() { idle_ticks + 1 } else { 0 };
@@ -115,6 +143,162 @@ fn watch(watched: Watched) {
             idle_ticks = 0;
         }
         last = sample(slot);
+    }
+}
+
+/// A call that has run for a tick, and the worker's other connections
+/// watched for a request while it runs.
+struct LongCall {
+    /// The call, numbered as `sample` numbers it.
+    call: u64,
+    since: Instant,
+    /// The watch set: each idle connection, keyed by its slab key and
+    /// descriptor. `None` once every connection was sent away (or if the
+    /// set could not be made: then they are sent away at once).
+    ready: Option<OwnedFd>,
+}
+
+impl LongCall {
+    /// Send on the connections that hold a request already; watch the
+    /// others.
+    fn begin(call: u64, watched: &Watched) -> LongCall {
+        let since = Instant::now();
+        // SAFETY: epoll_create1 takes no pointer; a descriptor it returns
+        // is new and ours.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epfd < 0 {
+            move_connections(watched, "no watch set");
+            return LongCall {
+                call,
+                since,
+                ready: None,
+            };
+        }
+        // SAFETY: epfd was just returned open, and nothing else owns it.
+        let ready = unsafe { OwnedFd::from_raw_fd(epfd) };
+        let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let onward = onward(watched);
+        let keys: Vec<(usize, RawFd, bool)> = conns
+            .iter()
+            .filter_map(|(key, place)| match place {
+                Place::Here(conn) if conn.passage().is_some() => {
+                    Some((key, conn.stream.fd(), conn.holds_input()))
+                }
+                _ => None,
+            })
+            .collect();
+        let (mut moved, mut watching) = (0, 0);
+        for (key, fd, holds_input) in keys {
+            if holds_input {
+                moved += usize::from(crate::server::hand_off_one(
+                    &mut conns,
+                    key,
+                    fd,
+                    &watched.registry,
+                    &onward,
+                ));
+            } else {
+                watch_fd(&ready, key, fd);
+                watching += 1;
+            }
+        }
+        // Peers choose by it; the loop's thread, in the call, cannot say it.
+        watched.slot.set_connections(conns.len());
+        drop(conns);
+        log::debug!(
+            "a call runs long: {moved} connections handed to other workers, {watching} watched for a request"
+        );
+        LongCall {
+            call,
+            since,
+            ready: Some(ready),
+        }
+    }
+
+    /// Some connections are watched (none once all were sent away).
+    fn watching(&self) -> bool {
+        self.ready.is_some()
+    }
+
+    /// Wait up to `wait_ms` for a request on a watched connection, and
+    /// send on each one a request has come to; once the call has run
+    /// `MOVE_ALL_AFTER`, every connection that can move.
+    fn look(&mut self, watched: &Watched, wait_ms: libc::c_int) {
+        let Some(ready) = &self.ready else { return };
+        if self.since.elapsed() >= MOVE_ALL_AFTER {
+            self.ready = None;
+            move_connections(watched, "it may be hung");
+            return;
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; READY_PER_LOOK];
+        // SAFETY: `ready` is an open epoll descriptor and `events` has room
+        // for READY_PER_LOOK entries.
+        let n = unsafe {
+            libc::epoll_wait(
+                ready.as_raw_fd(),
+                events.as_mut_ptr(),
+                READY_PER_LOOK as libc::c_int,
+                wait_ms,
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let onward = onward(watched);
+        let mut moved = 0;
+        for event in &events[..n as usize] {
+            let (key, fd) = ((event.u64 >> 32) as usize, event.u64 as u32 as RawFd);
+            // Out of the set first: the socket lives on in the message
+            // sent, and the set would keep reporting it.
+            unwatch_fd(ready, fd);
+            moved += usize::from(crate::server::hand_off_one(
+                &mut conns,
+                key,
+                fd,
+                &watched.registry,
+                &onward,
+            ));
+        }
+        // Peers choose by it; the loop's thread, in the call, cannot say it.
+        watched.slot.set_connections(conns.len());
+        drop(conns);
+        if moved > 0 {
+            log::debug!(
+                "a call runs long: {moved} connections handed to other workers (a request came)"
+            );
+        }
+    }
+}
+
+fn watch_fd(ready: &OwnedFd, key: usize, fd: RawFd) {
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: ((key as u64) << 32) | u64::from(fd as u32),
+    };
+    // SAFETY: both descriptors are open (the connection's is held in the
+    // slab, whose lock the caller holds) and `event` is valid.
+    unsafe { libc::epoll_ctl(ready.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+}
+
+fn unwatch_fd(ready: &OwnedFd, fd: RawFd) {
+    // SAFETY: `ready` is open; a descriptor no longer in the set (or
+    // closed) only makes this fail.
+    unsafe {
+        libc::epoll_ctl(
+            ready.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+fn onward(watched: &Watched) -> crate::server::Onward<'_> {
+    crate::server::Onward {
+        peers: watched.peers,
+        inbox: watched.inbox,
+        channel: watched.channel,
     }
 }
 
@@ -164,20 +348,19 @@ impl Inbound {
     }
 }
 
-/// Hand every connection that can move to the channel. The loop's thread
-/// is in a call and holds none of them (the one in the call is not in the
-/// slab).
-fn move_connections(watched: &Watched) {
+/// Hand every connection that can move to free workers (or the channel).
+/// The loop's thread is in a call and holds none of them (the one in the
+/// call is not in the slab).
+fn move_connections(watched: &Watched, why: &str) {
     let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
-    let onward = crate::server::Onward {
-        peers: watched.peers,
-        inbox: watched.inbox,
-        channel: watched.channel,
-    };
-    let moved =
-        crate::server::hand_off_movable(&mut conns, &watched.registry, &onward, MAX_MOVED_PER_CALL);
+    let moved = crate::server::hand_off_movable(
+        &mut conns,
+        &watched.registry,
+        &onward(watched),
+        MAX_MOVED_PER_CALL,
+    );
+    // Peers choose by it; the loop's thread, in the call, cannot say it.
+    watched.slot.set_connections(conns.len());
     drop(conns);
-    if moved > 0 {
-        log::debug!("a call runs long: {moved} connections handed to other workers");
-    }
+    log::debug!("a call runs long: {moved} connections handed to other workers ({why})");
 }

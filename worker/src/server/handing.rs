@@ -355,6 +355,19 @@ pub fn hand_off_movable(
     moved
 }
 
+/// Send the connection under `key` onward if it is still the one on
+/// descriptor `fd` and can move: `true` if it went.
+pub fn hand_off_one(
+    conns: &mut Slab<Place>,
+    key: usize,
+    fd: std::os::fd::RawFd,
+    registry: &mio::Registry,
+    onward: &Onward<'_>,
+) -> bool {
+    let same = matches!(conns.get(key), Some(Place::Here(conn)) if conn.stream.fd() == fd);
+    same && hand_off_at(conns, key, registry, &|p| onward.send(p)).is_ok()
+}
+
 /// Pass what waits in this worker's inbox on to the shared channel, for
 /// whichever worker is free first (a worker replaced; the watcher while a
 /// call runs long). Stops at the first the channel does not take, and
