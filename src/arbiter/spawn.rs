@@ -10,8 +10,15 @@ use rgun_worker::signals;
 use rgun_worker::{ListenerFd, ListenerSocket, SocketKind};
 
 impl Arbiter {
+    /// A slot no worker holds; first one whose inbox holds connections
+    /// sent to a worker that died before it took them, so that its
+    /// replacement takes them.
     fn free_slot(&self) -> Option<usize> {
-        (0..self.scoreboard.len()).find(|i| !self.workers.values().any(|w| w.slot == *i))
+        let free = |i: &usize| !self.workers.values().any(|w| w.slot == *i);
+        (0..self.scoreboard.len())
+            .filter(free)
+            .find(|&i| self.inboxes.has_waiting(i))
+            .or_else(|| (0..self.scoreboard.len()).find(free))
     }
 
     pub(super) fn spawn_worker(&mut self) -> Option<Pid> {
@@ -29,12 +36,17 @@ impl Arbiter {
         let now = monotonic_ms();
         self.scoreboard.slot(slot_index).reset(now);
         self.scoreboard.note_in_use(slot_index);
-        if let Err(e) = self.inboxes.ensure(slot_index) {
-            log::warn!(
-                "cannot make the inbox of worker slot {slot_index} ({e}): connections reach \
-                 its worker through the shared channel only"
-            );
-        }
+        let inbox = match self.inboxes.ensure(slot_index) {
+            Ok(name) => name,
+            Err(e) => {
+                log::warn!(
+                    "cannot make the inbox of worker slot {slot_index} ({e}): connections reach \
+                     its worker through the shared channel only"
+                );
+                rgun_worker::handoff::InboxName(0)
+            }
+        };
+        self.scoreboard.slot(slot_index).set_inbox_name(inbox);
         // Signals stay blocked across fork so that the child never runs the
         // master's handlers (nginx does the same).
         let mask = match signals::block_all() {

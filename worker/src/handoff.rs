@@ -26,7 +26,7 @@ use nix::sys::socket::{
 };
 
 mod inbox;
-pub use inbox::{Inbox, Inboxes};
+pub use inbox::{Inbox, InboxName, Inboxes};
 
 /// The most bytes (unsent answer and unparsed request together) a
 /// connection carries with it; one holding more stays where it is.
@@ -221,7 +221,11 @@ fn receive_on(
     buf: &mut Vec<u8>,
 ) -> io::Result<Option<(Arrival, Option<UnixCredentials>)>> {
     buf.resize(HEADER_LEN + MAX_CARRIED_BYTES, 0);
-    let mut space = cmsg_space!([RawFd; 1], UnixCredentials);
+    // Room for as many descriptors as one message can carry, so that the
+    // kernel never cuts the list short (MSG_CTRUNC): every one it installs
+    // is seen, and all but the first closed. A worker sends one; anyone
+    // else who can reach an inbox may send more.
+    let mut space = cmsg_space!([RawFd; SCM_MAX_FD], UnixCredentials);
     let (len, conn_fd, creds) = loop {
         let mut iov = [IoSliceMut::new(buf)];
         match recvmsg::<()>(
@@ -261,6 +265,9 @@ fn receive_on(
     };
     Ok(Some((decode(&buf[..len], conn_fd)?, creds)))
 }
+
+/// The most descriptors one message carries (the kernel's `SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
 
 /// A bigger queue than the default, so that a burst of hand-offs fits.
 fn grow_buffer(fd: RawFd) {

@@ -63,6 +63,10 @@ pub struct Slot {
     /// Peers see them as load to come; the worker does not exit while any
     /// is counted (see `Slot::start_sending`).
     queued: AtomicU32,
+    /// The name of this slot's inbox ([`crate::handoff::InboxName`]),
+    /// written by the master as it binds it; kept when the slot is reset,
+    /// as the inbox is.
+    inbox_name: AtomicU64,
     /// The worker's [`Wish`], as a number.
     wish: AtomicU32,
     /// Set by the master before it stops this worker to replace it: its
@@ -101,6 +105,15 @@ impl Slot {
         self.retiring.store(0, Ordering::Relaxed);
         self.started_ms.store(now_ms, Ordering::Relaxed);
         // `counters` stay: they add up over every worker of the slot.
+    }
+
+    /// The master, having bound this slot's inbox (or failed to: 0).
+    pub fn set_inbox_name(&self, name: crate::handoff::InboxName) {
+        self.inbox_name.store(name.0, Ordering::Release);
+    }
+
+    pub fn inbox_name(&self) -> crate::handoff::InboxName {
+        crate::handoff::InboxName(self.inbox_name.load(Ordering::Acquire))
     }
 
     /// The request counters of this slot, over every worker it held.

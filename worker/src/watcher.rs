@@ -273,7 +273,9 @@ impl LongCall {
 
 fn watch_fd(ready: &OwnedFd, key: usize, fd: RawFd) {
     let mut event = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
+        // Once: a connection reported is sent away or left, never looked
+        // at twice (a descriptor sent away keeps its registration alive).
+        events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
         u64: ((key as u64) << 32) | u64::from(fd as u32),
     };
     // SAFETY: both descriptors are open (the connection's is held in the
@@ -343,9 +345,20 @@ impl Inbound {
     fn put_back(&mut self, watched: &Watched) {
         self.held.retain(|arrival| {
             let passage = arrival.passage();
-            watched.channel.send(&passage).is_err() && watched.inbox.send_to_self(&passage).is_err()
+            watched.channel.send(&passage).is_err() && !put_back_in_inbox(watched, &passage)
         });
     }
+}
+
+/// Send a connection back to this worker's own inbox, counted there as
+/// any connection on its way is (taking it uncounts it).
+fn put_back_in_inbox(watched: &Watched, passage: &crate::handoff::Passage<'_>) -> bool {
+    let _taking = watched.slot.start_sending();
+    let sent = watched.inbox.send_to(watched.slot, passage).is_ok();
+    if !sent {
+        watched.slot.unsend();
+    }
+    sent
 }
 
 /// Hand every connection that can move to free workers (or the channel).

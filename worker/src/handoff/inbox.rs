@@ -3,63 +3,74 @@
 //! sends is usually the one awake: measured, about half of what workers
 //! sent to even out their load came straight back to them. A connection
 //! sent to even out the load must reach the worker chosen for it, so every
-//! scoreboard slot has an inbox of its own, a Unix datagram socket in the
-//! abstract namespace named from the master (its pid and a nonce) and the
-//! slot's index.
+//! scoreboard slot has an inbox of its own, a Unix datagram socket.
 //!
 //! The master binds a slot's inbox before it first forks a worker into the
 //! slot and keeps it open as long as it runs, never reading it: a worker
-//! that dies leaves what was queued for it to the next worker in its slot.
-//! Each worker receives from its own slot's inbox only, and sends from one
-//! unbound socket of its own to any peer's inbox by name. The name is
-//! reachable by every local process, so the inbox passes credentials
-//! (`SO_PASSCRED`) and takes only connections sent by a process running as
-//! the same user as the worker (who could do anything to it anyway); what
-//! anyone else sends is closed unread.
+//! that dies leaves what was queued for it to the next worker in its slot
+//! (the master forks a replacement into a slot with something waiting
+//! before any other). The inbox is autobound: the kernel gives it an
+//! abstract name no other socket has, which nobody can take first, and the
+//! master writes that name into the slot in the scoreboard, the only place
+//! senders look it up. Each worker receives from its own slot's inbox only,
+//! and sends from one unbound socket of its own to a peer's inbox by that
+//! name. Any local process can still send to a name it sees in
+//! `/proc/net/unix`, so the inbox passes credentials (`SO_PASSCRED`) and
+//! takes only connections sent by a process running as the worker's user
+//! (who could do anything to it anyway); what anyone else sends is closed
+//! unread.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, bind, setsockopt, socket, sockopt,
+    AddressFamily, SockFlag, SockType, UnixAddr, bind, getsockname, setsockopt, socket, sockopt,
 };
 
 use super::{Arrival, Passage, SendError, grow_buffer, receive_on, send_on};
 use crate::scoreboard::Slot;
 
+/// The most refused messages one `receive` closes before it returns, so
+/// that a flood from another user cannot hold the event loop.
+const MAX_REFUSED_PER_RECEIVE: usize = 64;
+
 /// Every slot's inbox, as the master keeps them.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Inboxes {
-    base: String,
-    sockets: Vec<Option<OwnedFd>>,
+    sockets: Vec<Option<(OwnedFd, InboxName)>>,
 }
 
 impl Inboxes {
-    /// No inbox yet; their names are `base` and a slot index, `base` unique
-    /// to this master image (its pid, and when it started: a new image of
-    /// the same process never meets the names of the old one's workers).
     pub fn new() -> Inboxes {
-        static MADE: AtomicU64 = AtomicU64::new(0);
-        let nonce = crate::scoreboard::metrics::monotonic_ns();
-        let made = MADE.fetch_add(1, Ordering::Relaxed);
-        Inboxes {
-            base: format!("rgun-inbox-{}-{nonce:x}-{made}", std::process::id()),
-            sockets: Vec::new(),
-        }
+        Inboxes::default()
     }
 
     /// The master, before forking a worker into `slot`: its inbox, bound
-    /// once (a failure leaves the slot without one: connections then reach
-    /// its worker through the shared channel only).
-    pub fn ensure(&mut self, slot: usize) -> io::Result<()> {
+    /// once; its name, for the slot in the scoreboard. A failure leaves
+    /// the slot without one: connections then reach its worker through the
+    /// shared channel only.
+    pub fn ensure(&mut self, slot: usize) -> io::Result<InboxName> {
         if self.sockets.len() <= slot {
             self.sockets.resize_with(slot + 1, || None);
         }
-        if self.sockets[slot].is_none() {
-            self.sockets[slot] = Some(bind_inbox(&address(&self.base, slot)?)?);
+        if let Some((_, name)) = &self.sockets[slot] {
+            return Ok(*name);
         }
-        Ok(())
+        let (fd, name) = bind_inbox()?;
+        self.sockets[slot] = Some((fd, name));
+        Ok(name)
+    }
+
+    /// Whether something waits in `slot`'s inbox (for a worker that died
+    /// before it took it).
+    pub fn has_waiting(&self, slot: usize) -> bool {
+        let Some(Some((fd, _))) = self.sockets.get(slot) else {
+            return false;
+        };
+        let mut next: libc::c_int = 0;
+        // SAFETY: FIONREAD on our own open socket writes one int.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut next) };
+        rc == 0 && next > 0
     }
 
     /// The forked worker in `slot`: its own inbox, and a socket to send to
@@ -67,7 +78,12 @@ impl Inboxes {
     /// other slots' inboxes are closed here (their workers and the master
     /// hold them).
     pub fn into_worker_inbox(self, slot: usize) -> Inbox {
-        let own = self.sockets.into_iter().nth(slot).flatten();
+        let own = self
+            .sockets
+            .into_iter()
+            .nth(slot)
+            .flatten()
+            .map(|(fd, _)| fd);
         let sender = socket(
             AddressFamily::Unix,
             SockType::Datagram,
@@ -87,16 +103,41 @@ impl Inboxes {
         Inbox {
             own,
             sender,
-            base: self.base,
-            slot,
-            uid: nix::unistd::geteuid().as_raw(),
+            users: [
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::geteuid().as_raw(),
+            ],
         }
     }
 }
 
-impl Default for Inboxes {
-    fn default() -> Self {
-        Inboxes::new()
+/// An inbox's abstract name, as a slot in the scoreboard holds it: its
+/// length in the top byte, its bytes below (the kernel's autobind names
+/// are five). 0: no inbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboxName(pub u64);
+
+impl InboxName {
+    /// The longest name the encoding holds.
+    const MAX_LEN: usize = 7;
+
+    fn new(bytes: &[u8]) -> Option<InboxName> {
+        if bytes.is_empty() || bytes.len() > Self::MAX_LEN {
+            return None;
+        }
+        let mut word = [0u8; 8];
+        word[..bytes.len()].copy_from_slice(bytes);
+        word[7] = bytes.len() as u8;
+        Some(InboxName(u64::from_le_bytes(word)))
+    }
+
+    fn address(self) -> Option<UnixAddr> {
+        let word = self.0.to_le_bytes();
+        let len = usize::from(word[7]);
+        if len == 0 || len > Self::MAX_LEN {
+            return None;
+        }
+        UnixAddr::new_abstract(&word[..len]).ok()
     }
 }
 
@@ -106,10 +147,9 @@ pub struct Inbox {
     /// None if the master could not make it.
     own: Option<OwnedFd>,
     sender: Option<OwnedFd>,
-    base: String,
-    slot: usize,
-    /// The worker's effective user: only its own sends are taken.
-    uid: u32,
+    /// The worker's real and effective users: only what they sent is
+    /// taken (the kernel passes the sender's real user).
+    users: [u32; 2],
 }
 
 impl Inbox {
@@ -118,21 +158,20 @@ impl Inbox {
         self.own.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Send a connection to the worker in `slot`; on success the caller
-    /// closes its descriptor. Fails if that inbox is full or missing:
-    /// nothing is sent, the connection stays with the caller.
-    pub fn send_to(&self, slot: usize, passage: &Passage<'_>) -> Result<(), SendError> {
+    /// Send a connection to the worker in slot `to`, by the inbox name the
+    /// master wrote there; on success the caller closes its descriptor.
+    /// Fails if that inbox is full or missing: nothing is sent, the
+    /// connection stays with the caller.
+    pub fn send_to(&self, to: &Slot, passage: &Passage<'_>) -> Result<(), SendError> {
         let sender = self
             .sender
             .as_ref()
             .ok_or(SendError::Io(nix::Error::ENOTCONN))?;
-        let to = address(&self.base, slot)?;
-        send_on(sender.as_raw_fd(), Some(&to), passage)
-    }
-
-    /// Put back a connection taken from this worker's own inbox.
-    pub fn send_to_self(&self, passage: &Passage<'_>) -> Result<(), SendError> {
-        self.send_to(self.slot, passage)
+        let address = to
+            .inbox_name()
+            .address()
+            .ok_or(SendError::Io(nix::Error::ENOTCONN))?;
+        send_on(sender.as_raw_fd(), Some(&address), passage)
     }
 
     /// Take one connection sent to this worker, if one waits, and uncount
@@ -142,9 +181,9 @@ impl Inbox {
         let Some(own) = &self.own else {
             return Ok(None);
         };
-        loop {
+        for _ in 0..MAX_REFUSED_PER_RECEIVE {
             match receive_on(own.as_raw_fd(), buf) {
-                Ok(Some((arrival, Some(creds)))) if creds.uid() == self.uid => {
+                Ok(Some((arrival, Some(creds)))) if self.users.contains(&creds.uid()) => {
                     slot.took_one();
                     return Ok(Some(arrival));
                 }
@@ -162,15 +201,13 @@ impl Inbox {
                 }
             }
         }
+        Ok(None)
     }
 }
 
-/// The abstract-namespace address of `slot`'s inbox.
-fn address(base: &str, slot: usize) -> nix::Result<UnixAddr> {
-    UnixAddr::new_abstract(format!("{base}-{slot}").as_bytes())
-}
-
-fn bind_inbox(addr: &UnixAddr) -> io::Result<OwnedFd> {
+/// A new inbox: autobound (the kernel picks an abstract name no socket
+/// has), passing credentials.
+fn bind_inbox() -> io::Result<(OwnedFd, InboxName)> {
     let fd = socket(
         AddressFamily::Unix,
         SockType::Datagram,
@@ -178,8 +215,13 @@ fn bind_inbox(addr: &UnixAddr) -> io::Result<OwnedFd> {
         None,
     )?;
     setsockopt(&fd, sockopt::PassCred, &true)?;
-    bind(fd.as_raw_fd(), addr)?;
-    Ok(fd)
+    bind(fd.as_raw_fd(), &UnixAddr::new_unnamed())?;
+    let bound: UnixAddr = getsockname(fd.as_raw_fd())?;
+    let name = bound
+        .as_abstract()
+        .and_then(InboxName::new)
+        .ok_or_else(|| io::Error::other(format!("an unexpected inbox address {bound:?}")))?;
+    Ok((fd, name))
 }
 
 #[cfg(test)]
@@ -201,44 +243,46 @@ mod tests {
         }
     }
 
+    /// Slots as the master leaves them: each with its inbox's name.
+    fn slots_with_inboxes(inboxes: &mut Inboxes, n: usize) -> Vec<Slot> {
+        (0..n)
+            .map(|i| {
+                let slot = Slot::default();
+                slot.set_inbox_name(inboxes.ensure(i).unwrap());
+                slot
+            })
+            .collect()
+    }
+
+    /// The worker of `slot`'s inbox, as `into_worker_inbox` makes it,
+    /// leaving the others in `inboxes`.
+    fn worker_inbox(inboxes: &mut Inboxes, slot: usize) -> Inbox {
+        let mut own = Inboxes::new();
+        own.sockets.resize_with(slot + 1, || None);
+        own.sockets[slot] = inboxes.sockets.get_mut(slot).and_then(Option::take);
+        own.into_worker_inbox(slot)
+    }
+
     #[test]
     fn a_connection_reaches_the_slot_it_is_sent_to_and_no_other() {
         let mut inboxes = Inboxes::new();
-        for slot in 0..3 {
-            inboxes.ensure(slot).unwrap();
-        }
-        let base = inboxes.base.clone();
-        let sockets: Vec<OwnedFd> = inboxes.sockets.into_iter().flatten().collect();
-        let inbox = |slot: usize, own: OwnedFd| Inbox {
-            own: Some(own),
-            sender: socket(
-                AddressFamily::Unix,
-                SockType::Datagram,
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-                None,
-            )
-            .ok(),
-            base: base.clone(),
-            slot,
-            uid: nix::unistd::geteuid().as_raw(),
-        };
-        let mut it = sockets.into_iter();
+        let slots = slots_with_inboxes(&mut inboxes, 3);
+        assert!(!inboxes.has_waiting(2));
         let (zero, one, two) = (
-            inbox(0, it.next().unwrap()),
-            inbox(1, it.next().unwrap()),
-            inbox(2, it.next().unwrap()),
+            worker_inbox(&mut inboxes, 0),
+            worker_inbox(&mut inboxes, 1),
+            worker_inbox(&mut inboxes, 2),
         );
         let (ours, mut client) = UnixStream::pair().unwrap();
         client.write_all(b"queued").unwrap();
-        zero.send_to(2, &passage(ours.as_raw_fd(), b"GET /"))
+        zero.send_to(&slots[2], &passage(ours.as_raw_fd(), b"GET /"))
             .unwrap();
         drop(ours);
         let mut buf = Vec::new();
-        let slot = Slot::default();
-        assert!(one.receive(&mut buf, &slot).unwrap().is_none());
-        assert!(zero.receive(&mut buf, &slot).unwrap().is_none());
+        assert!(one.receive(&mut buf, &slots[1]).unwrap().is_none());
+        assert!(zero.receive(&mut buf, &slots[0]).unwrap().is_none());
         let arrival = two
-            .receive(&mut buf, &slot)
+            .receive(&mut buf, &slots[2])
             .unwrap()
             .expect("sent to slot 2");
         assert_eq!(arrival.input, b"GET /");
@@ -246,27 +290,52 @@ mod tests {
         let mut queued = [0u8; 6];
         moved.read_exact(&mut queued).unwrap();
         assert_eq!(&queued, b"queued");
-        // Put back, it is there again.
+        // Sent back to itself, it is there again.
         let (ours, _client) = UnixStream::pair().unwrap();
-        two.send_to_self(&passage(ours.as_raw_fd(), b"")).unwrap();
-        assert!(two.receive(&mut buf, &slot).unwrap().is_some());
+        two.send_to(&slots[2], &passage(ours.as_raw_fd(), b""))
+            .unwrap();
+        assert!(two.receive(&mut buf, &slots[2]).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_master_sees_what_waits_in_an_inbox() {
+        let mut inboxes = Inboxes::new();
+        let slots = slots_with_inboxes(&mut inboxes, 2);
+        let sender = worker_inbox(&mut Inboxes::new(), 0);
+        let (ours, _client) = UnixStream::pair().unwrap();
+        sender
+            .send_to(&slots[1], &passage(ours.as_raw_fd(), b""))
+            .unwrap();
+        assert!(inboxes.has_waiting(1));
+        assert!(!inboxes.has_waiting(0));
+        // Its next worker takes it.
+        let next = worker_inbox(&mut inboxes, 1);
+        assert!(next.receive(&mut Vec::new(), &slots[1]).unwrap().is_some());
+    }
+
+    #[test]
+    fn inbox_names_are_the_kernels_and_distinct() {
+        let mut inboxes = Inboxes::new();
+        let a = inboxes.ensure(0).unwrap();
+        let b = inboxes.ensure(1).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(inboxes.ensure(0).unwrap(), a, "bound once");
+        assert!(a.address().is_some());
+        assert_eq!(InboxName(0).address(), None);
     }
 
     #[test]
     fn what_another_user_sends_is_refused() {
         let mut inboxes = Inboxes::new();
-        inboxes.ensure(0).unwrap();
-        let mut inbox = inboxes.into_worker_inbox(0);
-        inbox.uid = inbox.uid.wrapping_add(1);
+        let slots = slots_with_inboxes(&mut inboxes, 1);
+        let mut inbox = worker_inbox(&mut inboxes, 0);
+        inbox.users = inbox.users.map(|u| u.wrapping_add(1));
         let (ours, mut client) = UnixStream::pair().unwrap();
-        inbox.send_to(0, &passage(ours.as_raw_fd(), b"")).unwrap();
+        inbox
+            .send_to(&slots[0], &passage(ours.as_raw_fd(), b""))
+            .unwrap();
         drop(ours);
-        assert!(
-            inbox
-                .receive(&mut Vec::new(), &Slot::default())
-                .unwrap()
-                .is_none()
-        );
+        assert!(inbox.receive(&mut Vec::new(), &slots[0]).unwrap().is_none());
         // Closed unread: the client sees the end of the connection.
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
@@ -277,11 +346,60 @@ mod tests {
     fn a_send_to_a_slot_without_an_inbox_fails_and_keeps_the_connection() {
         let inbox = Inboxes::new().into_worker_inbox(0);
         let (ours, mut client) = UnixStream::pair().unwrap();
-        let sent = inbox.send_to(5, &passage(ours.as_raw_fd(), b""));
+        let sent = inbox.send_to(&Slot::default(), &passage(ours.as_raw_fd(), b""));
         assert!(matches!(sent, Err(SendError::Io(_))), "{sent:?}");
         // Still ours: what we write reaches the client.
         (&ours).write_all(b"x").unwrap();
         let mut got = [0u8; 1];
         client.read_exact(&mut got).unwrap();
+    }
+
+    /// A message carrying more descriptors than a worker sends (anyone who
+    /// can reach the inbox may send one): the first is the connection,
+    /// the others are closed, none left open in the worker.
+    #[test]
+    fn extra_descriptors_in_a_message_are_closed() {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let mut inboxes = Inboxes::new();
+        let slots = slots_with_inboxes(&mut inboxes, 1);
+        let inbox = worker_inbox(&mut inboxes, 0);
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+        let fds: Vec<RawFd> = pairs.iter().map(|(ours, _)| ours.as_raw_fd()).collect();
+        let header = super::super::encode_header(&passage(fds[0], b""));
+        let sender = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let to = slots[0].inbox_name().address().unwrap();
+        sendmsg(
+            sender.as_raw_fd(),
+            &[std::io::IoSlice::new(&header)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&to),
+        )
+        .unwrap();
+        let clients: Vec<UnixStream> = pairs.into_iter().map(|(_, client)| client).collect();
+        let arrival = inbox
+            .receive(&mut Vec::new(), &slots[0])
+            .unwrap()
+            .expect("the message");
+        // The other two ends are closed everywhere: their peers read the end.
+        for client in &clients[1..] {
+            client.set_nonblocking(true).unwrap();
+            assert_eq!((&*client).read(&mut [0u8; 1]).unwrap(), 0);
+        }
+        // The first lives on in the arrival.
+        clients[0].set_nonblocking(true).unwrap();
+        let open = (&clients[0]).read(&mut [0u8; 1]);
+        assert!(
+            matches!(&open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{open:?}"
+        );
+        drop(arrival);
     }
 }

@@ -78,7 +78,7 @@ impl EventLoop {
             let mut conns = lock(&self.conns);
             let inbox = self.inbox;
             hand_off_at(&mut conns, key, self.poll.registry(), &|p| {
-                inbox.send_to(to, p)
+                inbox.send_to(target, p)
             })
             .is_ok()
         };
@@ -319,7 +319,7 @@ impl Onward<'_> {
     fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {
         if let Some(to) = self.peers.free_one_with_fewer_connections(usize::MAX) {
             let target = self.peers.slot(to);
-            if target.start_sending() && self.inbox.send_to(to, passage).is_ok() {
+            if target.start_sending() && self.inbox.send_to(target, passage).is_ok() {
                 return Ok(());
             }
             target.unsend();
