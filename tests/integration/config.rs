@@ -4,23 +4,15 @@
 //! and `HUP` reading the file again. Each runs the real binary.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::harness::{
-    Server, TempDir, WAIT, process_exists, rgun_bin, testapp, wait_for_file_line, wait_until,
+    Server, TempDir, WAIT, process_exists, testapp, wait_for_file_line, wait_until,
 };
 
 /// Run `rgun ARGS` in `dir` with `envs`, to its exit.
 fn rgun(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    Command::new(rgun_bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WEB_CONCURRENCY")
-        .env_remove("RGUN_CMD_ARGS")
-        .env_remove("GUNICORN_CMD_ARGS")
-        .envs(envs.iter().copied())
-        .output()
-        .expect("run the rgun binary")
+    crate::harness::run_rgun(dir, args, envs)
 }
 
 fn stdout(output: &Output) -> String {

@@ -5,9 +5,9 @@
 //! "Worker exiting") read as Gunicorn's. Plus the completions and the man
 //! page generated from the same definition.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use crate::harness::{Server, TempDir, WAIT, log_line_pid, rgun_bin, testapp, wait_retired};
+use crate::harness::{Server, TempDir, WAIT, log_line_pid, testapp, wait_retired};
 
 /// What rgun does with a Gunicorn flag.
 #[derive(Clone, Copy, Debug)]
@@ -218,14 +218,7 @@ const FLAGS: &[(&str, Option<&str>, Expect)] = &[
 ];
 
 fn rgun(dir: &std::path::Path, args: &[String]) -> Output {
-    Command::new(rgun_bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("WEB_CONCURRENCY")
-        .env_remove("RGUN_CMD_ARGS")
-        .env_remove("GUNICORN_CMD_ARGS")
-        .output()
-        .expect("run the rgun binary")
+    crate::harness::run_rgun(dir, args, &[])
 }
 
 #[test]

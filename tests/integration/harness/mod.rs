@@ -31,7 +31,7 @@ pub use paths::{
 };
 pub use prng::Prng;
 pub use requests::{chunked, get, request};
-pub use server::{Listen, Server, ServerBuilder, listening_tcp_addr, parse_listening};
+pub use server::{Listen, Server, ServerBuilder, listening_tcp_addr, parse_listening, run_rgun};
 pub use temp::{TempDir, unique_socket_path};
 pub use workers::{
     boots, fresh_pid, log_line_pid, pid_of, process_exists, wait_retired, wait_until,

@@ -155,12 +155,8 @@ impl ServerBuilder {
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
-        command
+        without_settings_env(&mut command)
             .args(&self.args)
-            // The suite's own environment must not change the worker count.
-            .env_remove("WEB_CONCURRENCY")
-            .env_remove("RGUN_CMD_ARGS")
-            .env_remove("GUNICORN_CMD_ARGS")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -224,6 +220,32 @@ impl ServerBuilder {
         }
         server
     }
+}
+
+/// The suite's own environment must not change what rgun reads: settings
+/// in variables (`RGUN_CMD_ARGS`, `GUNICORN_CMD_ARGS`) or the worker count
+/// (`WEB_CONCURRENCY`) come only from the test that sets them.
+fn without_settings_env(command: &mut Command) -> &mut Command {
+    command
+        .env_remove("WEB_CONCURRENCY")
+        .env_remove("RGUN_CMD_ARGS")
+        .env_remove("GUNICORN_CMD_ARGS")
+}
+
+/// Run `rgun ARGS` in `dir` with `envs` (and none of the suite's settings
+/// variables), to its exit: the commands that answer and stop
+/// (`--print-config`, `--check-config`, `completions`, a refused flag).
+pub fn run_rgun<S: AsRef<std::ffi::OsStr>>(
+    dir: &std::path::Path,
+    args: &[S],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    without_settings_env(&mut Command::new(rgun_bin()))
+        .args(args)
+        .current_dir(dir)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run the rgun binary")
 }
 
 /// Parse Gunicorn's `... Listening at: http://127.0.0.1:8000,unix:/path
