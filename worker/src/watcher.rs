@@ -177,8 +177,7 @@ impl LongCall {
         // SAFETY: epfd was just returned open, and nothing else owns it.
         let ready = unsafe { OwnedFd::from_raw_fd(epfd) };
         let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let onward = onward(watched);
-        let keys: Vec<(usize, RawFd, bool)> = conns
+        let (holding, idle): (Vec<_>, Vec<_>) = conns
             .iter()
             .filter_map(|(key, place)| match place {
                 Place::Here(conn) if conn.passage().is_some() => {
@@ -186,25 +185,17 @@ impl LongCall {
                 }
                 _ => None,
             })
-            .collect();
-        let (mut moved, mut watching) = (0, 0);
-        for (key, fd, holds_input) in keys {
-            if holds_input {
-                moved += usize::from(crate::server::hand_off_one(
-                    &mut conns,
-                    key,
-                    fd,
-                    &watched.registry,
-                    &onward,
-                ));
-            } else {
-                watch_fd(&ready, key, fd);
-                watching += 1;
-            }
+            .partition(|&(_, _, holds_input)| holds_input);
+        for &(key, fd, _) in &idle {
+            watch_fd(&ready, key, fd);
         }
-        // Peers choose by it; the loop's thread, in the call, cannot say it.
-        watched.slot.set_connections(conns.len());
+        let moved = send_on(
+            watched,
+            &mut conns,
+            holding.iter().map(|&(k, fd, _)| (k, fd)),
+        );
         drop(conns);
+        let watching = idle.len();
         log::debug!(
             "a call runs long: {moved} connections handed to other workers, {watching} watched for a request"
         );
@@ -244,24 +235,12 @@ impl LongCall {
         if n <= 0 {
             return;
         }
+        // Each reported once (EPOLLONESHOT): sent on, or left where it is.
+        let ready_keys = events[..n as usize]
+            .iter()
+            .map(|event| ((event.u64 >> 32) as usize, event.u64 as u32 as RawFd));
         let mut conns = watched.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let onward = onward(watched);
-        let mut moved = 0;
-        for event in &events[..n as usize] {
-            let (key, fd) = ((event.u64 >> 32) as usize, event.u64 as u32 as RawFd);
-            // Out of the set first: the socket lives on in the message
-            // sent, and the set would keep reporting it.
-            unwatch_fd(ready, fd);
-            moved += usize::from(crate::server::hand_off_one(
-                &mut conns,
-                key,
-                fd,
-                &watched.registry,
-                &onward,
-            ));
-        }
-        // Peers choose by it; the loop's thread, in the call, cannot say it.
-        watched.slot.set_connections(conns.len());
+        let moved = send_on(watched, &mut conns, ready_keys);
         drop(conns);
         if moved > 0 {
             log::debug!(
@@ -283,17 +262,23 @@ fn watch_fd(ready: &OwnedFd, key: usize, fd: RawFd) {
     unsafe { libc::epoll_ctl(ready.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
 }
 
-fn unwatch_fd(ready: &OwnedFd, fd: RawFd) {
-    // SAFETY: `ready` is open; a descriptor no longer in the set (or
-    // closed) only makes this fail.
-    unsafe {
-        libc::epoll_ctl(
-            ready.as_raw_fd(),
-            libc::EPOLL_CTL_DEL,
-            fd,
-            std::ptr::null_mut(),
-        )
-    };
+/// Send on the connections under `keys` (each its slab key and
+/// descriptor) that are still there and can move: how many went.
+fn send_on(
+    watched: &Watched,
+    conns: &mut Slab<Place>,
+    keys: impl IntoIterator<Item = (usize, RawFd)>,
+) -> usize {
+    let onward = onward(watched);
+    let moved = keys
+        .into_iter()
+        .filter(|&(key, fd)| {
+            crate::server::hand_off_one(conns, key, fd, &watched.registry, &onward)
+        })
+        .count();
+    // Peers choose by it; the loop's thread, in the call, cannot say it.
+    watched.slot.set_connections(conns.len());
+    moved
 }
 
 fn onward(watched: &Watched) -> crate::server::Onward<'_> {
