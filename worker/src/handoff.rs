@@ -97,6 +97,8 @@ impl Arrival {
 pub enum SendError {
     #[error("the connection is part-way through an answer, or closing")]
     NotMovable,
+    #[error("the worker it was meant for takes no more work")]
+    NotTaking,
     #[error("the connection carries {0} bytes, more than a hand-off takes")]
     TooLarge(usize),
     #[error("the hand-off channel is full")]

@@ -174,6 +174,21 @@ impl Inbox {
         send_on(sender.as_raw_fd(), Some(&address), passage)
     }
 
+    /// Send a connection to the worker in slot `to` if it still takes work,
+    /// counted in its slot while on its way (`Slot::start_sending`), and
+    /// uncounted if it does not go.
+    pub fn send_counted(&self, to: &Slot, passage: &Passage<'_>) -> Result<(), SendError> {
+        let sent = if to.start_sending() {
+            self.send_to(to, passage)
+        } else {
+            Err(SendError::NotTaking)
+        };
+        if sent.is_err() {
+            to.unsend();
+        }
+        sent
+    }
+
     /// Take one connection sent to this worker, if one waits, and uncount
     /// it in the worker's slot; what another user sent is closed and
     /// skipped.

@@ -74,18 +74,12 @@ impl EventLoop {
     /// `to`, if it still takes work: `false` if it stays.
     pub(super) fn send_key_to(&mut self, key: usize, to: usize) -> bool {
         let target = self.shared.settings.peers.slot(to);
-        let sent = target.start_sending() && {
-            let mut conns = lock(&self.conns);
-            let inbox = self.inbox;
-            hand_off_at(&mut conns, key, self.poll.registry(), &|p| {
-                inbox.send_to(target, p)
-            })
-            .is_ok()
-        };
-        if !sent {
-            target.unsend();
-        }
-        sent
+        let inbox = self.inbox;
+        let mut conns = lock(&self.conns);
+        hand_off_at(&mut conns, key, self.poll.registry(), &|p| {
+            inbox.send_counted(target, p)
+        })
+        .is_ok()
     }
 
     /// Connections other workers sent to this one: all of them (a few at
@@ -317,12 +311,13 @@ pub struct Onward<'a> {
 
 impl Onward<'_> {
     fn send(&self, passage: &Passage<'_>) -> Result<(), SendError> {
-        if let Some(to) = self.peers.free_one_with_fewer_connections(usize::MAX) {
-            let target = self.peers.slot(to);
-            if target.start_sending() && self.inbox.send_to(target, passage).is_ok() {
-                return Ok(());
-            }
-            target.unsend();
+        if let Some(to) = self.peers.free_one_with_fewer_connections(usize::MAX)
+            && self
+                .inbox
+                .send_counted(self.peers.slot(to), passage)
+                .is_ok()
+        {
+            return Ok(());
         }
         self.channel.send(passage)
     }
@@ -348,7 +343,7 @@ pub fn hand_off_movable(
         match hand_off_at(conns, key, registry, &|p| onward.send(p)) {
             Ok(()) => moved += 1,
             // Too much carried: this one stays, others may go.
-            Err(SendError::TooLarge(_) | SendError::NotMovable) => {}
+            Err(SendError::TooLarge(_) | SendError::NotMovable | SendError::NotTaking) => {}
             Err(SendError::Full | SendError::Io(_)) => break,
         }
     }
