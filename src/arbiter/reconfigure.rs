@@ -176,18 +176,16 @@ impl EnvSnapshot {
     }
 
     fn restore(self) {
-        let now: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-        for (key, value) in &now {
-            match self.0.get(key) {
+        // `vars_os` reads the whole environment first: removing as it goes
+        // is safe.
+        for (key, _) in std::env::vars_os() {
+            if !self.0.contains_key(&key) {
                 // SAFETY: the master is single-threaded.
-                None => unsafe { std::env::remove_var(key) },
-                // SAFETY: as above.
-                Some(was) if was != value => unsafe { std::env::set_var(key, was) },
-                Some(_) => {}
+                unsafe { std::env::remove_var(&key) };
             }
         }
         for (key, was) in &self.0 {
-            if std::env::var_os(key).is_none() {
+            if std::env::var_os(key).as_ref() != Some(was) {
                 // SAFETY: as above.
                 unsafe { std::env::set_var(key, was) };
             }
